@@ -1,0 +1,253 @@
+//! One web bridge: its samples, restarts and leak bound.
+//!
+//! Invariants: `lower` only grows within a restart epoch and holds only
+//! samples from it; a sample whose `active` is below `lower` proves a
+//! restart (leaks never shrink otherwise), so the bound can never be left
+//! above a web bridge's count by a restart nobody announced.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::ModelConfig;
+use crate::log::WebBridgeStats;
+
+/// How a restart was recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartSignal {
+    /// A `cli:` audit line: `webbridge restart`, permission granted.
+    Audit,
+    /// The `c:`/`d:` counters went down.
+    CountersReset,
+    /// `active` fell below the known leak, or collapsed to about zero.
+    ActiveDrop,
+}
+
+/// One restart of a web bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restart {
+    /// When it happened (the audit line's time, or the first sample after).
+    pub time: DateTime<Utc>,
+    /// The first signal that showed it.
+    pub signal: RestartSignal,
+    /// The MMP user who issued it, when an audit line says.
+    pub by: Option<String>,
+}
+
+/// One Stats sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WebBridgeSample {
+    /// When it was logged.
+    pub time: DateTime<Utc>,
+    /// What it said.
+    pub stats: WebBridgeStats,
+}
+
+/// The model's answer for one web bridge at one time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebBridgeEstimate {
+    /// Sessions now, leaked ones included (the latest sample).
+    pub active: u32,
+    /// At least this many sessions are leaked.
+    pub leaked_lower: u32,
+    /// At most this many sessions are leaked.
+    pub leaked_upper: u32,
+    /// At most this many real sessions would be dropped by a restart now.
+    pub droppable_upper: u32,
+    /// Growth of the lower bound per day since the last restart (or since
+    /// the first bound), when that spans long enough.
+    pub leak_rate_per_day: Option<f64>,
+    /// When users will be (or first were) locked out, if foreseeable.
+    pub lockout_forecast: Option<DateTime<Utc>>,
+    /// Start of the current restart epoch: the last restart, or first sight.
+    pub since: DateTime<Utc>,
+}
+
+/// Sessions dropping from at least this many to about zero in one sample
+/// interval is a restart even without any other signal.
+const COLLAPSE_FROM: u32 = 20;
+/// "About zero".
+const COLLAPSE_TO: u32 = 1;
+
+/// What the model keeps about one web bridge.
+#[derive(Debug, Clone)]
+pub struct WebBridgeState {
+    /// Host name of the server.
+    pub host: String,
+    /// Stats samples seen.
+    pub samples: u64,
+    /// Time of the first sample.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// The largest `active` seen.
+    pub max_active: u32,
+    /// Time spent at the limit (gaps in the log longer than
+    /// `at_limit_max_gap` count only up to it).
+    pub at_limit: Duration,
+    /// Every restart recognised, in order.
+    pub restarts: Vec<Restart>,
+    last: Option<WebBridgeSample>,
+    epoch: u64,
+    epoch_start: DateTime<Utc>,
+    lower: u32,
+    /// The first bound of this epoch: `(restart time, 0)` after a restart,
+    /// else the first paired sample. The leak rate is measured from it.
+    first_lower: Option<(DateTime<Utc>, u32)>,
+    /// First time at the limit in this epoch: users were refused from then.
+    at_limit_since: Option<DateTime<Utc>>,
+    /// `(time, active - lower)`: upper bounds of the real sessions over the
+    /// last `peak_window`, for the usual daily peak.
+    recent_real: VecDeque<(DateTime<Utc>, u32)>,
+}
+
+impl WebBridgeState {
+    pub(super) fn new(host: &str, time: DateTime<Utc>) -> Self {
+        WebBridgeState {
+            host: host.to_owned(),
+            samples: 0,
+            first_seen: None,
+            max_active: 0,
+            at_limit: Duration::zero(),
+            restarts: Vec::new(),
+            last: None,
+            epoch: 0,
+            epoch_start: time,
+            lower: 0,
+            first_lower: None,
+            at_limit_since: None,
+            recent_real: VecDeque::new(),
+        }
+    }
+
+    /// The latest sample.
+    pub fn last(&self) -> Option<&WebBridgeSample> {
+        self.last.as_ref()
+    }
+
+    /// The lower bound of the leak now.
+    pub fn leaked_lower(&self) -> u32 {
+        self.last.map_or(0, |last| self.lower.min(last.stats.active))
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Folds in a sample; returns the restart it revealed, if any.
+    pub(super) fn observe(
+        &mut self,
+        time: DateTime<Utc>,
+        stats: &WebBridgeStats,
+        config: &ModelConfig,
+    ) -> Option<Restart> {
+        let mut revealed = None;
+        if let Some(last) = self.last {
+            let signal = if stats.connections < last.stats.connections
+                || stats.disconnections < last.stats.disconnections
+            {
+                Some(RestartSignal::CountersReset)
+            } else if stats.active < self.lower || (last.stats.active >= COLLAPSE_FROM && stats.active <= COLLAPSE_TO) {
+                Some(RestartSignal::ActiveDrop)
+            } else {
+                None
+            };
+            // An audit line since the previous sample already told of it.
+            let known =
+                self.restarts.last().is_some_and(|r| r.time > last.time || time - r.time <= config.restart_merge);
+            if let Some(signal) = signal.filter(|_| !known) {
+                revealed = Some(self.begin_epoch(time, signal, None));
+            }
+            if last.stats.active >= config.limit {
+                self.at_limit += (time - last.time).min(config.at_limit_max_gap).max(Duration::zero());
+            }
+        }
+        self.samples += 1;
+        self.first_seen.get_or_insert(time);
+        self.max_active = self.max_active.max(stats.active);
+        if stats.active >= config.limit && self.at_limit_since.is_none() {
+            self.at_limit_since = Some(time);
+        }
+        self.last = Some(WebBridgeSample { time, stats: *stats });
+        self.recent_real.push_back((time, stats.active.saturating_sub(self.lower)));
+        while self.recent_real.front().is_some_and(|&(t, _)| time - t > config.peak_window) {
+            self.recent_real.pop_front();
+        }
+        revealed
+    }
+
+    /// A `webbridge restart` audit line; returns whether it began a new
+    /// epoch (false when the samples already showed this restart).
+    pub(super) fn restart_by_audit(&mut self, time: DateTime<Utc>, by: String, config: &ModelConfig) -> bool {
+        if let Some(seen) = self.restarts.last_mut() {
+            if seen.signal != RestartSignal::Audit && (time - seen.time).abs() <= config.restart_merge {
+                seen.by = Some(by);
+                return false;
+            }
+        }
+        self.begin_epoch(time, RestartSignal::Audit, Some(by));
+        true
+    }
+
+    fn begin_epoch(&mut self, time: DateTime<Utc>, signal: RestartSignal, by: Option<String>) -> Restart {
+        self.epoch += 1;
+        self.epoch_start = time;
+        self.lower = 0;
+        self.first_lower = Some((time, 0));
+        self.at_limit_since = None;
+        let restart = Restart { time, signal, by };
+        self.restarts.push(restart.clone());
+        restart
+    }
+
+    /// A paired sample from `epoch` proves at least `candidate` leaked.
+    pub(super) fn raise_lower(&mut self, epoch: u64, time: DateTime<Utc>, candidate: u32) {
+        if epoch != self.epoch {
+            return;
+        }
+        self.first_lower.get_or_insert((time, candidate));
+        self.lower = self.lower.max(candidate);
+    }
+
+    /// The estimate at `now`, given the cluster's CMA upper bound now.
+    pub fn estimate(
+        &self,
+        now: DateTime<Utc>,
+        cma_now: Option<u32>,
+        config: &ModelConfig,
+    ) -> Option<WebBridgeEstimate> {
+        let active = self.last?.stats.active;
+        let lower = self.leaked_lower();
+        let unknown = active - lower;
+        let droppable_upper = cma_now.map_or(unknown, |cma| unknown.min(cma));
+        let leak_rate_per_day = self.first_lower.and_then(|(since, base)| {
+            let span = now - since;
+            (span >= config.min_rate_span).then(|| f64::from(lower.saturating_sub(base)) / days(span))
+        });
+        let lockout_forecast = self.at_limit_since.or_else(|| {
+            let window_start = now - config.peak_window;
+            let peak_real = self.recent_real.iter().filter(|&&(t, _)| t >= window_start).map(|&(_, r)| r).max()?;
+            let headroom = i64::from(config.limit) - i64::from(lower) - i64::from(peak_real);
+            if headroom <= 0 {
+                return Some(now);
+            }
+            let rate = leak_rate_per_day.filter(|&r| r > 0.0)?;
+            let seconds = headroom as f64 / rate * 86_400.0;
+            // Beyond ~30 years is "not foreseeable", and keeps chrono in range.
+            (seconds < 1e9).then(|| now + Duration::seconds(seconds as i64))
+        });
+        Some(WebBridgeEstimate {
+            active,
+            leaked_lower: lower,
+            leaked_upper: active,
+            droppable_upper,
+            leak_rate_per_day,
+            lockout_forecast,
+            since: self.epoch_start,
+        })
+    }
+}
+
+fn days(span: Duration) -> f64 {
+    span.num_milliseconds() as f64 / 86_400_000.0
+}
