@@ -1,0 +1,157 @@
+//! What is simulated: the servers and the load.
+
+use chrono::{Datelike, Duration, NaiveTime, Timelike, Weekday};
+
+/// Which CMS release a server runs: up to 2.9 it has Web Bridge 2, which
+/// leaks; 3.x has only Web Bridge 3, which does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// 2.8: Web Bridge 2 only.
+    V2_8,
+    /// 2.9: Web Bridge 2 (and 3).
+    V2_9,
+    /// 3.x: Web Bridge 3 only, no leak.
+    V3,
+}
+
+impl Release {
+    /// Whether this release runs the leaking Web Bridge 2.
+    pub fn has_webbridge2(self) -> bool {
+        !matches!(self, Release::V3)
+    }
+
+    /// The version string `version` prints.
+    pub fn version(self) -> &'static str {
+        match self {
+            Release::V2_8 => "2.8.5",
+            Release::V2_9 => "2.9.7",
+            Release::V3 => "3.8.1",
+        }
+    }
+}
+
+impl std::str::FromStr for Release {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "2.8" => Ok(Release::V2_8),
+            "2.9" => Ok(Release::V2_9),
+            "3" | "3.x" => Ok(Release::V3),
+            other => Err(format!("unknown release '{other}' (use 2.8, 2.9 or 3.x)")),
+        }
+    }
+}
+
+/// One CMS server: each runs a web bridge and a call bridge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Host name, as in its log lines (`cms1`).
+    pub name: String,
+    /// Its release.
+    pub release: Release,
+    /// Its address in syslog relay headers.
+    pub address: String,
+}
+
+/// The deployment and its load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The servers (one cluster).
+    pub servers: Vec<Server>,
+    /// Concurrent sessions in the whole cluster at the busiest hour of a
+    /// weekday. Default 160 (40 per web bridge with four).
+    pub peak_sessions: f64,
+    /// Mean length of a session. Default 45 minutes.
+    pub mean_session: Duration,
+    /// Share of sessions from the CMA desktop or iOS clients, which use no
+    /// web bridge but count in CMA. Default 0.1.
+    pub desktop_share: f64,
+    /// Probability that a Web Bridge 2 session leaks when it ends. Default 0.02.
+    pub leak_probability: f64,
+    /// Sessions at which a web bridge refuses new ones. Default 149.
+    pub limit: u32,
+    /// Load on Saturdays and Sundays relative to weekdays. Default 0.15.
+    pub weekend_factor: f64,
+    /// How often each web bridge logs `Stats`. Default 60 s (undocumented
+    /// for real CMS).
+    pub stats_interval: Duration,
+    /// How often each call bridge logs `STATS:`. 5 minutes, as CMS does.
+    pub callbridge_interval: Duration,
+    /// How long a web bridge is down while it restarts. Default 8 s.
+    pub restart_downtime: Duration,
+}
+
+impl Scenario {
+    /// `n` servers `cms1`..`cmsN` on release 2.9, default load.
+    pub fn with_servers(n: usize) -> Self {
+        Scenario {
+            servers: (1..=n)
+                .map(|i| Server {
+                    name: format!("cms{i}"),
+                    release: Release::V2_9,
+                    address: format!("10.0.0.{}", 10 + i),
+                })
+                .collect(),
+            peak_sessions: 40.0 * n as f64,
+            mean_session: Duration::minutes(45),
+            desktop_share: 0.1,
+            leak_probability: 0.02,
+            limit: 149,
+            weekend_factor: 0.15,
+            stats_interval: Duration::seconds(60),
+            callbridge_interval: Duration::minutes(5),
+            restart_downtime: Duration::seconds(8),
+        }
+    }
+
+    /// Concurrent sessions the cluster would carry at `time` in steady state.
+    pub fn target_sessions(&self, time: chrono::DateTime<chrono::Utc>) -> f64 {
+        let day = if matches!(time.weekday(), Weekday::Sat | Weekday::Sun) { self.weekend_factor } else { 1.0 };
+        self.peak_sessions * day * daily_curve(time.time())
+    }
+
+    /// Joins per second at `time` (Little's law: sessions / mean length).
+    pub fn join_rate(&self, time: chrono::DateTime<chrono::Utc>) -> f64 {
+        self.target_sessions(time) / self.mean_session.num_seconds().max(1) as f64
+    }
+}
+
+/// Share of the day's peak load at a time of day: nothing from 01:00 to
+/// 05:00, a morning ramp, a busy day with a lunch dip, a quiet evening.
+pub fn daily_curve(time: NaiveTime) -> f64 {
+    let hour = f64::from(time.hour()) + f64::from(time.minute()) / 60.0;
+    let points = [
+        (0.0, 0.04),
+        (1.0, 0.0),
+        (5.0, 0.0),
+        (6.5, 0.1),
+        (8.0, 0.7),
+        (10.0, 1.0),
+        (12.0, 0.8),
+        (13.0, 0.75),
+        (14.5, 1.0),
+        (16.5, 0.8),
+        (18.0, 0.35),
+        (20.0, 0.15),
+        (22.0, 0.08),
+        (24.0, 0.04),
+    ];
+    let upper = points.iter().position(|&(h, _)| h > hour).unwrap_or(points.len() - 1).max(1);
+    let (h0, v0) = points[upper - 1];
+    let (h1, v1) = points[upper];
+    v0 + (v1 - v0) * ((hour - h0) / (h1 - h0)).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_curve_is_quiet_at_night_and_full_mid_morning() {
+        assert_eq!(daily_curve(NaiveTime::from_hms_opt(3, 0, 0).unwrap()), 0.0);
+        assert_eq!(daily_curve(NaiveTime::from_hms_opt(10, 0, 0).unwrap()), 1.0);
+        let evening = daily_curve(NaiveTime::from_hms_opt(19, 0, 0).unwrap());
+        assert!(evening > 0.1 && evening < 0.35);
+        assert!(daily_curve(NaiveTime::from_hms_opt(23, 59, 59).unwrap()) > 0.0);
+    }
+}
