@@ -95,6 +95,9 @@ pub struct Summary {
     pub dropped_calls: u64,
     /// Web bridge restarts.
     pub restarts: u64,
+    /// The truth at the end, per server: `(host, real, leaked)` sessions on
+    /// its web bridge.
+    pub webbridges: Vec<(String, u32, u32)>,
 }
 
 enum Line {
@@ -112,7 +115,7 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
     let mut sim = Simulation::new(scenario.clone(), options.seed, options.start);
     // Line timing and noise have their own generator, so that changing the
     // noise never changes the sessions.
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed_0f_1095);
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x005e_ed0f_1095);
     let stats_every = scenario.stats_interval.num_seconds().max(1);
     let cb_every = scenario.callbridge_interval.num_seconds().max(1);
     let stats_phase: Vec<(i64, u16)> =
@@ -125,8 +128,16 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
         + servers.len() as f64 / cb_every as f64;
     let noise_per_second = records_per_second * f64::from(options.lines_per_record.max(1) - 1);
 
-    let mut summary =
-        Summary { end: options.start, lines: 0, bytes: 0, records: 0, refused_joins: 0, dropped_calls: 0, restarts: 0 };
+    let mut summary = Summary {
+        end: options.start,
+        lines: 0,
+        bytes: 0,
+        records: 0,
+        refused_joins: 0,
+        dropped_calls: 0,
+        restarts: 0,
+        webbridges: Vec::new(),
+    };
     let mut pending_restarts: Vec<(DateTime<Utc>, usize)> = Vec::new();
     let mut noise_carry = 0.0;
     let mut line = Vec::with_capacity(512);
@@ -243,6 +254,8 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
         }
     }
     summary.refused_joins = sim.webbridges.iter().map(|w| w.refused).sum();
+    summary.webbridges =
+        servers.iter().zip(&sim.webbridges).map(|(s, wb)| (s.name.clone(), wb.real, wb.leaked)).collect();
     if let Some(truth) = truth.as_mut() {
         let webbridges: Vec<_> = servers
             .iter()

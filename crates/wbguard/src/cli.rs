@@ -28,8 +28,13 @@ pub enum Command {
 pub struct AnalyzeArgs {
     /// Log files (plain or gzip, rotated logs and several servers are merged
     /// by time); `-` reads standard input.
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(value_name = "FILE", required_unless_present = "example")]
     pub files: Vec<PathBuf>,
+
+    /// Analyse a built-in example instead: two weeks of a simulated
+    /// four-server cluster whose web bridges leak.
+    #[arg(long, conflicts_with = "files")]
+    pub example: bool,
 
     /// Output format [default: table on a terminal, json otherwise].
     #[arg(long, value_enum)]

@@ -32,8 +32,9 @@ pub enum Source {
     Path(PathBuf),
     /// Standard input (`-`).
     Stdin,
-    /// Bytes already in memory (the built-in example).
-    Memory { name: String, bytes: std::sync::Arc<Vec<u8>> },
+    /// Bytes already in memory (the built-in example), last written at
+    /// `reference`.
+    Memory { name: String, bytes: std::sync::Arc<Vec<u8>>, reference: DateTime<Utc> },
 }
 
 impl Source {
@@ -212,8 +213,8 @@ fn run_job(
                 let _only_one_reader = stdin_lock.lock();
                 scan_stream(io::stdin().lock(), scanner, &context(Utc::now()), buffer, &mut result)
             }
-            Source::Memory { bytes, .. } => {
-                scan_stream(io::Cursor::new(bytes.as_slice()), scanner, &context(Utc::now()), buffer, &mut result)
+            Source::Memory { bytes, reference, .. } => {
+                scan_stream(io::Cursor::new(bytes.as_slice()), scanner, &context(*reference), buffer, &mut result)
             }
         },
     };

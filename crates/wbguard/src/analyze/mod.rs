@@ -5,6 +5,7 @@
 //! [`report`] and draw the [`plot`]. Unreadable inputs are named on stderr
 //! and in the report, the others are still analysed, and the exit code is 2.
 
+mod example;
 mod input;
 mod plot;
 mod report;
@@ -29,8 +30,14 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     if args.limit == 0 {
         bail!("--limit must be at least 1");
     }
-    let sources: Vec<Source> =
-        args.files.iter().map(|f| if input::is_stdin(f) { Source::Stdin } else { Source::Path(f.clone()) }).collect();
+    let (sources, note) = if args.example {
+        let (source, note) = example::generate()?;
+        (vec![source], Some(note))
+    } else {
+        let sources =
+            args.files.iter().map(|f| if input::is_stdin(f) { Source::Stdin } else { Source::Path(f.clone()) });
+        (sources.collect(), None)
+    };
     if sources.iter().filter(|s| matches!(s, Source::Stdin)).count() > 1 {
         bail!("standard input (-) can be named only once");
     }
@@ -62,6 +69,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).context("writing the report")?;
     for error in &report.errors {
         eprintln!("wbguard: {error}");
+    }
+    if let Some(note) = note {
+        eprintln!("\n{note}");
     }
     Ok(if report.errors.is_empty() { Outcome::Success } else { Outcome::InputErrors })
 }

@@ -142,8 +142,8 @@ pub fn render(series: &Series, limit: u32) -> String {
         svg,
         r##"<line class="limit" x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#d62728" stroke-width="1.5" stroke-dasharray="8 4"/><text x="{:.1}" y="{:.1}" fill="#d62728">limit {limit}</text>"##,
         WIDTH - RIGHT,
-        WIDTH - RIGHT + 4.0,
-        y + 4.0
+        LEFT + 6.0,
+        y - 5.0
     );
     svg.push_str("</svg>\n");
     svg
