@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
 
 /// Bytes read at a time; also the longest line that is examined at all.
-const BLOCK: usize = 1 << 20;
+pub const BLOCK: usize = 1 << 20;
 /// Plain files larger than this are split into ranges of about this size.
-const RANGE: u64 = 32 << 20;
+pub const RANGE: u64 = 32 << 20;
 
 /// One input named on the command line.
 #[derive(Debug, Clone)]
@@ -71,6 +71,10 @@ pub struct ScanSettings {
     pub default_host: Option<String>,
     /// Worker threads.
     pub threads: usize,
+    /// Read block size ([`BLOCK`]); lines this long or longer are overlong.
+    pub block: usize,
+    /// Range size for splitting plain files ([`RANGE`]).
+    pub range: u64,
 }
 
 enum Job {
@@ -94,7 +98,7 @@ pub fn scan_all(sources: &[Source], settings: &ScanSettings) -> Vec<InputResult>
         sources.iter().map(|s| InputResult { name: s.name(), ..InputResult::default() }).collect();
     let mut jobs = Vec::new();
     for (input, source) in sources.iter().enumerate() {
-        match plan(input, source) {
+        match plan(input, source, settings.range) {
             Ok(mut planned) => jobs.append(&mut planned),
             Err(error) => results[input].error = Some(error),
         }
@@ -107,7 +111,7 @@ pub fn scan_all(sources: &[Source], settings: &ScanSettings) -> Vec<InputResult>
         for _ in 0..workers {
             scope.spawn(|| {
                 let scanner = Scanner::new();
-                let mut buffer = vec![0u8; BLOCK];
+                let mut buffer = vec![0u8; settings.block.max(2)];
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(index) else { break };
@@ -135,7 +139,7 @@ pub fn scan_all(sources: &[Source], settings: &ScanSettings) -> Vec<InputResult>
 }
 
 /// Splits one input into jobs, or says why it cannot be read.
-fn plan(input: usize, source: &Source) -> Result<Vec<Job>, String> {
+fn plan(input: usize, source: &Source, range_size: u64) -> Result<Vec<Job>, String> {
     let path = match source {
         Source::Path(path) => path,
         Source::Stdin | Source::Memory { .. } => return Ok(vec![Job::Stream { input }]),
@@ -151,7 +155,7 @@ fn plan(input: usize, source: &Source) -> Result<Vec<Job>, String> {
     }
     let reference = modified(&metadata);
     let size = metadata.len();
-    let ranges = size.div_ceil(RANGE).max(1);
+    let ranges = size.div_ceil(range_size.max(1)).max(1);
     let step = size.div_ceil(ranges).max(1);
     Ok((0..ranges)
         .map(|i| Job::Range { input, path: path.clone(), start: i * step, end: ((i + 1) * step).min(size), reference })
@@ -366,4 +370,89 @@ fn scan_lines(
 /// Whether `path` names standard input.
 pub fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use wbguard_core::log::scan::parse_line;
+
+    /// A deterministic mix of records, noise, empty and overlong lines.
+    fn lines(seed: u64, count: usize, block: usize) -> Vec<Vec<u8>> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        (0..count)
+            .map(|i| match next() % 6 {
+                0 => format!(
+                    "Mar  4 00:{:02}:{:02} user.info cms{} webbridge: INFO : [DEBUGGING] Stats {}, c:9, d:{}",
+                    i / 60 % 60,
+                    i % 60,
+                    next() % 3,
+                    next() % 149,
+                    i
+                )
+                .into_bytes(),
+                1 => Vec::new(),
+                2 => vec![b'x'; block + next() % (2 * block)],
+                3 => vec![b'y'; block - 1 - next() % 3],
+                4 => format!(
+                    "Mar  4 00:00:{:02} user.info cms1 host:server: INFO : STATS: {{\"CMA\": \"{}/{}\"}}",
+                    i % 60,
+                    i % 7,
+                    i % 9
+                )
+                .into_bytes(),
+                _ => b"Mar  4 00:00:01 user.info cms1 postgres[5]: noise Stats noise".to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_range_and_block_size_sees_the_same_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ParseContext {
+            zone: chrono_tz::Tz::UTC,
+            reference: DateTime::parse_from_rfc3339("2024-12-01T00:00:00Z").unwrap().with_timezone(&Utc),
+            default_host: None,
+        };
+        for (seed, block) in [(1u64, 64usize), (2, 100), (3, 257), (4, 1024)] {
+            let lines = lines(seed, 300, block);
+            for trailing_newline in [true, false] {
+                let path = dir.path().join(format!("log-{seed}-{trailing_newline}"));
+                let mut file = File::create(&path).unwrap();
+                for (i, line) in lines.iter().enumerate() {
+                    file.write_all(line).unwrap();
+                    if trailing_newline || i + 1 < lines.len() {
+                        file.write_all(b"\n").unwrap();
+                    }
+                }
+                file.set_modified(ctx.reference.into()).unwrap();
+                drop(file);
+                let overlong = lines.iter().filter(|l| l.len() >= block).count() as u64;
+                let expected: Vec<Record> = lines
+                    .iter()
+                    .filter(|l| l.len() < block)
+                    .filter_map(|l| parse_line(l, &ctx).ok().flatten())
+                    .collect();
+                for range in [7u64, 64, 150, 1000, 1 << 40] {
+                    let settings = ScanSettings { zone: ctx.zone, default_host: None, threads: 2, block, range };
+                    let results = scan_all(&[Source::Path(path.clone())], &settings);
+                    let result = &results[0];
+                    let what = format!("seed {seed} block {block} range {range} newline {trailing_newline}");
+                    assert_eq!(result.error, None, "{what}");
+                    // An empty last line without its newline is no line at all.
+                    let vanished = !trailing_newline && lines.last().is_some_and(|l| l.is_empty());
+                    assert_eq!(result.counts.total, lines.len() as u64 - u64::from(vanished), "{what}");
+                    assert_eq!(result.overlong, overlong, "{what}");
+                    let times: Vec<_> = result.records.iter().map(|r| (r.time, r.host.clone())).collect();
+                    let expected_times: Vec<_> = expected.iter().map(|r| (r.time, r.host.clone())).collect();
+                    assert_eq!(times, expected_times, "{what}");
+                }
+            }
+        }
+    }
 }

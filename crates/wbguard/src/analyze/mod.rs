@@ -42,7 +42,8 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
         bail!("standard input (-) can be named only once");
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let settings = ScanSettings { zone, default_host: args.host.clone(), threads };
+    let settings =
+        ScanSettings { zone, default_host: args.host.clone(), threads, block: input::BLOCK, range: input::RANGE };
     let results = input::scan_all(&sources, &settings);
 
     let config = ModelConfig { limit: args.limit, ..ModelConfig::default() };
