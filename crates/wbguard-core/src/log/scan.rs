@@ -9,7 +9,8 @@
 //! The scanner is pure: the caller reads the bytes, and hands in the time
 //! zone and the reference time used to infer the year of BSD stamps.
 
-use aho_corasick::{AhoCorasick, Input, MatchKind};
+use aho_corasick::packed;
+use aho_corasick::{AhoCorasick, Input, MatchKind, Span};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -155,10 +156,36 @@ pub fn parse_line(line: &[u8], ctx: &ParseContext) -> Result<Option<Record>, Mal
     Ok(Some(Record { time, host, body }))
 }
 
+/// The literals that start every record a line can hold.
+const CANDIDATES: [&str; 4] = ["Stats ", "STATS:", "cli:", "cli["];
+
 /// Finds candidate lines in blocks of log text and parses them.
 #[derive(Debug, Clone)]
 pub struct Scanner {
-    candidates: AhoCorasick,
+    candidates: Candidates,
+}
+
+/// The candidate search. Teddy (a SIMD multi-literal search) is many times
+/// faster here than a general automaton, whose prefilter would stop at
+/// every `c` and `S` in the text; the automaton is the fallback for CPUs
+/// without the SIMD Teddy needs.
+#[derive(Debug, Clone)]
+enum Candidates {
+    Teddy(packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Candidates {
+    fn find(&self, block: &[u8], from: usize) -> Option<(usize, usize)> {
+        match self {
+            Candidates::Teddy(searcher) => {
+                searcher.find_in(block, Span::from(from..block.len())).map(|m| (m.start(), m.end()))
+            }
+            Candidates::Automaton(automaton) => {
+                automaton.find(Input::new(block).range(from..)).map(|m| (m.start(), m.end()))
+            }
+        }
+    }
 }
 
 impl Default for Scanner {
@@ -170,10 +197,16 @@ impl Default for Scanner {
 impl Scanner {
     /// Builds the candidate search.
     pub fn new() -> Self {
-        let candidates = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(["Stats ", "STATS:", "cli:", "cli["])
-            .expect("four literal patterns always build");
+        let teddy = packed::Config::new().match_kind(packed::MatchKind::LeftmostFirst).builder().extend(CANDIDATES).build();
+        let candidates = match teddy {
+            Some(searcher) => Candidates::Teddy(searcher),
+            None => Candidates::Automaton(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(CANDIDATES)
+                    .expect("four literal patterns always build"),
+            ),
+        };
         Scanner { candidates }
     }
 
@@ -186,9 +219,9 @@ impl Scanner {
             counts.total += 1;
         }
         let mut at = 0;
-        while let Some(found) = self.candidates.find(Input::new(block).range(at..)) {
-            let start = memchr::memrchr(b'\n', &block[..found.start()]).map_or(0, |nl| nl + 1);
-            let end = memchr::memchr(b'\n', &block[found.end()..]).map_or(block.len(), |nl| found.end() + nl);
+        while let Some((found_start, found_end)) = self.candidates.find(block, at) {
+            let start = memchr::memrchr(b'\n', &block[..found_start]).map_or(0, |nl| nl + 1);
+            let end = memchr::memchr(b'\n', &block[found_end..]).map_or(block.len(), |nl| found_end + nl);
             match parse_line(&block[start..end], ctx) {
                 Ok(Some(record)) => {
                     counts.records += 1;
