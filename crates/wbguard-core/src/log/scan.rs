@@ -197,7 +197,8 @@ impl Default for Scanner {
 impl Scanner {
     /// Builds the candidate search.
     pub fn new() -> Self {
-        let teddy = packed::Config::new().match_kind(packed::MatchKind::LeftmostFirst).builder().extend(CANDIDATES).build();
+        let teddy =
+            packed::Config::new().match_kind(packed::MatchKind::LeftmostFirst).builder().extend(CANDIDATES).build();
         let candidates = match teddy {
             Some(searcher) => Candidates::Teddy(searcher),
             None => Candidates::Automaton(

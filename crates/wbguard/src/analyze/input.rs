@@ -1,21 +1,25 @@
-//! Reading log inputs in parallel: plain files, gzip files and stdin.
+//! Reading log inputs in parallel, and merging their records by time.
 //!
-//! Work is cut into jobs: a large plain file becomes several byte ranges,
-//! each a job; a gzip file or a pipe is one job, read as a stream. Worker
-//! threads take jobs in order and scan them with the core's [`Scanner`],
-//! so two cores share one big file as well as several files.
+//! Each input is cut into parts: a large plain file into byte ranges, a
+//! gzip file, a pipe or stdin is one part read as a stream. A pool of
+//! worker threads scans the ranges with the core's [`Scanner`], so two cores
+//! share one big file as well as several files; each stream has a thread of
+//! its own. Parts hand their records over in batches, and the calling
+//! thread merges the inputs by time and passes each record on.
 //!
-//! Memory stays bounded by the buffers (one block per worker) plus the
-//! records found, which are compact and about one per thousand lines.
-//! A range owns the lines that *start* inside it: it skips a partial first
-//! line and reads past its end to finish its last one. Lines longer than a
-//! block are counted as overlong and skipped without being held.
+//! Memory stays bounded whatever the size of the input: workers run at most
+//! [`WINDOW`] ranges ahead of the merge in each input, a stream waits when
+//! its batches are not taken, and lines longer than a read block are
+//! counted as overlong and skipped without being held. A range owns the
+//! lines that *start* inside it: it skips a partial first line and reads
+//! past its end to finish its last one.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
@@ -24,6 +28,12 @@ use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
 pub const BLOCK: usize = 1 << 20;
 /// Plain files larger than this are split into ranges of about this size.
 pub const RANGE: u64 = 32 << 20;
+/// How many ranges of one input may be scanned ahead of the merge.
+const WINDOW: usize = 3;
+/// How many batches a stream may hold before it waits for the merge.
+const STREAM_BATCHES: usize = 4;
+/// Records per batch handed to the merge.
+const BATCH: usize = 1024;
 
 /// One input named on the command line.
 #[derive(Debug, Clone)]
@@ -48,7 +58,7 @@ impl Source {
     }
 }
 
-/// What one input yielded.
+/// What one input yielded, besides its records.
 #[derive(Debug, Default)]
 pub struct InputResult {
     /// The input's name.
@@ -57,8 +67,6 @@ pub struct InputResult {
     pub counts: LineCounts,
     /// Lines longer than a block, skipped unread.
     pub overlong: u64,
-    /// Its records, in input order.
-    pub records: Vec<Record>,
     /// Why it could not be read completely, if it could not.
     pub error: Option<String>,
 }
@@ -77,72 +85,248 @@ pub struct ScanSettings {
     pub range: u64,
 }
 
-enum Job {
-    /// Bytes `start..end` of a plain file.
-    Range { input: usize, path: PathBuf, start: u64, end: u64, reference: DateTime<Utc> },
-    /// A whole input read as a stream (gzip, pipe, stdin, memory).
-    Stream { input: usize },
+/// What a part sends to the merge: batches of records, then its totals.
+enum Message {
+    Records(Vec<Record>),
+    Done { counts: LineCounts, overlong: u64, error: Option<String> },
 }
 
-#[derive(Default)]
-struct JobResult {
+/// A range of a plain file, waiting for a worker.
+struct RangeJob {
+    input: usize,
+    /// Its position among the input's parts.
+    part: usize,
+    path: PathBuf,
+    start: u64,
+    end: u64,
+    reference: DateTime<Utc>,
+    to_merge: Sender<Message>,
+}
+
+/// Where the merge stands, so that workers do not run too far ahead.
+struct Schedule {
+    /// Parts of each input already merged.
+    merged: Vec<usize>,
+    /// Ranges not yet started, in the order they should be.
+    waiting: VecDeque<RangeJob>,
+}
+
+/// How a part's scan reaches the merge.
+pub(super) struct PartOutput {
     counts: LineCounts,
     overlong: u64,
-    records: Vec<Record>,
-    error: Option<String>,
+    to_merge: PartSender,
 }
 
-/// Reads and scans every input; results come back in input order.
-pub fn scan_all(sources: &[Source], settings: &ScanSettings) -> Vec<InputResult> {
+enum PartSender {
+    /// Ranges never wait (they are bounded by their size).
+    Range(Sender<Message>),
+    /// Streams wait when the merge has not taken their batches.
+    Stream(SyncSender<Message>),
+}
+
+impl PartOutput {
+    fn new(to_merge: PartSender) -> Self {
+        PartOutput { counts: LineCounts::default(), overlong: 0, to_merge }
+    }
+
+    /// Hands a batch to the merge; false when the merge has gone.
+    fn send(&self, records: Vec<Record>) -> bool {
+        self.send_message(Message::Records(records))
+    }
+
+    fn send_message(&self, message: Message) -> bool {
+        match &self.to_merge {
+            PartSender::Range(sender) => sender.send(message).is_ok(),
+            PartSender::Stream(sender) => sender.send(message).is_ok(),
+        }
+    }
+
+    fn finish(self, error: Option<String>) {
+        let done = Message::Done { counts: self.counts.clone(), overlong: self.overlong, error };
+        self.send_message(done);
+    }
+}
+
+/// Reads and scans every input, calls `on_record` with every record in
+/// time order (inputs merged; within one input, file order), and returns
+/// each input's counters in input order.
+pub fn scan_merged(sources: &[Source], settings: &ScanSettings, mut on_record: impl FnMut(Record)) -> Vec<InputResult> {
     let mut results: Vec<InputResult> =
         sources.iter().map(|s| InputResult { name: s.name(), ..InputResult::default() }).collect();
-    let mut jobs = Vec::new();
+    let mut cursors: Vec<Cursor> = (0..sources.len()).map(|_| Cursor::default()).collect();
+    let mut ranges: Vec<RangeJob> = Vec::new();
+    let mut streams: Vec<(usize, SyncSender<Message>)> = Vec::new();
     for (input, source) in sources.iter().enumerate() {
-        match plan(input, source, settings.range) {
-            Ok(mut planned) => jobs.append(&mut planned),
+        match plan(source, settings.range) {
             Err(error) => results[input].error = Some(error),
+            Ok(Plan::Stream) => {
+                let (sender, receiver) = mpsc::sync_channel(STREAM_BATCHES);
+                cursors[input].parts.push_back(receiver);
+                streams.push((input, sender));
+            }
+            Ok(Plan::Ranges { path, bounds, reference }) => {
+                for (part, (start, end)) in bounds.into_iter().enumerate() {
+                    let (sender, receiver) = mpsc::channel();
+                    cursors[input].parts.push_back(receiver);
+                    ranges.push(RangeJob { input, part, path: path.clone(), start, end, reference, to_merge: sender });
+                }
+            }
         }
     }
-    let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, JobResult)>> = Mutex::new(Vec::with_capacity(jobs.len()));
-    let stdin_lock = Mutex::new(());
-    let workers = settings.threads.clamp(1, jobs.len().max(1));
+    // Start the first range of every input first, then the second, ...
+    ranges.sort_by_key(|job| (job.part, job.input));
+    let workers = settings.threads.clamp(1, ranges.len().max(1));
+    let schedule = Mutex::new(Schedule { merged: vec![0; sources.len()], waiting: ranges.into() });
+    let progress = Condvar::new();
+
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| {
-                let scanner = Scanner::new();
-                let mut buffer = vec![0u8; settings.block.max(2)];
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(index) else { break };
-                    let result = run_job(job, sources, settings, &scanner, &mut buffer, &stdin_lock);
-                    done.lock().expect("no worker panics while holding the lock").push((index, result));
-                }
-            });
+            scope.spawn(|| range_worker(&schedule, &progress, settings));
         }
+        for (input, sender) in streams {
+            let source = &sources[input];
+            scope.spawn(move || stream_part(source, settings, sender));
+        }
+        merge(&mut cursors, &mut results, &schedule, &progress, &mut on_record);
     });
-    let mut done = done.into_inner().expect("workers finished");
-    done.sort_by_key(|(index, _)| *index);
-    for (index, job_result) in done {
-        let input = match &jobs[index] {
-            Job::Range { input, .. } | Job::Stream { input } => *input,
-        };
-        let result = &mut results[input];
-        result.counts.add(&job_result.counts);
-        result.overlong += job_result.overlong;
-        result.records.extend(job_result.records);
-        if result.error.is_none() {
-            result.error = job_result.error;
-        }
-    }
     results
 }
 
-/// Splits one input into jobs, or says why it cannot be read.
-fn plan(input: usize, source: &Source, range_size: u64) -> Result<Vec<Job>, String> {
+/// One input's parts, as seen by the merge.
+#[derive(Default)]
+struct Cursor {
+    parts: VecDeque<Receiver<Message>>,
+    batch: VecDeque<Record>,
+}
+
+impl Cursor {
+    /// The next record's time, fetching batches as needed; `None` when the
+    /// input is exhausted.
+    fn head(
+        &mut self,
+        input: usize,
+        result: &mut InputResult,
+        schedule: &Mutex<Schedule>,
+        progress: &Condvar,
+    ) -> Option<DateTime<Utc>> {
+        while self.batch.is_empty() {
+            let part = self.parts.front()?;
+            match part.recv() {
+                Ok(Message::Records(records)) => self.batch = records.into(),
+                finished => {
+                    if let Ok(Message::Done { counts, overlong, error }) = finished {
+                        result.counts.add(&counts);
+                        result.overlong += overlong;
+                        if result.error.is_none() {
+                            result.error = error;
+                        }
+                    }
+                    self.parts.pop_front();
+                    schedule.lock().expect("the schedule lock is never poisoned").merged[input] += 1;
+                    progress.notify_all();
+                }
+            }
+        }
+        self.batch.front().map(|record| record.time)
+    }
+}
+
+/// The k-way merge: always passes on the earliest head among the inputs.
+fn merge(
+    cursors: &mut [Cursor],
+    results: &mut [InputResult],
+    schedule: &Mutex<Schedule>,
+    progress: &Condvar,
+    on_record: &mut impl FnMut(Record),
+) {
+    let mut heads: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(cursors.len());
+    for (input, cursor) in cursors.iter_mut().enumerate() {
+        heads.push(cursor.head(input, &mut results[input], schedule, progress));
+    }
+    while let Some((input, _)) =
+        heads.iter().enumerate().filter_map(|(i, head)| head.map(|t| (i, t))).min_by_key(|&(i, t)| (t, i))
+    {
+        let record = cursors[input].batch.pop_front().expect("a head was seen");
+        on_record(record);
+        heads[input] = cursors[input].head(input, &mut results[input], schedule, progress);
+    }
+}
+
+fn range_worker(schedule: &Mutex<Schedule>, progress: &Condvar, settings: &ScanSettings) {
+    let scanner = Scanner::new();
+    let mut buffer = vec![0u8; settings.block.max(2)];
+    loop {
+        let job = {
+            let mut state = schedule.lock().expect("the schedule lock is never poisoned");
+            loop {
+                let merged = &state.merged;
+                let allowed = state.waiting.iter().position(|job| job.part < merged[job.input] + WINDOW);
+                if let Some(index) = allowed {
+                    break state.waiting.remove(index).expect("position is in range");
+                }
+                if state.waiting.is_empty() {
+                    return;
+                }
+                state = progress.wait(state).expect("the schedule lock is never poisoned");
+            }
+        };
+        let ctx = context(settings, job.reference);
+        let mut out = PartOutput::new(PartSender::Range(job.to_merge));
+        let outcome = File::open(&job.path)
+            .and_then(|file| scan_range(file, job.start, job.end, &scanner, &ctx, &mut buffer, &mut out));
+        let error = outcome.err().map(|e| read_error(&job.path.display().to_string(), &out.counts, &e));
+        out.finish(error);
+    }
+}
+
+fn stream_part(source: &Source, settings: &ScanSettings, to_merge: SyncSender<Message>) {
+    let scanner = Scanner::new();
+    // Streams may be many (rotated .gz files); a smaller buffer each.
+    let mut buffer = vec![0u8; settings.block.clamp(2, 256 << 10)];
+    let mut out = PartOutput::new(PartSender::Stream(to_merge));
+    let outcome = match source {
+        Source::Path(path) => {
+            let reference = std::fs::metadata(path).map(|m| modified(&m)).unwrap_or_else(|_| Utc::now());
+            File::open(path)
+                .and_then(|file| scan_stream(file, &scanner, &context(settings, reference), &mut buffer, &mut out))
+        }
+        Source::Stdin => {
+            scan_stream(io::stdin().lock(), &scanner, &context(settings, Utc::now()), &mut buffer, &mut out)
+        }
+        Source::Memory { bytes, reference, .. } => scan_stream(
+            io::Cursor::new(bytes.as_slice()),
+            &scanner,
+            &context(settings, *reference),
+            &mut buffer,
+            &mut out,
+        ),
+    };
+    let error = outcome.err().map(|e| read_error(&source.name(), &out.counts, &e));
+    out.finish(error);
+}
+
+fn context(settings: &ScanSettings, reference: DateTime<Utc>) -> ParseContext {
+    ParseContext { zone: settings.zone, reference, default_host: settings.default_host.clone() }
+}
+
+fn read_error(name: &str, counts: &LineCounts, error: &io::Error) -> String {
+    format!("{name}: read failed after {} lines: {}", counts.total, describe(error))
+}
+
+/// How an input is read.
+enum Plan {
+    /// As one stream.
+    Stream,
+    /// As byte ranges of a plain file, in parallel.
+    Ranges { path: PathBuf, bounds: Vec<(u64, u64)>, reference: DateTime<Utc> },
+}
+
+/// Decides how to read one input, or says why it cannot be read.
+fn plan(source: &Source, range_size: u64) -> Result<Plan, String> {
     let path = match source {
         Source::Path(path) => path,
-        Source::Stdin | Source::Memory { .. } => return Ok(vec![Job::Stream { input }]),
+        Source::Stdin | Source::Memory { .. } => return Ok(Plan::Stream),
     };
     let name = path.display();
     let mut file = File::open(path).map_err(|e| format!("cannot open {name}: {}", describe(&e)))?;
@@ -151,15 +335,13 @@ fn plan(input: usize, source: &Source, range_size: u64) -> Result<Vec<Job>, Stri
         return Err(format!("cannot read {name}: it is a directory"));
     }
     if !metadata.is_file() || is_gzip(&mut file).map_err(|e| format!("cannot read {name}: {}", describe(&e)))? {
-        return Ok(vec![Job::Stream { input }]);
+        return Ok(Plan::Stream);
     }
-    let reference = modified(&metadata);
     let size = metadata.len();
-    let ranges = size.div_ceil(range_size.max(1)).max(1);
-    let step = size.div_ceil(ranges).max(1);
-    Ok((0..ranges)
-        .map(|i| Job::Range { input, path: path.clone(), start: i * step, end: ((i + 1) * step).min(size), reference })
-        .collect())
+    let count = size.div_ceil(range_size.max(1)).max(1);
+    let step = size.div_ceil(count).max(1);
+    let bounds = (0..count).map(|i| (i * step, ((i + 1) * step).min(size))).collect();
+    Ok(Plan::Ranges { path: path.clone(), bounds, reference: modified(&metadata) })
 }
 
 fn is_gzip(file: &mut File) -> io::Result<bool> {
@@ -192,53 +374,13 @@ fn describe(error: &io::Error) -> String {
     }
 }
 
-fn run_job(
-    job: &Job,
-    sources: &[Source],
-    settings: &ScanSettings,
-    scanner: &Scanner,
-    buffer: &mut [u8],
-    stdin_lock: &Mutex<()>,
-) -> JobResult {
-    let mut result = JobResult::default();
-    let context =
-        |reference| ParseContext { zone: settings.zone, reference, default_host: settings.default_host.clone() };
-    let outcome = match job {
-        Job::Range { path, start, end, reference, .. } => {
-            let ctx = context(*reference);
-            File::open(path).and_then(|file| scan_range(file, *start, *end, scanner, &ctx, buffer, &mut result))
-        }
-        Job::Stream { input } => match &sources[*input] {
-            Source::Path(path) => {
-                let reference = std::fs::metadata(path).map(|m| modified(&m)).unwrap_or_else(|_| Utc::now());
-                File::open(path).and_then(|file| scan_stream(file, scanner, &context(reference), buffer, &mut result))
-            }
-            Source::Stdin => {
-                let _only_one_reader = stdin_lock.lock();
-                scan_stream(io::stdin().lock(), scanner, &context(Utc::now()), buffer, &mut result)
-            }
-            Source::Memory { bytes, reference, .. } => {
-                scan_stream(io::Cursor::new(bytes.as_slice()), scanner, &context(*reference), buffer, &mut result)
-            }
-        },
-    };
-    if let Err(error) = outcome {
-        let name = sources[match job {
-            Job::Range { input, .. } | Job::Stream { input } => *input,
-        }]
-        .name();
-        result.error = Some(format!("{name}: read failed after {} lines: {}", result.counts.total, describe(&error)));
-    }
-    result
-}
-
 /// A stream, gzip-compressed or not (by its first bytes).
 fn scan_stream(
     reader: impl Read,
     scanner: &Scanner,
     ctx: &ParseContext,
     buffer: &mut [u8],
-    out: &mut JobResult,
+    out: &mut PartOutput,
 ) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
@@ -258,7 +400,7 @@ fn scan_range(
     scanner: &Scanner,
     ctx: &ParseContext,
     buffer: &mut [u8],
-    out: &mut JobResult,
+    out: &mut PartOutput,
 ) -> io::Result<()> {
     // Begin one byte early: if that byte is a newline, a line starts at
     // `start`; otherwise the partial line belongs to the range before.
@@ -278,7 +420,7 @@ fn scan_lines(
     scanner: &Scanner,
     ctx: &ParseContext,
     buffer: &mut [u8],
-    out: &mut JobResult,
+    out: &mut PartOutput,
 ) -> io::Result<()> {
     let (mut skipping_partial, end) = match range {
         Some((skip, end)) => (skip, Some(end)),
@@ -286,7 +428,7 @@ fn scan_lines(
     };
     let mut skipping_overlong = false;
     let mut filled = 0;
-    let mut sink = |record| out.records.push(record);
+    let mut batch = Vec::new();
     let mut counts = LineCounts::default();
     let mut overlong = 0;
     let result = loop {
@@ -348,7 +490,11 @@ fn scan_lines(
             take = filled;
             finished = true;
         }
-        scanner.scan(&buffer[..take], ctx, &mut counts, &mut sink);
+        scanner.scan(&buffer[..take], ctx, &mut counts, &mut |record| batch.push(record));
+        // Batches of some size: each hand-over wakes the merge thread.
+        if batch.len() >= BATCH && !out.send(std::mem::take(&mut batch)) {
+            break Ok(()); // nobody listens any more
+        }
         if finished {
             break Ok(());
         }
@@ -362,6 +508,9 @@ fn scan_lines(
             skipping_overlong = true;
         }
     };
+    if !batch.is_empty() {
+        out.send(batch);
+    }
     out.counts.add(&counts);
     out.overlong += overlong;
     result
@@ -440,7 +589,8 @@ mod tests {
                     .collect();
                 for range in [7u64, 64, 150, 1000, 1 << 40] {
                     let settings = ScanSettings { zone: ctx.zone, default_host: None, threads: 2, block, range };
-                    let results = scan_all(&[Source::Path(path.clone())], &settings);
+                    let mut records = Vec::new();
+                    let results = scan_merged(&[Source::Path(path.clone())], &settings, |r| records.push(r));
                     let result = &results[0];
                     let what = format!("seed {seed} block {block} range {range} newline {trailing_newline}");
                     assert_eq!(result.error, None, "{what}");
@@ -448,7 +598,7 @@ mod tests {
                     let vanished = !trailing_newline && lines.last().is_some_and(|l| l.is_empty());
                     assert_eq!(result.counts.total, lines.len() as u64 - u64::from(vanished), "{what}");
                     assert_eq!(result.overlong, overlong, "{what}");
-                    let times: Vec<_> = result.records.iter().map(|r| (r.time, r.host.clone())).collect();
+                    let times: Vec<_> = records.iter().map(|r| (r.time, r.host.clone())).collect();
                     let expected_times: Vec<_> = expected.iter().map(|r| (r.time, r.host.clone())).collect();
                     assert_eq!(times, expected_times, "{what}");
                 }

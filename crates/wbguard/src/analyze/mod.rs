@@ -1,8 +1,8 @@
 //! `wbguard analyze`: offline reports over CMS log files.
 //!
 //! The flow: read and scan every input in parallel ([`input`]), merge the
-//! records by time, feed them to the core's leak model, then print the
-//! [`report`] and draw the [`plot`]. Unreadable inputs are named on stderr
+//! records by time and feed them, one by one, to the core's leak model, then
+//! print the [`report`] and draw the [`plot`]. Nothing holds all records. Unreadable inputs are named on stderr
 //! and in the report, the others are still analysed, and the exit code is 2.
 
 mod example;
@@ -44,17 +44,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let settings =
         ScanSettings { zone, default_host: args.host.clone(), threads, block: input::BLOCK, range: input::RANGE };
-    let results = input::scan_all(&sources, &settings);
-
     let config = ModelConfig { limit: args.limit, ..ModelConfig::default() };
-    let mut records: Vec<Record> = Vec::with_capacity(results.iter().map(|r| r.records.len()).sum());
-    let mut results = results;
-    for result in &mut results {
-        records.append(&mut result.records);
-    }
-    // Stable: records of the same instant keep their input order.
-    records.sort_by_key(|r| r.time);
-    let (model, series) = feed(config, &records, args.plot.is_some());
+    let mut feeder = Feeder::new(config, args.plot.is_some());
+    let results = input::scan_merged(&sources, &settings, |record| feeder.observe(&record));
+    let Feeder { model, series, .. } = feeder;
     let report = report::Report::build(&model, &results);
 
     if let (Some(path), Some(series)) = (&args.plot, &series) {
@@ -77,35 +70,43 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     Ok(if report.errors.is_empty() { Outcome::Success } else { Outcome::InputErrors })
 }
 
-/// Feeds the records to a fresh model; gathers the chart's series if asked.
-fn feed(config: ModelConfig, records: &[Record], chart: bool) -> (Deployment, Option<plot::Series>) {
-    let mut model = Deployment::new(config);
-    let mut series = chart.then(plot::Series::default);
-    let mut cma_by_host: BTreeMap<&str, u32> = BTreeMap::new();
-    for record in records {
-        model.observe(record);
-        let Some(series) = series.as_mut() else { continue };
-        if let Some(state) = model.webbridge(&record.host) {
-            let drawn = series.restarts.iter().filter(|(_, host)| *host == record.host).count();
-            for restart in state.restarts.iter().skip(drawn) {
-                series.restarts.push((restart.time, record.host.clone()));
-            }
+/// The model, fed record by record, and the chart's series if asked for.
+struct Feeder {
+    model: Deployment,
+    series: Option<plot::Series>,
+    /// Latest CMA count per call bridge, for the chart's cluster total.
+    cma_by_host: BTreeMap<String, u32>,
+}
+
+impl Feeder {
+    fn new(config: ModelConfig, chart: bool) -> Self {
+        Feeder {
+            model: Deployment::new(config),
+            series: chart.then(plot::Series::default),
+            cma_by_host: BTreeMap::new(),
+        }
+    }
+
+    fn observe(&mut self, record: &Record) {
+        self.model.observe(record);
+        let Some(series) = self.series.as_mut() else { return };
+        if let Some(state) = self.model.webbridge(&record.host) {
+            series.note_restarts(&record.host, &state.restarts);
         }
         match &record.body {
             RecordBody::WebBridgeStats(stats) => {
-                let lower = model.webbridge(&record.host).map_or(0, |state| state.leaked_lower());
-                series.webbridges.entry(record.host.clone()).or_default().push((record.time, stats.active, lower));
+                let lower = self.model.webbridge(&record.host).map_or(0, |state| state.leaked_lower());
+                series.push_webbridge(&record.host, record.time, stats.active, lower);
             }
             RecordBody::CallBridgeStats(stats) => {
                 if let Some(cma) = stats.cma() {
-                    cma_by_host.insert(&record.host, cma.current);
-                    series.cma_total.push((record.time, cma_by_host.values().sum()));
+                    self.cma_by_host.insert(record.host.clone(), cma.current);
+                    series.push_cma(record.time, self.cma_by_host.values().sum());
                 }
             }
             RecordBody::Audit(_) => {}
         }
     }
-    (model, series)
 }
 
 /// Writes a whole file through a temporary, so a reader never sees half.

@@ -11,16 +11,61 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
+use wbguard_core::model::Restart;
 
 /// Everything the chart shows, gathered while the model is fed.
+///
+/// Bounded whatever the input's length: once a series holds
+/// [`MAX_POINTS`] points, neighbours are merged pairwise (keeping the
+/// larger count), halving it; the chart has fewer pixels than that anyway.
 #[derive(Debug, Default)]
 pub struct Series {
     /// Per web bridge: `(time, active, leak lower bound)` at each sample.
-    pub webbridges: BTreeMap<String, Vec<(DateTime<Utc>, u32, u32)>>,
+    webbridges: BTreeMap<String, Vec<(DateTime<Utc>, u32, u32)>>,
     /// `(time, cluster CMA total)` after each call bridge report.
-    pub cma_total: Vec<(DateTime<Utc>, u32)>,
+    cma_total: Vec<(DateTime<Utc>, u32)>,
     /// `(time, web bridge)` of each restart.
-    pub restarts: Vec<(DateTime<Utc>, String)>,
+    restarts: Vec<(DateTime<Utc>, String)>,
+}
+
+/// Points kept per series before they are merged pairwise.
+pub const MAX_POINTS: usize = 8192;
+
+impl Series {
+    /// A web bridge sample and its lower bound.
+    pub fn push_webbridge(&mut self, host: &str, time: DateTime<Utc>, active: u32, lower: u32) {
+        if !self.webbridges.contains_key(host) {
+            self.webbridges.insert(host.to_owned(), Vec::new());
+        }
+        let points = self.webbridges.get_mut(host).expect("inserted above");
+        points.push((time, active, lower));
+        if points.len() >= MAX_POINTS {
+            halve(points, |a, b| (a.0, a.1.max(b.1), b.2));
+        }
+    }
+
+    /// The cluster's CMA total after a call bridge report.
+    pub fn push_cma(&mut self, time: DateTime<Utc>, total: u32) {
+        self.cma_total.push((time, total));
+        if self.cma_total.len() >= MAX_POINTS {
+            halve(&mut self.cma_total, |a, b| (a.0, a.1.max(b.1)));
+        }
+    }
+
+    /// Records the restarts of `host` not drawn yet.
+    pub fn note_restarts(&mut self, host: &str, restarts: &[Restart]) {
+        let drawn = self.restarts.iter().filter(|(_, h)| h == host).count();
+        for restart in restarts.iter().skip(drawn) {
+            self.restarts.push((restart.time, host.to_owned()));
+        }
+    }
+}
+
+/// Merges neighbours pairwise.
+fn halve<T: Copy>(points: &mut Vec<T>, merge: impl Fn(T, T) -> T) {
+    let merged: Vec<T> =
+        points.chunks(2).map(|pair| if pair.len() == 2 { merge(pair[0], pair[1]) } else { pair[0] }).collect();
+    *points = merged;
 }
 
 const WIDTH: f64 = 1200.0;
@@ -275,6 +320,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_series_stay_bounded() {
+        let mut series = Series::default();
+        let start = Utc::now();
+        for i in 0..100_000 {
+            series.push_webbridge("cms1", start + Duration::seconds(i), (i % 150) as u32, 0);
+        }
+        let points = &series.webbridges["cms1"];
+        assert!(points.len() < MAX_POINTS);
+        assert_eq!(points.iter().map(|p| p.1).max(), Some(149));
+        assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
     fn nice_numbers() {
         assert_eq!(nice_ceiling(161.0), 200.0);
         assert_eq!(nice_ceiling(33.0), 50.0);
@@ -286,7 +344,7 @@ mod tests {
     fn empty_and_single_point_charts_render() {
         assert!(render(&Series::default(), 149).contains("no records"));
         let mut series = Series::default();
-        series.webbridges.insert("cms<1>".into(), vec![(Utc::now(), 5, 1)]);
+        series.push_webbridge("cms<1>", Utc::now(), 5, 1);
         let svg = render(&series, 149);
         assert!(svg.contains("limit 149") && svg.contains("cms&lt;1&gt;"));
     }
