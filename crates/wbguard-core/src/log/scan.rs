@@ -25,26 +25,35 @@ use super::timestamp;
 pub const MAX_RECORD_LINE: usize = 64 * 1024;
 
 /// Why a line that looked like a record was not one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum Malformed {
     /// No `PROGRAM:` word where one was expected.
+    #[error("a record without a recognisable header")]
     Header,
     /// No timestamp that parses, or one that cannot be placed in time.
+    #[error("a record without a timestamp that parses")]
     Timestamp,
     /// No host in the line and no fallback host given.
+    #[error("a record without a host name (give one with --host)")]
     Host,
     /// A web bridge `Stats` line with missing or unexpected fields.
+    #[error("a web bridge Stats line with missing or unexpected fields")]
     StatsFields,
     /// A web bridge `Stats` number that is not a number or overflows.
+    #[error("a web bridge Stats number that is not a number or too large")]
     StatsNumber,
     /// A call bridge `STATS:` payload that is not a JSON object.
+    #[error("a call bridge STATS payload that is not a JSON object")]
     StatsJson,
     /// A call bridge `STATS:` value that must be `"X/Y"` and is not.
+    #[error("a call bridge STATS value that should be \"X/Y\" and is not")]
     StatsPair,
     /// A `cli:` audit line that names a command but does not parse.
+    #[error("an MMP audit line that does not parse")]
     Audit,
     /// A candidate line longer than [`MAX_RECORD_LINE`].
+    #[error("a record line longer than 64 KiB")]
     TooLong,
 }
 
@@ -312,5 +321,47 @@ mod tests {
         let (counts, records) = scan(&garbage);
         assert!(records.is_empty());
         assert!(counts.total >= 1);
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALID: [&str; 4] = [
+            "<14>Mar 18 14:58:48.078 user.info cms01 webbridge: INFO : [DEBUGGING] Stats 149, c:3477, d:3170",
+            "2024-03-05T16:50:25.736 user.info Core1 host:server: INFO : STATS: {\"callLegsPS\": 1, \"CMA\": \"14/17\", \"sip\": {\"std\": \"0/1\"}}",
+            "Jan 16 04:25:44 local0.info cms01 cli: User admin from 10.140.249.233:63290 issued command < callbridge av1 enable>: permission granted",
+            "2024-03-18T14:58:49+00:00 10.1.2.3 Jul  3 15:01:22.811 user.info cms01 5f3c webbridge[812]:  INFO    : [DEBUGGING] Stats 1, c:2, d:3",
+        ];
+
+        proptest! {
+            /// Arbitrary bytes: noise or a counted reason, never a panic.
+            #[test]
+            fn on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = parse_line(&bytes, &ctx());
+                let (counts, _) = scan(&bytes);
+                let newlines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                let unterminated = u64::from(bytes.last().is_some_and(|&b| b != b'\n'));
+                prop_assert_eq!(counts.total, newlines + unterminated);
+            }
+
+            /// Valid lines with bytes changed, inserted or cut off.
+            #[test]
+            fn on_damaged_records(which in 0..VALID.len(), at in any::<prop::sample::Index>(),
+                                  byte in any::<u8>(), cut in any::<bool>(), insert in any::<bool>()) {
+                let mut line = VALID[which].as_bytes().to_vec();
+                let i = at.index(line.len());
+                if cut {
+                    line.truncate(i);
+                } else if insert {
+                    line.insert(i, byte);
+                } else {
+                    line[i] = byte;
+                }
+                let (counts, records) = scan(&line);
+                prop_assert_eq!(counts.records as usize, records.len());
+                prop_assert!(counts.records + counts.malformed_total() <= 1);
+            }
+        }
     }
 }
