@@ -2,8 +2,9 @@
 //!
 //! The flow: read and scan every input in parallel ([`input`]), merge the
 //! records by time and feed them, one by one, to the core's leak model, then
-//! print the [`report`] and draw the [`plot`]. Nothing holds all records. Unreadable inputs are named on stderr
-//! and in the report, the others are still analysed, and the exit code is 2.
+//! print the [`report`] and draw the [`plot`]. Nothing holds all records.
+//! Unreadable inputs are named on stderr and in the report, the others are
+//! still analysed, and the exit code is 2.
 
 mod example;
 mod input;
@@ -50,9 +51,6 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     let Feeder { model, series, .. } = feeder;
     let report = report::Report::build(&model, &results);
 
-    if let (Some(path), Some(series)) = (&args.plot, &series) {
-        write_file(path, plot::render(series, args.limit).as_bytes())?;
-    }
     let format = args.format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Json });
     let text = match format {
         Format::Table => report.to_table(),
@@ -66,6 +64,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(note) = note {
         eprintln!("\n{note}");
+    }
+    if let (Some(path), Some(series)) = (&args.plot, &series) {
+        write_file(path, plot::render(series, args.limit).as_bytes())?;
     }
     Ok(if report.errors.is_empty() { Outcome::Success } else { Outcome::InputErrors })
 }
