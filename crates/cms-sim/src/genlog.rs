@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
+use crate::cadence::{Cadence, Due};
 use crate::scenario::Scenario;
 use crate::session::Simulation;
 use crate::syslog::{self, HeaderShape, LOCAL0_INFO, USER_INFO};
@@ -116,17 +117,9 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
     // Line timing and noise have their own generator, so that changing the
     // noise never changes the sessions.
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x005e_ed0f_1095);
-    let stats_every = scenario.stats_interval.num_seconds().max(1);
-    let cb_every = scenario.callbridge_interval.num_seconds().max(1);
-    let stats_phase: Vec<(i64, u16)> =
-        servers.iter().map(|_| (rng.gen_range(0..stats_every), rng.gen_range(0..1000u16))).collect();
-    let cb_phase: Vec<(i64, u16)> =
-        servers.iter().map(|_| (rng.gen_range(0..cb_every), rng.gen_range(0..1000u16))).collect();
+    let mut cadence = Cadence::new(scenario, options.lines_per_record, &mut rng);
     let shapes: Vec<HeaderShape> =
         (0..servers.len()).map(|i| options.header.unwrap_or(HeaderShape::ALL[i % HeaderShape::ALL.len()])).collect();
-    let records_per_second = servers.iter().filter(|s| s.release.has_webbridge2()).count() as f64 / stats_every as f64
-        + servers.len() as f64 / cb_every as f64;
-    let noise_per_second = records_per_second * f64::from(options.lines_per_record.max(1) - 1);
 
     let mut summary = Summary {
         end: options.start,
@@ -139,7 +132,6 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
         webbridges: Vec::new(),
     };
     let mut pending_restarts: Vec<(DateTime<Utc>, usize)> = Vec::new();
-    let mut noise_carry = 0.0;
     let mut line = Vec::with_capacity(512);
     let mut message = Vec::with_capacity(512);
     let mut second: Vec<(u16, Line)> = Vec::new();
@@ -169,20 +161,16 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
                 true
             }
         });
-        for (i, server) in servers.iter().enumerate() {
-            if server.release.has_webbridge2() && elapsed % stats_every == stats_phase[i].0 {
-                second.push((stats_phase[i].1, Line::WebBridgeStats(i)));
-            }
-            if elapsed % cb_every == cb_phase[i].0 {
-                second.push((cb_phase[i].1, Line::CallBridgeStats(i)));
-            }
-        }
-        noise_carry += noise_per_second;
-        let noise = noise_carry.floor();
-        noise_carry -= noise;
-        for _ in 0..noise as u32 {
-            second.push((rng.gen_range(0..1000), Line::Noise));
-        }
+        let mut due = Vec::new();
+        cadence.due(elapsed, &mut rng, &mut due);
+        second.extend(due.into_iter().map(|(ms, due)| {
+            let line = match due {
+                Due::WebBridgeStats(i) => Line::WebBridgeStats(i),
+                Due::CallBridgeStats(i) => Line::CallBridgeStats(i),
+                Due::Noise => Line::Noise,
+            };
+            (ms, line)
+        }));
         second.sort_by_key(|(ms, _)| *ms);
 
         for (ms, kind) in second.drain(..) {

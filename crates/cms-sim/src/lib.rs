@@ -9,6 +9,7 @@
 //! logs, in every header shape CMS and syslog relays produce, and
 //! [`genlog`] drives the two to write a log file with its ground truth.
 
+pub mod cadence;
 pub mod genlog;
 pub mod scenario;
 pub mod session;
