@@ -11,6 +11,8 @@
 
 pub mod cadence;
 pub mod genlog;
+pub mod live;
 pub mod scenario;
+pub mod scenario_file;
 pub mod session;
 pub mod syslog;

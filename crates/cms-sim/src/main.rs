@@ -9,7 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
 
 use cms_sim::genlog::{self, GenOptions, RestartRule};
+use cms_sim::live::{self, Credentials, Destination, LiveConfig};
 use cms_sim::scenario::{Release, Scenario};
+use cms_sim::scenario_file::ScenarioFile;
 use cms_sim::syslog::HeaderShape;
 
 /// A simulated Cisco Meeting Server deployment whose Web Bridge 2 leaks
@@ -25,6 +27,64 @@ struct Cli {
 enum Command {
     /// Write the syslog of a simulated deployment, and its ground truth.
     GenLog(GenLogArgs),
+    /// Run a live deployment on 127.0.0.1: MMP over SSH, syslog, web bridge
+    /// pages and a truth API. Prints one JSON line with the endpoints once
+    /// every port listens; stops on SIGTERM or SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Number of servers, named cms1..cmsN [default: 4].
+    #[arg(long)]
+    servers: Option<usize>,
+    /// Server i (from 1) listens for SSH on BASE+i-1; 0 = any free port [default: 2201].
+    #[arg(long, value_name = "BASE")]
+    ssh_port: Option<u16>,
+    /// Server i's web bridge page listens on BASE+i-1; 0 = any free port [default: 8081].
+    #[arg(long, value_name = "BASE")]
+    http_port: Option<u16>,
+    /// The truth API's port; 0 = any free port [default: 8070].
+    #[arg(long, value_name = "PORT")]
+    control_port: Option<u16>,
+    /// Send syslog here: udp://IP:PORT, tcp://IP:PORT, tcp://IP:PORT?framing=octet-counting. Repeatable.
+    #[arg(long = "syslog", value_name = "URL")]
+    syslog: Vec<Destination>,
+    /// Virtual seconds per real second (1440 = a day per minute) [default: 1].
+    #[arg(long, value_name = "X")]
+    speed: Option<f64>,
+    /// Where host keys are kept [default: ~/.local/state/cms-sim].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Give every server a new SSH host key.
+    #[arg(long)]
+    rotate_host_key: bool,
+    /// Seed of all randomness [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The MMP user; its password comes from CMS_SIM_PASSWORD (default "password") [default: admin].
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// OpenSSH public keys (one per line) that may log in as the user.
+    #[arg(long, value_name = "FILE")]
+    authorized_key: Option<PathBuf>,
+    /// CMS release of every server: 2.8, 2.9 or 3.x [default: 2.9].
+    #[arg(long)]
+    release: Option<Release>,
+    /// About one syslog line in this many is a record [default: 20].
+    #[arg(long, value_name = "N")]
+    lines_per_record: Option<u32>,
+    /// Virtual start time (RFC 3339) [default: now].
+    #[arg(long)]
+    start: Option<DateTime<Utc>>,
+    /// Give server i its own loopback address 127.0.1.i, all on the same
+    /// SSH and HTTP ports, as real servers are (for tools that take a list
+    /// of addresses and one port, like Cisco's script).
+    #[arg(long)]
+    address_per_server: bool,
+    /// A TOML scenario file; flags given here win over it.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +155,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::GenLog(args) => gen_log(args),
+        Command::Run(args) => run(args),
     };
     if let Err(error) = result {
         eprintln!("cms-sim: error: {error:#}");
@@ -163,4 +224,107 @@ fn gen_log(args: GenLogArgs) -> anyhow::Result<()> {
         summary.refused_joins
     );
     Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let file = match &args.scenario {
+        Some(path) => ScenarioFile::read(path)?,
+        None => ScenarioFile::default(),
+    };
+    let release = args.release.unwrap_or(Release::V2_9);
+    let servers = args.servers.or(file.servers).unwrap_or(4);
+    anyhow::ensure!((1..=1000).contains(&servers), "--servers must be between 1 and 1000");
+    let mut file = file;
+    if args.servers.is_some() {
+        file.server.clear();
+    }
+    if args.release.is_some() {
+        file.release = None;
+    }
+    let scenario = file.scenario(servers, release).map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
+    let syslog = if args.syslog.is_empty() {
+        file.syslog
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<Destination>, _>>()
+            .map_err(|e| anyhow::anyhow!("scenario: syslog: {e}"))?
+    } else {
+        args.syslog.clone()
+    };
+    let speed = args.speed.or(file.speed).unwrap_or(1.0);
+    anyhow::ensure!(speed > 0.0 && speed <= 1e6, "--speed must be above 0 and at most 1000000");
+    let user = args.user.or(file.user.clone()).unwrap_or_else(|| "admin".to_owned());
+    let password = std::env::var("CMS_SIM_PASSWORD").unwrap_or_else(|_| "password".to_owned());
+    let authorized_keys = match args.authorized_key.as_ref().or(file.authorized_key.as_ref()) {
+        Some(path) => read_authorized_keys(path)?,
+        None => Vec::new(),
+    };
+    let state_dir = args.state_dir.or(file.state_dir.clone()).unwrap_or_else(default_state_dir);
+    let config = LiveConfig {
+        scenario,
+        seed: args.seed.or(file.seed).unwrap_or(1),
+        speed,
+        start: args.start.unwrap_or_else(Utc::now),
+        ssh_port: args.ssh_port.or(file.ssh_port).unwrap_or(2201),
+        http_port: args.http_port.or(file.http_port).unwrap_or(8081),
+        control_port: args.control_port.or(file.control_port).unwrap_or(8070),
+        syslog,
+        state_dir,
+        rotate_host_key: args.rotate_host_key,
+        credentials: Credentials { user, password, authorized_keys },
+        lines_per_record: args.lines_per_record.or(file.lines_per_record).unwrap_or(20).max(1),
+        restart_downtime: std::time::Duration::from_secs_f64(
+            file.restart_downtime_seconds.unwrap_or(3.0).clamp(0.0, 600.0),
+        ),
+        address_per_server: args.address_per_server,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let running = live::start(config).await?;
+        println!("{}", serde_json::to_string(&running.endpoints)?);
+        io::stdout().flush()?;
+        wait_for_signal().await?;
+        running.stop().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// `~/.local/state/cms-sim`, or `./.cms-sim-state` without a home.
+fn default_state_dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME")
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state").into_os_string()))
+    {
+        Some(base) => PathBuf::from(base).join("cms-sim"),
+        None => PathBuf::from(".cms-sim-state"),
+    }
+}
+
+/// Public keys in OpenSSH `authorized_keys` form, one per line.
+fn read_authorized_keys(path: &std::path::Path) -> anyhow::Result<Vec<russh::keys::PublicKey>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = russh::keys::PublicKey::from_openssh(line)
+            .map_err(|e| anyhow::anyhow!("{} line {}: not an OpenSSH public key: {e}", path.display(), number + 1))?;
+        keys.push(key);
+    }
+    anyhow::ensure!(!keys.is_empty(), "{}: no public keys", path.display());
+    Ok(keys)
 }

@@ -1,0 +1,64 @@
+//! Each simulated server's SSH host key, kept in the state directory so it
+//! stays the same across runs (clients that pinned it keep trusting it),
+//! and replaced on request to test how clients react to a changed key.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::Context;
+use rand::RngCore;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::PrivateKey;
+
+/// Loads `DIR/ssh_host_ed25519_key`, or creates it (mode 0600) when it is
+/// missing or `rotate` is asked.
+pub fn load_or_create(dir: &Path, rotate: bool) -> anyhow::Result<PrivateKey> {
+    let path = dir.join("ssh_host_ed25519_key");
+    if !rotate && path.exists() {
+        let mode = fs::metadata(&path)?.permissions().mode();
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "{} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+        return PrivateKey::read_openssh_file(&path).with_context(|| format!("reading host key {}", path.display()));
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let text = key.to_openssh(LineEnding::LF).context("encoding the host key")?;
+    let temporary = dir.join("ssh_host_ed25519_key.tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_across_runs_and_rotated_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path(), false).unwrap();
+        let again = load_or_create(dir.path(), false).unwrap();
+        assert_eq!(first.public_key(), again.public_key());
+        let rotated = load_or_create(dir.path(), true).unwrap();
+        assert_ne!(first.public_key(), rotated.public_key());
+        let mode = fs::metadata(dir.path().join("ssh_host_ed25519_key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,212 @@
+//! `cms-sim run`: a live CMS deployment on loopback.
+//!
+//! Each simulated server gets an MMP over SSH ([`mmp`]), a web bridge page
+//! over HTTP ([`web`]) and syslog to the configured destinations
+//! ([`syslog_out`]); one control port serves the truth API ([`control`]).
+//! A clock task advances the session model ([`world`]) at `speed` times
+//! real time. Everything binds to 127.0.0.1 and stops on one signal.
+
+mod commands;
+pub mod control;
+pub mod faults;
+pub mod hostkey;
+pub mod mmp;
+pub mod syslog_out;
+pub mod web;
+pub mod world;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::scenario::Scenario;
+pub use mmp::Credentials;
+pub use syslog_out::{Destination, Outbox};
+use world::World;
+
+/// Everything `cms-sim run` needs, resolved from flags and scenario file.
+#[derive(Clone)]
+pub struct LiveConfig {
+    /// The deployment and its load.
+    pub scenario: Scenario,
+    /// Seed of all randomness.
+    pub seed: u64,
+    /// Virtual seconds per real second.
+    pub speed: f64,
+    /// Virtual time at the start.
+    pub start: DateTime<Utc>,
+    /// Server i's SSH port is this plus i (0: any free port).
+    pub ssh_port: u16,
+    /// Server i's HTTP port is this plus i (0: any free port).
+    pub http_port: u16,
+    /// The truth API's port (0: any free port).
+    pub control_port: u16,
+    /// Where syslog goes.
+    pub syslog: Vec<Destination>,
+    /// Where host keys are kept.
+    pub state_dir: PathBuf,
+    /// Make new host keys.
+    pub rotate_host_key: bool,
+    /// Who may log in to the MMPs.
+    pub credentials: Credentials,
+    /// About one syslog line in this many is a record.
+    pub lines_per_record: u32,
+    /// How long a restarting web bridge stays down, in real time.
+    pub restart_downtime: Duration,
+    /// Give server i its own loopback address, 127.0.1.i, with the same SSH
+    /// and HTTP ports on each (the base ports), as real servers have: tools
+    /// that take a list of addresses and one port then work unchanged.
+    pub address_per_server: bool,
+}
+
+/// The endpoints of one simulated server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerEndpoints {
+    /// Host name.
+    pub name: String,
+    /// MMP (SSH) address.
+    pub ssh: SocketAddr,
+    /// Web bridge page address.
+    pub http: SocketAddr,
+    /// SSH host key fingerprint (SHA256), as `ssh-keygen -l` shows it.
+    pub host_key_sha256: String,
+}
+
+/// What a running deployment listens on; printed as one JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoints {
+    /// Per server.
+    pub servers: Vec<ServerEndpoints>,
+    /// The truth API.
+    pub control: SocketAddr,
+    /// Where syslog is sent.
+    pub syslog: Vec<String>,
+}
+
+/// A running deployment.
+pub struct Running {
+    /// Where it listens.
+    pub endpoints: Endpoints,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops every task and waits for them.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Binds server `index`'s port: BASE + index on 127.0.0.1, or BASE on
+/// 127.0.1.(index + 1) with an address per server. Base 0: any free port.
+async fn bind(base: u16, index: usize, per_server: bool, what: &str) -> anyhow::Result<TcpListener> {
+    let (ip, port) = if per_server {
+        let last =
+            u8::try_from(index + 1).ok().filter(|&b| b < 255).context("at most 254 servers with an address each")?;
+        (std::net::Ipv4Addr::new(127, 0, 1, last), base)
+    } else {
+        let port =
+            if base == 0 { 0 } else { u16::try_from(usize::from(base) + index).ok().context("port out of range")? };
+        (std::net::Ipv4Addr::LOCALHOST, port)
+    };
+    TcpListener::bind((ip, port)).await.with_context(|| format!("binding the {what} port {ip}:{port}"))
+}
+
+/// Binds every port and starts every task.
+pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let servers = config.scenario.servers.clone();
+    let world = Arc::new(Mutex::new(World::new(
+        config.scenario.clone(),
+        config.seed,
+        config.start,
+        config.lines_per_record,
+        config.restart_downtime,
+    )));
+    let faults = Arc::new(faults::Faults::new(servers.len()));
+    let outbox = syslog_out::start(&config.syslog, &shutdown_rx, &mut tasks);
+
+    let mut endpoints = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let host_key = hostkey::load_or_create(&config.state_dir.join(&server.name), config.rotate_host_key)?;
+        let fingerprint = host_key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();
+        let ssh = bind(config.ssh_port, i, config.address_per_server, "SSH").await?;
+        let http = bind(config.http_port, i, config.address_per_server, "HTTP").await?;
+        endpoints.push(ServerEndpoints {
+            name: server.name.clone(),
+            ssh: ssh.local_addr()?,
+            http: http.local_addr()?,
+            host_key_sha256: fingerprint,
+        });
+        let ssh_config = russh::server::Config {
+            keys: vec![host_key],
+            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            inactivity_timeout: Some(Duration::from_secs(600)),
+            ..Default::default()
+        };
+        let context = Arc::new(mmp::MmpContext {
+            server: i,
+            name: server.name.clone(),
+            world: world.clone(),
+            outbox: outbox.clone(),
+            credentials: config.credentials.clone(),
+            faults: faults.clone(),
+            config: Arc::new(ssh_config),
+        });
+        tasks.spawn(mmp::serve(ssh, context, shutdown_rx.clone()));
+        let page = web::router(world.clone(), i);
+        tasks.spawn(serve_http(http, page, shutdown_rx.clone()));
+    }
+    let control = bind(config.control_port, 0, false, "control").await?;
+    let control_address = control.local_addr()?;
+    tasks.spawn(serve_http(control, control::router(world.clone(), faults, outbox.clone()), shutdown_rx.clone()));
+    tasks.spawn(clock(world, outbox, config.speed, shutdown_rx));
+    Ok(Running {
+        endpoints: Endpoints {
+            servers: endpoints,
+            control: control_address,
+            syslog: config.syslog.iter().map(ToString::to_string).collect(),
+        },
+        shutdown,
+        tasks,
+    })
+}
+
+async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+}
+
+/// Advances virtual time with real time, and sends what was logged.
+async fn clock(world: Arc<Mutex<World>>, outbox: Outbox, speed: f64, mut shutdown: watch::Receiver<bool>) {
+    let real_start = Instant::now();
+    let virtual_start = world.lock().expect("the world lock is never poisoned").now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let elapsed = real_start.elapsed().as_secs_f64() * speed;
+        let target = virtual_start + chrono::Duration::milliseconds((elapsed * 1000.0) as i64);
+        let mut lines = Vec::new();
+        world.lock().expect("the world lock is never poisoned").advance_to(target, &mut lines);
+        outbox.send_all(lines);
+    }
+}

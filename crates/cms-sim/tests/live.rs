@@ -1,0 +1,420 @@
+//! End-to-end tests of `cms-sim run`: the real binary on real sockets,
+//! driven by real clients (OpenSSH's ssh, Cisco's Python script with
+//! paramiko, curl-like HTTP), checked against the truth API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+// ---- harness ---------------------------------------------------------------
+
+struct Sim {
+    child: Child,
+    endpoints: Value,
+    /// Taken by `stop`, to start again in the same state directory.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Sim {
+    /// Starts `cms-sim run` with any free ports, a fresh state directory, a
+    /// test key, and `args`; waits for its endpoints line.
+    fn start(args: &[&str]) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Sim {
+        let key = dir.path().join("id_test");
+        if !key.exists() {
+            let made =
+                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().unwrap();
+            assert!(made.success());
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cms-sim"));
+        command.arg("run").arg("--state-dir").arg(dir.path().join("state"));
+        command.arg("--authorized-key").arg(dir.path().join("id_test.pub"));
+        for (flag, default) in [("--ssh-port", "0"), ("--http-port", "0"), ("--control-port", "0")] {
+            if !args.contains(&flag) {
+                command.args([flag, default]);
+            }
+        }
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("cms-sim starts");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver.recv_timeout(Duration::from_secs(20)).expect("the endpoints line");
+        let endpoints: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!("no endpoints ({e}): {line} {stderr}")
+        });
+        Sim { child, endpoints, dir: Some(dir) }
+    }
+
+    fn ssh_port(&self, server: usize) -> String {
+        self.address("ssh", server).port().to_string()
+    }
+
+    fn address(&self, kind: &str, server: usize) -> SocketAddr {
+        self.endpoints["servers"][server][kind].as_str().unwrap().parse().unwrap()
+    }
+
+    fn control(&self) -> SocketAddr {
+        self.endpoints["control"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn truth(&self) -> Value {
+        let (status, body) = http(self.control(), "GET", "/truth", None);
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn set(&self, body: &str) {
+        let (status, text) = http(self.control(), "POST", "/control", Some(body));
+        assert_eq!(status, 200, "{text}");
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("not stopped").path()
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir().join("id_test")
+    }
+
+    /// Stops it with SIGTERM (it must go within 10 s); returns its directory.
+    fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        self.dir.take().expect("not stopped")
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("cms-sim did not stop on SIGTERM");
+    }
+
+    /// `ssh` with the test key in batch mode, trusting the host key on first
+    /// use into a file of the test's own.
+    fn ssh(&self, server: usize, extra: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new("timeout");
+        command.arg("20").arg("ssh").args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]);
+        command.arg("-o").arg(format!("UserKnownHostsFile={}", self.dir().join("known_hosts").display()));
+        command.arg("-i").arg(self.key()).args(["-p", &self.ssh_port(server), "-l", "admin"]);
+        command.arg(self.address("ssh", server).ip().to_string()).args(extra);
+        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(text) = stdin {
+            let mut input = child.stdin.take().unwrap();
+            let text = text.to_owned();
+            // Typed slowly, as a person would: each line after the prompt.
+            std::thread::spawn(move || {
+                for line in text.split_inclusive('\n') {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = input.write_all(line.as_bytes());
+                }
+            });
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn restarts(&self, server: usize) -> Vec<Value> {
+        self.truth()["servers"][server]["webbridge"]["restarts"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.terminate();
+        } else {
+            let _ = self.child.kill();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 client: status and body.
+fn http(address: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---- OpenSSH ---------------------------------------------------------------
+
+#[test]
+fn openssh_runs_commands_by_exec_and_in_a_shell() {
+    let sim = Sim::start(&["--servers", "2"]);
+    let output = sim.ssh(0, &["version"], None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "version : 2.9.7\n");
+
+    let output = sim.ssh(0, &["webbridge", "restart"], None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let restarts = sim.restarts(0);
+    assert_eq!(restarts.len(), 1);
+    assert_eq!(restarts[0]["by"], "admin");
+    assert!(sim.restarts(1).is_empty());
+
+    let output = sim.ssh(0, &["no-such-command"], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains("FAILURE"));
+
+    // An interactive shell on a terminal: prompt, echo, commands, exit.
+    let output = sim.ssh(1, &["-tt"], Some("version\nwebbridge restart\nexit\n"));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let screen = text(&output.stdout);
+    assert!(screen.starts_with("cms2> "), "{screen:?}");
+    assert!(screen.contains("version : 2.9.7\r\n") && screen.contains("cms2> webbridge restart\r\n"), "{screen:?}");
+    assert_eq!(sim.restarts(1).len(), 1);
+
+    // The audit lines reach the MMP's own log.
+    let output = sim.ssh(1, &["syslog"], None);
+    let log = text(&output.stdout);
+    assert!(
+        log.contains("cli: User admin from 127.0.0.1:")
+            && log.contains("issued command <webbridge restart>: permission granted"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_host_key_stays_and_rotates_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    // The same port each time, so known_hosts has one entry to compare.
+    let port = free_port().to_string();
+    let sim = Sim::start_in(dir, &["--servers", "1", "--ssh-port", &port]);
+    let first = sim.endpoints["servers"][0]["host_key_sha256"].clone();
+    assert!(sim.ssh(0, &["version"], None).status.success());
+    let dir = sim.stop();
+    // Same state directory: same key; the known_hosts entry still fits.
+    let sim = Sim::start_in(dir, &["--servers", "1", "--ssh-port", &port]);
+    assert_eq!(sim.endpoints["servers"][0]["host_key_sha256"], first);
+    assert!(sim.ssh(0, &["version"], None).status.success());
+    let dir = sim.stop();
+    let sim = Sim::start_in(dir, &["--servers", "1", "--ssh-port", &port, "--rotate-host-key"]);
+    assert_ne!(sim.endpoints["servers"][0]["host_key_sha256"], first);
+    // OpenSSH refuses the changed key loudly.
+    let output = sim.ssh(0, &["version"], None);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{}", text(&output.stderr));
+    assert!(state.join("state/cms1/ssh_host_ed25519_key").exists());
+}
+
+// ---- Cisco's own script ------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn ciscos_script_restarts_every_web_bridge() {
+    let port = free_port().to_string();
+    let sim = Sim::start(&["--servers", "4", "--address-per-server", "--ssh-port", &port]);
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cisco/webbridge_restart.py"))
+            .unwrap();
+    let servers: Vec<String> = (0..4).map(|i| format!("{}:\"{}\"", i + 1, sim.address("ssh", i).ip())).collect();
+    let script = script
+        .replace(
+            r#"webbridges={1:"127.0.0.1",2:"127.0.0.1",3:"127.0.0.1",4:"127.0.0.1"}"#,
+            &format!("webbridges={{{}}}", servers.join(",")),
+        )
+        .replace("mmp_port = 22", &format!("mmp_port = {port}"));
+    let work = sim.dir().join("cisco");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("webbridge_restart.py"), script).unwrap();
+    let output =
+        Command::new("timeout").args(["60", "python3", "webbridge_restart.py"]).current_dir(&work).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let log = std::fs::read_to_string(work.join("webbridge_restart_logs.txt")).unwrap();
+    assert_eq!(log.matches("restarted successfully").count(), 4, "{log}");
+    for server in 0..4 {
+        let restarts = sim.restarts(server);
+        assert_eq!(restarts.len(), 1, "server {server}: {log}");
+        assert_eq!(restarts[0]["by"], "admin");
+    }
+}
+
+// ---- faults and bad clients -----------------------------------------------------
+
+fn paramiko(address: SocketAddr, password: &str, command: &str) -> Output {
+    let script = format!(
+        "import paramiko, sys\nc = paramiko.SSHClient()\nc.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n\
+         try:\n    c.connect('{}', {}, 'admin', '{password}', timeout=5, auth_timeout=5, banner_timeout=5, look_for_keys=False, allow_agent=False)\n\
+         except paramiko.AuthenticationException:\n    sys.exit(3)\n\
+         _, out, _ = c.exec_command('{command}', timeout=5)\nsys.stdout.write(out.read().decode())\n",
+        address.ip(),
+        address.port()
+    );
+    Command::new("timeout").args(["30", "python3", "-c", &script]).output().unwrap()
+}
+
+#[test]
+fn passwords_and_lockout() {
+    let sim = Sim::start(&["--servers", "1"]);
+    let address = sim.address("ssh", 0);
+    let output = paramiko(address, "password", "version");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "version : 2.9.7\n");
+    assert_eq!(paramiko(address, "wrong", "version").status.code(), Some(3));
+
+    sim.set(r#"{"fault": {"server": "cms1", "lockout_after": 2, "lockout_seconds": 60}}"#);
+    assert_eq!(paramiko(address, "wrong", "version").status.code(), Some(3));
+    assert_eq!(paramiko(address, "wrong", "version").status.code(), Some(3));
+    // Locked: even the right password is refused now.
+    assert_eq!(paramiko(address, "password", "version").status.code(), Some(3));
+}
+
+#[test]
+fn injected_faults() {
+    let sim = Sim::start(&["--servers", "2"]);
+    let fault =
+        |name: &str, extra: &str| sim.set(&format!(r#"{{"fault": {{"server": "cms1", "fault": "{name}"{extra}}}}}"#));
+
+    fault("refuse", "");
+    std::thread::sleep(Duration::from_millis(300));
+    let output = sim.ssh(0, &["version"], None);
+    assert!(text(&output.stderr).contains("Connection refused"), "{}", text(&output.stderr));
+    // The other server is unaffected.
+    assert!(sim.ssh(1, &["version"], None).status.success());
+
+    fault("blackhole", "");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let output = sim.ssh(0, &["-o", "ConnectTimeout=2", "version"], None);
+    assert!(!output.status.success());
+    assert!(started.elapsed() >= Duration::from_secs(2), "it answered: {}", text(&output.stderr));
+
+    fault("slow", r#", "seconds": 1.5"#);
+    let started = Instant::now();
+    let output = sim.ssh(0, &["version"], None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+
+    fault("hang-after-auth", "");
+    let output = Command::new("timeout").args(["3"]).arg("true").output().unwrap();
+    assert!(output.status.success());
+    let started = Instant::now();
+    let mut hung = Command::new("ssh");
+    hung.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-i"])
+        .arg(sim.key())
+        .args(["-p", &sim.ssh_port(0), "admin@127.0.0.1", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = hung.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "it answered after {:?}", started.elapsed());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    fault("none", "");
+    assert!(sim.ssh(0, &["version"], None).status.success());
+    let (status, text) =
+        http(sim.control(), "POST", "/control", Some(r#"{"fault": {"server": "cms9", "fault": "refuse"}}"#));
+    assert_eq!(status, 400);
+    assert!(text.contains("cms9"));
+}
+
+#[test]
+fn garbage_half_handshakes_and_500_connections_do_not_stall_a_server() {
+    let sim = Sim::start(&["--servers", "2"]);
+    let address = sim.address("ssh", 0);
+    // Garbage instead of a protocol.
+    let mut garbage = TcpStream::connect(address).unwrap();
+    let _ = garbage.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(1000));
+    drop(garbage);
+    // A client that leaves in the middle of the handshake.
+    let mut half = TcpStream::connect(address).unwrap();
+    let _ = half.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+    let _ = half.read(&mut [0u8; 64]);
+    drop(half);
+    // Five hundred connections at once, held open.
+    let held: Vec<TcpStream> = (0..500).filter_map(|_| TcpStream::connect(address).ok()).collect();
+    assert!(held.len() >= 400, "only {} connected", held.len());
+    let started = Instant::now();
+    assert!(sim.ssh(0, &["version"], None).status.success());
+    assert!(sim.ssh(1, &["version"], None).status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(held);
+    assert!(sim.ssh(0, &["version"], None).status.success());
+}
+
+// ---- the web bridge page, the scenario file ------------------------------------------
+
+#[test]
+fn the_page_goes_away_during_a_restart_and_join_fails_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("full.toml");
+    std::fs::write(
+        &scenario,
+        "speed = 3600\nrestart_downtime_seconds = 2\n\n[[server]]\nname = \"edge1\"\n\n[[server]]\nname = \"edge2\"\n\n\
+         [load]\nlimit = 3\nleak_probability = 1.0\nmean_session_minutes = 2\nweekend_factor = 1.0\n",
+    )
+    .unwrap();
+    let sim = Sim::start_in(dir, &["--scenario", scenario.to_str().unwrap(), "--start", "2024-03-04T09:00:00Z"]);
+    assert_eq!(sim.endpoints["servers"][1]["name"], "edge2");
+    let page = sim.address("http", 0);
+    let (status, body) = http(page, "GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("Sign in") && body.contains("Join meeting"));
+    // Every session leaks and the limit is 3: full within seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(page, "GET", "/join", None).0 != 503 {
+        assert!(Instant::now() < deadline, "never full: {}", sim.truth());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(sim.truth()["servers"][0]["webbridge"]["active"].as_u64().unwrap() >= 3);
+    assert!(sim.ssh(0, &["webbridge", "restart"], None).status.success());
+    assert_eq!(http(page, "GET", "/", None).0, 503);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(http(page, "GET", "/", None).0, 200);
+}
+
+#[test]
+fn a_bad_scenario_is_named_by_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("bad.toml");
+    std::fs::write(&scenario, "speed = 60\n\n[load]\nleak_probabilty = 0.5\n").unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_cms-sim")).args(["run", "--scenario"]).arg(&scenario).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("bad.toml") && stderr.contains("line 4") && stderr.contains("leak_probabilty"), "{stderr}");
+}
