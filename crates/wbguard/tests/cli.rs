@@ -339,3 +339,139 @@ fn the_built_in_example_runs() {
     assert!(table.contains("cms4"), "{table}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("truth"));
 }
+
+// ---- the live simulator's syslog, received by netcat --------------------------------
+
+/// `cms-sim run` (in-process) sends syslog over TCP to `nc`; `wbguard
+/// analyze` reads what nc received and must find the truth API's numbers.
+#[test]
+fn analyze_agrees_with_the_live_simulators_truth() {
+    use cms_sim::live::{self, Credentials, LiveConfig};
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let received = dir.path().join("received.log");
+    let mut nc = Command::new("nc")
+        .args(["-l", "127.0.0.1", &port.to_string()])
+        .stdout(File::create(&received).unwrap())
+        .spawn()
+        .expect("nc (netcat-openbsd) runs");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let key = dir.path().join("id_test");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success());
+    let public = std::fs::read_to_string(dir.path().join("id_test.pub")).unwrap();
+    let mut scenario = Scenario::with_servers(3);
+    scenario.leak_probability = 0.3;
+    scenario.desktop_share = 0.2;
+    scenario.weekend_factor = 1.0;
+    let today = Utc::now().date_naive().and_hms_opt(9, 0, 0).unwrap().and_utc();
+    let config = LiveConfig {
+        scenario,
+        seed: 5,
+        speed: 3600.0,
+        start: today,
+        ssh_port: 0,
+        http_port: 0,
+        control_port: 0,
+        syslog: vec![format!("tcp://127.0.0.1:{port}").parse().unwrap()],
+        state_dir: dir.path().join("state"),
+        rotate_host_key: false,
+        credentials: Credentials {
+            user: "admin".into(),
+            password: "not-used".into(),
+            authorized_keys: vec![russh_key(&public)],
+        },
+        lines_per_record: 5,
+        restart_downtime: std::time::Duration::from_millis(500),
+        address_per_server: false,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let running = runtime.block_on(live::start(config)).unwrap();
+    let control = running.endpoints.control;
+    let ssh_port = running.endpoints.servers[1].ssh.port();
+    let truth = || -> Value {
+        let mut stream = std::net::TcpStream::connect(control).unwrap();
+        stream.write_all(b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+    };
+
+    // Two busy virtual hours, a restart of cms2 by SSH, then nobody joins.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let restart = Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-i"])
+        .arg(&key)
+        .args(["-p", &ssh_port.to_string(), "admin@127.0.0.1", "webbridge restart"])
+        .output()
+        .unwrap();
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut stream = std::net::TcpStream::connect(control).unwrap();
+    let body = r#"{"load_factor": 0}"#;
+    write!(
+        stream,
+        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.contains("200 OK"), "{response}");
+    // Sessions last at most six virtual hours: then only leaks remain.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = truth();
+        let quiet = now["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["webbridge"]["real"] == 0 && s["callbridge"]["cma"] == 0);
+        if quiet {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never quiet: {now}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A virtual hour more, so that every Stats line and call bridge report
+    // after the last session is out.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let truth = truth();
+    runtime.block_on(running.stop());
+    let _ = nc.wait();
+    let mut log = String::new();
+    File::open(&received).unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.lines().count() > 1000, "{} lines", log.lines().count());
+
+    let (code, report, stderr) = analyze_json(&[s(&received)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["lines"]["malformed"], 0);
+    for server in truth["servers"].as_array().unwrap() {
+        let host = server["name"].as_str().unwrap();
+        let wb = webbridge(&report, host);
+        let leaked = &server["webbridge"]["leaked"];
+        assert!(leaked.as_u64().unwrap() > 0, "{host} leaked nothing");
+        assert_eq!(&wb["last"]["active"], leaked, "{host}");
+        assert_eq!(&wb["leaked_lower"], leaked, "{host}");
+        assert_eq!(&wb["leaked_upper"], leaked, "{host}");
+        let restarts = server["webbridge"]["restarts"].as_array().unwrap();
+        assert_eq!(wb["restarts"].as_array().unwrap().len(), restarts.len(), "{host}");
+        for (seen, real) in wb["restarts"].as_array().unwrap().iter().zip(restarts) {
+            let time = |v: &Value| DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+            let off = (time(&real["time"]) - time(seen)).num_milliseconds().abs();
+            assert!(off < 1000, "{host}: restart at {seen} vs {}", real["time"]);
+        }
+    }
+    assert_eq!(webbridge(&report, "cms2")["restarts"].as_array().unwrap().len(), 1);
+}
+
+fn russh_key(line: &str) -> russh::keys::PublicKey {
+    russh::keys::PublicKey::from_openssh(line.trim()).unwrap()
+}
