@@ -9,7 +9,8 @@
 # Peers: `rg -c -F 'Stats '` (the floor: one literal search over the file)
 # and bench/analyze.py (the same analysis in plain Python, as an operator
 # would write it). Figures: wall time (hyperfine), peak RSS and CPU use
-# (GNU time). The results go to bench/RESULTS.md.
+# (GNU time). The results go to bench/results/analyze.md and from there
+# into bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,32 +77,32 @@ for name in ["rg -c -F 'Stats '", "wbguard analyze", "wbguard analyze --threads 
     mean, sd = t(name)
     rows.append(f"| `{name}` | {mean:.3f} s ± {sd:.3f} | {mean / wb:.2f}x |")
 version = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
-with open("bench/RESULTS.md", "w") as out:
-    out.write(f"""# Benchmark results
+with open("bench/results/analyze.md", "w") as out:
+    out.write(f"""## `wbguard analyze` against ripgrep and Python
 
 `wbguard analyze` against its peers on one generated CMS log, all measured in
 the same run by `bench/run.sh` (rerun it to reproduce; `SIZE=500M` for a
 quicker one). The log is in the page cache.
 
-## Machine
+### Machine
 
 - CPU: {cpu}, {os.cpu_count()} cores; memory {mem_gib:.0f} GiB
 - {platform.system()} {platform.release()}
 - {version(["rg", "--version"])}, {version(["python3", "--version"])}, {version(["hyperfine", "--version"])}
 
-## Input
+### Input
 
 `cms-sim gen-log --size {size} --lines-per-record 1000 --servers 4 --seed 1`:
 {os.path.getsize(log):,} bytes, {lines:,} lines, about one record per 1,000 lines,
 every header shape. "4 files" is the same log split into one file per server.
 
-## Time (mean of 10 runs; Python: {results['python3 bench/analyze.py']['times'].__len__()})
+### Time (mean of 10 runs; Python: {results['python3 bench/analyze.py']['times'].__len__()})
 
 | command | time | relative to `wbguard analyze` |
 |---|---|---|
 {chr(10).join(rows)}
 
-## The three figures the issue asks for
+### The three figures the issue asks for
 
 | figure | target | measured |
 |---|---|---|
@@ -118,7 +119,7 @@ streams its records through a merge by time, so its memory does not grow
 with the input: compare the one file with the same file named four times.
 The copy out of the page cache is most of what separates it from ripgrep.
 
-## Commands
+### Commands
 
 ```sh
 rg -c -F 'Stats ' {log}
@@ -129,5 +130,5 @@ python3 bench/analyze.py {log}
 /usr/bin/time -f '%M %P' target/release/wbguard analyze --format json {log}
 ```
 """)
-print(open("bench/RESULTS.md").read())
 PY
+bench/collect.sh

@@ -82,6 +82,10 @@ struct RunArgs {
     /// of addresses and one port, like Cisco's script).
     #[arg(long)]
     address_per_server: bool,
+    /// Simulate this many virtual hours silently before starting, so the
+    /// deployment begins with sessions and leaks in place [default: 0].
+    #[arg(long, value_name = "HOURS")]
+    warm_up: Option<f64>,
     /// A TOML scenario file; flags given here win over it.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
@@ -279,6 +283,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             file.restart_downtime_seconds.unwrap_or(3.0).clamp(0.0, 600.0),
         ),
         address_per_server: args.address_per_server,
+        warm_up: std::time::Duration::from_secs_f64(
+            args.warm_up.or(file.warm_up_hours).unwrap_or(0.0).clamp(0.0, 24.0 * 366.0) * 3600.0,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -57,6 +57,8 @@ pub struct ScenarioFile {
     pub lines_per_record: Option<u32>,
     /// Seconds a restarting web bridge stays down (real time).
     pub restart_downtime_seconds: Option<f64>,
+    /// Virtual hours simulated silently before the start.
+    pub warm_up_hours: Option<f64>,
     /// The load.
     pub load: Option<Load>,
 }

@@ -391,6 +391,7 @@ fn analyze_agrees_with_the_live_simulators_truth() {
         lines_per_record: 5,
         restart_downtime: std::time::Duration::from_millis(500),
         address_per_server: false,
+        warm_up: std::time::Duration::ZERO,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let running = runtime.block_on(live::start(config)).unwrap();

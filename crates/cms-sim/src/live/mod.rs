@@ -61,6 +61,9 @@ pub struct LiveConfig {
     pub lines_per_record: u32,
     /// How long a restarting web bridge stays down, in real time.
     pub restart_downtime: Duration,
+    /// Virtual time simulated silently before the start, so that the
+    /// deployment begins with sessions and leaks in place.
+    pub warm_up: Duration,
     /// Give server i its own loopback address, 127.0.1.i, with the same SSH
     /// and HTTP ports on each (the base ports), as real servers have: tools
     /// that take a list of addresses and one port then work unchanged.
@@ -127,13 +130,16 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let servers = config.scenario.servers.clone();
-    let world = Arc::new(Mutex::new(World::new(
+    let warm_up = chrono::Duration::from_std(config.warm_up).context("warm-up too long")?;
+    let mut world = World::new(
         config.scenario.clone(),
         config.seed,
-        config.start,
+        config.start - warm_up,
         config.lines_per_record,
         config.restart_downtime,
-    )));
+    );
+    world.advance_to(config.start, None);
+    let world = Arc::new(Mutex::new(world));
     let faults = Arc::new(faults::Faults::new(servers.len()));
     let outbox = syslog_out::start(&config.syslog, &shutdown_rx, &mut tasks);
 
@@ -206,7 +212,7 @@ async fn clock(world: Arc<Mutex<World>>, outbox: Outbox, speed: f64, mut shutdow
         let elapsed = real_start.elapsed().as_secs_f64() * speed;
         let target = virtual_start + chrono::Duration::milliseconds((elapsed * 1000.0) as i64);
         let mut lines = Vec::new();
-        world.lock().expect("the world lock is never poisoned").advance_to(target, &mut lines);
+        world.lock().expect("the world lock is never poisoned").advance_to(target, Some(&mut lines));
         outbox.send_all(lines);
     }
 }
