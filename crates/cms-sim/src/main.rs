@@ -86,6 +86,11 @@ struct RunArgs {
     /// deployment begins with sessions and leaks in place [default: 0].
     #[arg(long, value_name = "HOURS")]
     warm_up: Option<f64>,
+    /// Offer only old SSH algorithms (diffie-hellman-group14-sha1, ssh-rsa,
+    /// aes128-cbc, hmac-sha1) on every server, to test clients against old
+    /// appliances. The scenario file can set it per server.
+    #[arg(long)]
+    legacy_ssh: bool,
     /// A TOML scenario file; flags given here win over it.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
@@ -266,6 +271,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let state_dir = args.state_dir.or(file.state_dir.clone()).unwrap_or_else(default_state_dir);
+    let scenario_names: Vec<String> = scenario.servers.iter().map(|s| s.name.clone()).collect();
     let config = LiveConfig {
         scenario,
         seed: args.seed.or(file.seed).unwrap_or(1),
@@ -283,6 +289,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             file.restart_downtime_seconds.unwrap_or(3.0).clamp(0.0, 600.0),
         ),
         address_per_server: args.address_per_server,
+        legacy_ssh: if args.legacy_ssh {
+            scenario_names.clone()
+        } else {
+            file.server.iter().filter(|s| s.legacy_ssh).map(|s| s.name.clone()).collect()
+        },
         warm_up: std::time::Duration::from_secs_f64(
             args.warm_up.or(file.warm_up_hours).unwrap_or(0.0).clamp(0.0, 24.0 * 366.0) * 3600.0,
         ),

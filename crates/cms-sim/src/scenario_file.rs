@@ -71,6 +71,9 @@ pub struct ServerEntry {
     pub name: String,
     /// `2.8`, `2.9` or `3.x`.
     pub release: Option<String>,
+    /// Offer only old SSH algorithms on this server's MMP.
+    #[serde(default)]
+    pub legacy_ssh: bool,
 }
 
 /// `[load]`.

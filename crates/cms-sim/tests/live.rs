@@ -418,3 +418,79 @@ fn a_bad_scenario_is_named_by_line_and_field() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("bad.toml") && stderr.contains("line 4") && stderr.contains("leak_probabilty"), "{stderr}");
 }
+
+#[test]
+fn the_legacy_profile_offers_only_old_algorithms() {
+    let sim = Sim::start(&["--servers", "1", "--legacy-ssh"]);
+    // A modern OpenSSH refuses them by default...
+    let output = sim.ssh(0, &["version"], None);
+    assert!(!output.status.success());
+    let refusal = text(&output.stderr);
+    assert!(refusal.contains("no matching") || refusal.contains("Unable to negotiate"), "{refusal}");
+    // ...and talks when told to accept them.
+    let legacy = [
+        "-o",
+        "KexAlgorithms=+diffie-hellman-group14-sha1",
+        "-o",
+        "HostKeyAlgorithms=+ssh-rsa",
+        "-o",
+        "Ciphers=+aes128-cbc",
+        "-o",
+        "MACs=+hmac-sha1",
+        "-v",
+        "version",
+    ];
+    let output = sim.ssh(0, &legacy, None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "version : 2.9.7\n");
+    let debug = text(&output.stderr);
+    assert!(debug.contains("kex: algorithm: diffie-hellman-group14-sha1"), "{debug}");
+    assert!(debug.contains("host key algorithm: ssh-rsa"), "{debug}");
+    assert!(debug.contains("cipher: aes128-cbc"), "{debug}");
+}
+
+#[test]
+fn release_3_has_only_web_bridge_3() {
+    let sim = Sim::start(&["--servers", "1", "--release", "3.x"]);
+    let output = sim.ssh(0, &["webbridge", "restart"], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).starts_with("FAILURE:"), "{}", text(&output.stdout));
+    assert!(sim.ssh(0, &["webbridge3", "restart"], None).status.success());
+    assert_eq!(text(&sim.ssh(0, &["version"], None).stdout), "version : 3.8.1\n");
+    assert_eq!(sim.truth()["servers"][0]["webbridge"]["leaks"], false);
+    assert!(sim.restarts(0).is_empty());
+}
+
+#[test]
+fn syslog_over_tcp_with_octet_counting() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let destination = format!("tcp://{}?framing=octet-counting", listener.local_addr().unwrap());
+    let sim = Sim::start(&["--servers", "2", "--speed", "600", "--syslog", &destination]);
+    assert_eq!(sim.endpoints["syslog"][0], destination.as_str());
+    let (mut stream, _) = listener.accept().unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.len() < 20_000 && Instant::now() < deadline {
+        let n = stream.read(&mut buffer).unwrap();
+        received.extend_from_slice(&buffer[..n]);
+    }
+    // Frames: LENGTH SP MESSAGE, back to back, each message with its <PRI>.
+    let mut rest = &received[..];
+    let mut frames = 0;
+    let mut stats = 0;
+    while let Some(space) = rest.iter().position(|&b| b == b' ') {
+        let length: usize = std::str::from_utf8(&rest[..space]).unwrap().parse().unwrap();
+        if rest.len() < space + 1 + length {
+            break; // the last frame may be cut off by our read
+        }
+        let message = &rest[space + 1..space + 1 + length];
+        assert!(message.starts_with(b"<"), "{}", text(message));
+        assert!(!message.contains(&b'\n'));
+        stats += usize::from(text(message).contains("[DEBUGGING] Stats "));
+        frames += 1;
+        rest = &rest[space + 1 + length..];
+    }
+    assert!(frames > 50 && stats > 0, "{frames} frames, {stats} Stats");
+}

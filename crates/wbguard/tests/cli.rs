@@ -392,6 +392,7 @@ fn analyze_agrees_with_the_live_simulators_truth() {
         restart_downtime: std::time::Duration::from_millis(500),
         address_per_server: false,
         warm_up: std::time::Duration::ZERO,
+        legacy_ssh: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let running = runtime.block_on(live::start(config)).unwrap();

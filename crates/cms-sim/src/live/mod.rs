@@ -64,6 +64,10 @@ pub struct LiveConfig {
     /// Virtual time simulated silently before the start, so that the
     /// deployment begins with sessions and leaks in place.
     pub warm_up: Duration,
+    /// Servers (by name) whose MMP offers only old algorithms:
+    /// diffie-hellman-group14-sha1, an ssh-rsa host key, aes128-cbc and
+    /// hmac-sha1, as older appliances do.
+    pub legacy_ssh: Vec<String>,
     /// Give server i its own loopback address, 127.0.1.i, with the same SSH
     /// and HTTP ports on each (the base ports), as real servers have: tools
     /// that take a list of addresses and one port then work unchanged.
@@ -145,7 +149,9 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
 
     let mut endpoints = Vec::new();
     for (i, server) in servers.iter().enumerate() {
-        let host_key = hostkey::load_or_create(&config.state_dir.join(&server.name), config.rotate_host_key)?;
+        let legacy = config.legacy_ssh.contains(&server.name);
+        let kind = if legacy { hostkey::KeyKind::Rsa } else { hostkey::KeyKind::Ed25519 };
+        let host_key = hostkey::load_or_create(&config.state_dir.join(&server.name), kind, config.rotate_host_key)?;
         let fingerprint = host_key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();
         let ssh = bind(config.ssh_port, i, config.address_per_server, "SSH").await?;
         let http = bind(config.http_port, i, config.address_per_server, "HTTP").await?;
@@ -160,6 +166,7 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
             auth_rejection_time: Duration::from_millis(300),
             auth_rejection_time_initial: Some(Duration::ZERO),
             inactivity_timeout: Some(Duration::from_secs(600)),
+            preferred: if legacy { legacy_algorithms() } else { russh::Preferred::default() },
             ..Default::default()
         };
         let context = Arc::new(mmp::MmpContext {
@@ -188,6 +195,21 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// The legacy profile: nothing newer than an old appliance would offer.
+fn legacy_algorithms() -> russh::Preferred {
+    use russh::kex::{DH_G14_SHA1, EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER, EXTENSION_SUPPORT_AS_SERVER};
+    use std::borrow::Cow;
+    russh::Preferred {
+        // One real key exchange; the other two names only mark protocol
+        // extensions, as in russh's default list.
+        kex: Cow::Owned(vec![DH_G14_SHA1, EXTENSION_SUPPORT_AS_SERVER, EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER]),
+        key: Cow::Owned(vec![russh::keys::Algorithm::Rsa { hash: None }]),
+        cipher: Cow::Owned(vec![russh::cipher::AES_128_CBC]),
+        mac: Cow::Owned(vec![russh::mac::HMAC_SHA1]),
+        ..russh::Preferred::default()
+    }
 }
 
 async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
