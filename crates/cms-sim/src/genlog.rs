@@ -204,13 +204,7 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
                     let report = sim.callbridge_report(i);
                     let legs_per_second = rng.gen_range(0..3);
                     syslog::header(&mut line, shapes[i], time, USER_INFO, &s.name, &s.address, "host:server");
-                    syslog::callbridge_stats(
-                        &mut line,
-                        legs_per_second,
-                        (report.call_legs, report.legs_peak),
-                        (report.cma, report.cma_peak),
-                        (sip, sip),
-                    );
+                    syslog::callbridge_stats(&mut line, &report, sip, legs_per_second);
                     summary.records += 1;
                     if let Some(truth) = truth.as_mut() {
                         let record = json!({"type": "callbridge", "time": time, "host": s.name, "cma": report.cma,

@@ -12,6 +12,8 @@ use std::io::Write;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use rand::Rng;
 
+use crate::session::CallBridgeReport;
+
 /// How a line's header looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderShape {
@@ -147,12 +149,12 @@ pub fn webbridge_stats(out: &mut Vec<u8>, active: u32, connections: u64, disconn
     let _ = write!(out, "INFO : [DEBUGGING] Stats {active}, c:{connections}, d:{disconnections}");
 }
 
-/// `STATS: {...}`, the Call Bridge record.
-pub fn callbridge_stats(out: &mut Vec<u8>, legs_per_second: u32, legs: (u32, u32), cma: (u32, u32), sip: (u32, u32)) {
+/// `STATS: {...}`, the Call Bridge record, from a report of the model.
+pub fn callbridge_stats(out: &mut Vec<u8>, report: &CallBridgeReport, sip: u32, legs_per_second: u32) {
     let _ = write!(
         out,
-        "INFO : STATS: {{\"callLegsPS\": {legs_per_second}, \"callLegs\": \"{}/{}\", \"CMA\": \"{}/{}\", \"sip\": {{\"std\": \"0/0\", \"peer\": \"{}/{}\"}}}}",
-        legs.0, legs.1, cma.0, cma.1, sip.0, sip.1
+        "INFO : STATS: {{\"callLegsPS\": {legs_per_second}, \"callLegs\": \"{}/{}\", \"CMA\": \"{}/{}\", \"sip\": {{\"std\": \"0/0\", \"peer\": \"{sip}/{sip}\"}}}}",
+        report.call_legs, report.legs_peak, report.cma, report.cma_peak
     );
 }
 

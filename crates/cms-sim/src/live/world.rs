@@ -166,13 +166,7 @@ impl World {
                 let report = self.sim.callbridge_report(i);
                 syslog::header(&mut line, HeaderShape::Wire, time, USER_INFO, &self.servers[i].name, "", "host:server");
                 let legs_per_second = u32::from(report.call_legs > 0);
-                syslog::callbridge_stats(
-                    &mut line,
-                    legs_per_second,
-                    (report.call_legs, report.legs_peak),
-                    (report.cma, report.cma_peak),
-                    (sip, sip),
-                );
+                syslog::callbridge_stats(&mut line, &report, sip, legs_per_second);
                 (i, line)
             }
             Due::Noise => {
