@@ -174,7 +174,7 @@ pub fn noise(message: &mut Vec<u8>, rng: &mut impl Rng) -> (Priority, &'static s
     // Rarely, lines that look like records to a quick search but are not:
     // the parser must find and drop them.
     if rng.gen_ratio(1, 400) {
-        return if n % 2 == 0 {
+        return if n.is_multiple_of(2) {
             let _ = write!(out, "INFO : media module Stats report: cpu {}%", n % 100);
             (USER_INFO, "host:server")
         } else {

@@ -21,6 +21,83 @@ pub enum Command {
     /// Read CMS logs and show, per web bridge, sessions, the leak, its rate
     /// and when users will be locked out.
     Analyze(AnalyzeArgs),
+    /// Restart web bridges over SSH: strict host keys, verified, logged.
+    Restart(RestartArgs),
+    /// Show servers' SSH host keys and record them in known_hosts.
+    Trust(TrustArgs),
+    /// Check or create the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `wbguard restart`.
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    /// The configuration file [default: $WBGUARD_CONFIG, ~/.config/wbguard/config.toml, /etc/wbguard/config.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// One web bridge at a time, each back before the next (the default).
+    #[arg(long, conflicts_with = "parallel")]
+    pub rolling: bool,
+    /// Restart up to N web bridges at once.
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Only these servers (comma-separated names).
+    #[arg(long, value_name = "NAME,...")]
+    pub only: Vec<String>,
+    /// Print the plan and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// In rolling mode, go on after a failure.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Also restart Web Bridge 3 on release 3.x servers (not affected by the leak).
+    #[arg(long)]
+    pub include_webbridge3: bool,
+    /// Restart even web bridges that may carry live calls.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse when live calls cannot be ruled out for lack of session data.
+    #[arg(long)]
+    pub require_safe: bool,
+    /// CMS logs to check for live calls before restarting.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Vec<PathBuf>,
+    /// Why, for the audit file [default: manual].
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// `wbguard trust`.
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Record without asking (for scripts).
+    #[arg(long)]
+    pub yes: bool,
+    /// Servers to trust (names from the configuration).
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// `wbguard config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the resolved inventory.
+    Check {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Read Cisco's restart script and write an equivalent configuration
+    /// (without the password) to standard output.
+    ImportCiscoScript {
+        /// The script (its `webbridges = {...}` and `mmp_username`).
+        #[arg(value_name = "FILE")]
+        script: PathBuf,
+    },
 }
 
 /// `wbguard analyze`.

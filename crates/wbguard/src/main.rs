@@ -5,7 +5,12 @@
 
 mod analyze;
 mod cli;
+mod config;
+mod config_cmd;
 mod exit;
+mod mmp;
+mod restart;
+mod trust;
 
 use clap::Parser;
 
@@ -13,6 +18,9 @@ fn main() {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Analyze(args) => analyze::run(&args),
+        cli::Command::Restart(args) => restart::run(&args),
+        cli::Command::Trust(args) => trust::run(&args),
+        cli::Command::Config(command) => config_cmd::run(&command),
     };
     std::process::exit(exit::code(result));
 }

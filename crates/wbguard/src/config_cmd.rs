@@ -1,0 +1,117 @@
+//! `wbguard config check` and `wbguard config import-cisco-script`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::cli::ConfigCommand;
+use crate::config;
+use crate::exit::Outcome;
+use crate::mmp::credentials;
+
+/// Runs a `wbguard config` command.
+pub fn run(command: &ConfigCommand) -> anyhow::Result<Outcome> {
+    match command {
+        ConfigCommand::Check { config } => check(config.as_deref()),
+        ConfigCommand::ImportCiscoScript { script } => {
+            let text = std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
+            print!("{}", import_cisco_script(&text, script)?);
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
+    let (path, config) = config::load(path)?;
+    println!("{}: valid, {} server(s)", path.display(), config.servers.len());
+    println!("host keys: {:?} policy, known_hosts {}", config.host_key_policy, config.known_hosts.display());
+    println!("restart log, audit and lock in {}", config.state_dir.display());
+    let t = config.timeouts;
+    println!(
+        "timeouts: connect {:.0} s, auth {:.0} s, command {:.0} s, verify {:.0} s",
+        t.connect.as_secs_f64(),
+        t.auth.as_secs_f64(),
+        t.command.as_secs_f64(),
+        t.verify.as_secs_f64()
+    );
+    for server in &config.servers {
+        let auth: Vec<String> = server.auth.iter().map(credentials::describe).collect();
+        println!(
+            "  {}: mmp {}:{} as {} by {:?}{}; logs as {}; credentials: {}; page: {}",
+            server.name,
+            server.host,
+            server.port,
+            server.user,
+            server.mode,
+            if server.legacy_algorithms { ", legacy algorithms allowed" } else { "" },
+            server.log_host,
+            auth.join(", then "),
+            server.webbridge_url.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// Cisco's script as a wbguard configuration, without its password.
+pub fn import_cisco_script(script: &str, source: &Path) -> anyhow::Result<String> {
+    let start = script.find("webbridges").context("no `webbridges = {...}` in the script")?;
+    let open = start + script[start..].find('{').context("no `{` after `webbridges`")?;
+    let close = open + script[open..].find('}').context("no `}` closing `webbridges`")?;
+    let mut entries = Vec::new();
+    for item in script[open + 1..close].split(',') {
+        let Some((key, value)) = item.split_once(':') else { continue };
+        let key = key.trim().trim_matches(['"', '\'']).to_owned();
+        let address = value.trim().trim_matches(['"', '\'']).to_owned();
+        if !address.is_empty() {
+            entries.push((key, address));
+        }
+    }
+    if entries.is_empty() {
+        bail!("`webbridges` lists no servers");
+    }
+    let user = script
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            (name.trim() == "mmp_username").then(|| value.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']).to_owned())
+        })
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "admin".into());
+    let unique = entries.iter().all(|(_, a)| entries.iter().filter(|(_, b)| a == b).count() == 1);
+    let mut out = String::new();
+    let _ = writeln!(out, "# Imported from {} by `wbguard config import-cisco-script`.", source.display());
+    let _ = writeln!(out, "# The password was not imported: export it as WBGUARD_MMP_PASSWORD,");
+    let _ = writeln!(out, "# or point [auth] at a file (mode 600), a key or the ssh-agent.");
+    let _ = writeln!(out, "# Then trust each host key: wbguard trust --config THIS-FILE NAME...");
+    let _ = writeln!(out, "user = {:?}\n\n[auth]\npassword_env = \"WBGUARD_MMP_PASSWORD\"", user);
+    for (key, address) in &entries {
+        let name = if unique { address.clone() } else { format!("wb{key}") };
+        let _ = writeln!(out, "\n[[server]]\nname = {name:?}\nmmp = {address:?}");
+        let _ = writeln!(out, "# log_host = \"...\"        # the host name in its log lines, if not {name:?}");
+        let _ = writeln!(out, "# webbridge_url = \"https://...\"  # its web page, checked after a restart");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ciscos_example_becomes_a_config_without_the_password() {
+        let script = "webbridges={1:\"10.0.0.1\",2:\"10.0.0.2\", 3: '10.0.0.3'}\n\n\
+                      mmp_username = \"ops\" # MMP username\nmmp_password = \"hunter2\" # MMP password\n";
+        let config = import_cisco_script(script, Path::new("restart.py")).unwrap();
+        assert!(!config.contains("hunter2"));
+        let raw = config::RawConfig::parse(&config).unwrap();
+        let parsed = config::Config::from_raw(raw, Path::new(".")).unwrap();
+        let names: Vec<&str> = parsed.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert!(parsed.servers.iter().all(|s| s.user == "ops" && s.port == 22));
+        // Cisco's own example lists one address four times: names by key.
+        let config = import_cisco_script("webbridges={1:\"127.0.0.1\",2:\"127.0.0.1\"}\n", Path::new("x")).unwrap();
+        assert!(config.contains("name = \"wb1\"") && config.contains("name = \"wb2\""));
+        assert!(import_cisco_script("print('hi')", Path::new("x")).is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! `wbguard restart`: the workaround done right.
+//!
+//! The flow: load the inventory, pick the servers (`--only`), print the plan
+//! (`--dry-run` stops there), check safety where session data exists, take
+//! the lock so two runs never overlap, then restart each web bridge, one at
+//! a time (`--rolling`, the default: each must come back before the next) or
+//! several at once (`--parallel N`). Every attempt is logged in Cisco's
+//! format and audited; the exit code says how it went (see [`crate::exit`]).
+
+mod log;
+mod verify;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::Semaphore;
+
+use crate::cli::RestartArgs;
+use crate::config::{self, Config, Server};
+use crate::exit::Outcome;
+use crate::mmp::{self, credentials, MmpError};
+use log::{AuditRecord, RestartLog};
+use verify::Verification;
+
+/// How one server's restart ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Attempt {
+    /// Restarted, and seen back (or nothing to check).
+    Restarted { verification: Verification },
+    /// Not attempted: release 3.x, or not safe.
+    Skipped(String),
+    /// Refused over its host key.
+    Refused(String),
+    /// Tried and failed.
+    Failed(String),
+}
+
+/// Live sessions data older than this cannot vouch for safety.
+const FRESH: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// Runs `wbguard restart`.
+pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
+    let (path, config) = config::load(args.config.as_deref())?;
+    let only: Vec<String> = args.only.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    let servers: Vec<Server> = config.select(&only)?.into_iter().cloned().collect();
+    let parallel = args.parallel.unwrap_or(1).max(1);
+
+    println!("wbguard restart: {} web bridge(s) from {}, {}", servers.len(), path.display(), if parallel > 1 {
+        format!("{parallel} at a time")
+    } else {
+        "one at a time (rolling)".into()
+    });
+    for (i, server) in servers.iter().enumerate() {
+        let auth: Vec<String> = server.auth.iter().map(credentials::describe).collect();
+        println!(
+            "  {}. {} at {}:{} as {} ({:?}, {}), then {}",
+            i + 1,
+            server.name,
+            server.host,
+            server.port,
+            server.user,
+            server.mode,
+            auth.join(" or "),
+            server.webbridge_url.as_deref().map_or("no page check".into(), |u| format!("wait for {u}"))
+        );
+    }
+    if args.dry_run {
+        println!("dry run: nothing was touched");
+        return Ok(Outcome::Success);
+    }
+
+    let unsafe_servers = safety(args, &servers)?;
+    let _lock = lock(&config)?;
+    let mut log = RestartLog::open(&config.state_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let results = runtime.block_on(restart_all(args, &config, &servers, &unsafe_servers, parallel, &mut log))?;
+
+    println!("summary:");
+    let mut outcome = Outcome::Success;
+    for (server, result) in servers.iter().zip(&results) {
+        let line = match result {
+            Some(Attempt::Restarted { verification }) => {
+                if !verification.passed() && *verification != Verification::NotConfigured {
+                    outcome = outcome.max(Outcome::Failures);
+                }
+                format!("restarted, {}", verification.describe())
+            }
+            Some(Attempt::Skipped(why)) => format!("skipped: {why}"),
+            Some(Attempt::Refused(why)) => {
+                outcome = outcome.max(Outcome::Refused);
+                format!("REFUSED: {why}")
+            }
+            Some(Attempt::Failed(why)) => {
+                outcome = outcome.max(Outcome::Failures);
+                format!("FAILED: {why}")
+            }
+            None => {
+                outcome = outcome.max(Outcome::Failures);
+                "not attempted (stopped after a failure; --keep-going goes on)".into()
+            }
+        };
+        println!("  {}: {line}", server.name);
+    }
+    if unsafe_servers.iter().any(|(_, refused)| *refused) {
+        outcome = outcome.max(Outcome::Refused);
+    }
+    Ok(outcome)
+}
+
+/// Which servers may not be restarted now, and whether that is a refusal
+/// (with `--require-safe` and no data) rather than a skip.
+fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String, bool)>> {
+    let mut blocked = Vec::new();
+    if args.stats.is_empty() {
+        if args.force {
+            return Ok(blocked);
+        }
+        println!("safety: no session data (--stats LOG...), so wbguard cannot check for live calls");
+        if args.require_safe {
+            for server in servers {
+                println!("  {}: refused (--require-safe)", server.name);
+                blocked.push((server.name.clone(), true));
+            }
+        }
+        return Ok(blocked);
+    }
+    let (model, errors) = crate::analyze::model_from_logs(&args.stats, 149);
+    for error in errors {
+        eprintln!("wbguard: {error}");
+    }
+    let now = Utc::now();
+    for server in servers {
+        let fresh = model.webbridge(&server.log_host).and_then(|state| state.last().copied()).filter(|last| now - last.time <= FRESH);
+        let verdict = match (fresh, model.estimate(&server.log_host, now)) {
+            (Some(_), Some(estimate)) if estimate.droppable_upper == 0 => {
+                println!("  {}: safe, every one of its {} sessions is a known leak", server.name, estimate.active);
+                None
+            }
+            (Some(_), Some(estimate)) => Some((
+                format!("up to {} live call(s) could be dropped ({} sessions, {}-{} leaked)", estimate.droppable_upper, estimate.active, estimate.leaked_lower, estimate.leaked_upper),
+                false,
+            )),
+            _ => Some(("no fresh session data for its log host".to_string(), args.require_safe)),
+        };
+        if let Some((why, refused)) = verdict {
+            if args.force {
+                println!("  {}: {why}; restarting anyway (--force)", server.name);
+            } else {
+                println!("  {}: {why}; {}", server.name, if refused { "refused (--require-safe)" } else { "skipped (--force restarts it anyway)" });
+                blocked.push((server.name.clone(), refused));
+            }
+        }
+    }
+    Ok(blocked)
+}
+
+/// Holds the lock file; two runs at once wait for each other.
+fn lock(config: &Config) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(&config.state_dir).with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+    let path = config.state_dir.join("restart.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    if file.try_lock().is_err() {
+        println!("waiting for another wbguard restart to finish ({})", path.display());
+        file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+    }
+    Ok(file)
+}
+
+async fn restart_all(
+    args: &RestartArgs,
+    config: &Config,
+    servers: &[Server],
+    blocked: &[(String, bool)],
+    parallel: usize,
+    log: &mut RestartLog,
+) -> anyhow::Result<Vec<Option<Attempt>>> {
+    let mut results: Vec<Option<Attempt>> = vec![None; servers.len()];
+    let operator = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let reason = args.reason.clone().unwrap_or_else(|| "manual".into());
+    let semaphore = Arc::new(Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, server) in servers.iter().enumerate() {
+        if let Some((_, refused)) = blocked.iter().find(|(name, _)| *name == server.name) {
+            results[index] = Some(if *refused { Attempt::Refused("not safe to check".into()) } else { Attempt::Skipped("may carry live calls".into()) });
+            continue;
+        }
+        if parallel == 1 {
+            let started = Instant::now();
+            let result = restart_one(server, config, args.include_webbridge3).await;
+            record(log, server, &result, started.elapsed(), &operator, &reason)?;
+            let stop = matches!(result, Attempt::Failed(_) | Attempt::Refused(_))
+                || matches!(&result, Attempt::Restarted { verification } if matches!(verification, Verification::Failed(_)));
+            results[index] = Some(result);
+            if stop && !args.keep_going {
+                break;
+            }
+            continue;
+        }
+        let permit = semaphore.clone();
+        let server = server.clone();
+        let config = config.clone();
+        let include = args.include_webbridge3;
+        tasks.spawn(async move {
+            let _permit = permit.acquire_owned().await.expect("never closed");
+            let started = Instant::now();
+            let result = restart_one(&server, &config, include).await;
+            (index, result, started.elapsed())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (index, result, took) = done.context("a restart task failed")?;
+        record(log, &servers[index], &result, took, &operator, &reason)?;
+        results[index] = Some(result);
+    }
+    Ok(results)
+}
+
+fn record(log: &mut RestartLog, server: &Server, result: &Attempt, took: Duration, operator: &str, reason: &str) -> anyhow::Result<()> {
+    let (kind, detail, verification) = match result {
+        Attempt::Restarted { verification } => ("restarted", None, Some(verification.clone())),
+        Attempt::Skipped(why) => ("skipped", Some(why.clone()), None),
+        Attempt::Refused(why) => ("refused", Some(why.clone()), None),
+        Attempt::Failed(why) => ("failed", Some(why.clone()), None),
+    };
+    let line = match result {
+        Attempt::Restarted { verification } => format!("restarted in {:.1} s, {}", took.as_secs_f64(), verification.describe()),
+        Attempt::Skipped(why) => format!("skipped: {why}"),
+        Attempt::Refused(why) => format!("REFUSED: {why}"),
+        Attempt::Failed(why) => format!("FAILED: {why}"),
+    };
+    println!("{}: {line}", server.name);
+    log.record(&AuditRecord {
+        time: Utc::now(),
+        server: server.name.clone(),
+        address: server.address(),
+        mmp_user: server.user.clone(),
+        operator: operator.to_owned(),
+        reason: reason.to_owned(),
+        result: kind,
+        detail,
+        duration_ms: took.as_millis() as u64,
+        verified: verification.as_ref().is_some_and(Verification::passed),
+        verification: verification.map(|v| v.describe()),
+    })
+}
+
+/// One server: connect, check the release, restart, verify.
+async fn restart_one(server: &Server, config: &Config, include_webbridge3: bool) -> Attempt {
+    let mut session = match mmp::connect(server, config).await {
+        Ok(session) => session,
+        Err(e) if e.is_host_key_refusal() => return Attempt::Refused(e.to_string()),
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    let command = match session.run("version").await {
+        Ok(output) if output.text.contains("version : 3.") || output.text.contains("version: 3.") => {
+            if !include_webbridge3 {
+                session.close().await;
+                return Attempt::Skipped("release 3.x has no Web Bridge 2 and is not affected (--include-webbridge3 restarts its Web Bridge 3)".into());
+            }
+            "webbridge3 restart"
+        }
+        Ok(_) => "webbridge restart",
+        Err(e) => return Attempt::Failed(format!("before the restart: {e}")),
+    };
+    let outcome = session.run(command).await;
+    session.close().await;
+    match outcome {
+        Ok(output) => match output.failure() {
+            Some(failure) => Attempt::Failed(format!("{command}: {failure}")),
+            None => Attempt::Restarted { verification: verify::wait_until_up(server.webbridge_url.as_deref(), config.timeouts.verify).await },
+        },
+        // The command may have run: report, never re-send.
+        Err(e @ MmpError::Timeout { .. }) => Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)")),
+        Err(e) => Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)")),
+    }
+}
