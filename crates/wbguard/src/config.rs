@@ -321,7 +321,10 @@ fn auth_sources(raw: &RawAuth, base: &Path) -> Vec<AuthSource> {
         sources.push(AuthSource::Agent);
     }
     if let Some(path) = &raw.key_file {
-        sources.push(AuthSource::KeyFile { path: resolve_path(path, base), passphrase_env: raw.key_passphrase_env.clone() });
+        sources.push(AuthSource::KeyFile {
+            path: resolve_path(path, base),
+            passphrase_env: raw.key_passphrase_env.clone(),
+        });
     }
     if let Some(variable) = &raw.password_env {
         sources.push(AuthSource::PasswordEnv { variable: variable.clone() });
@@ -383,7 +386,8 @@ impl Config {
             ),
         };
         let state_dir = raw.state_dir.as_deref().map_or_else(default_state_dir, |p| resolve_path(p, base));
-        let known_hosts = raw.known_hosts.as_deref().map_or_else(|| state_dir.join("known_hosts"), |p| resolve_path(p, base));
+        let known_hosts =
+            raw.known_hosts.as_deref().map_or_else(|| state_dir.join("known_hosts"), |p| resolve_path(p, base));
         let t = raw.timeouts.clone().unwrap_or_default();
         let timeouts = Timeouts {
             connect: seconds(t.connect, 10.0, "connect")?,
@@ -475,9 +479,13 @@ mod tests {
         };
         assert!(error("[[server]]\nname = \"a\"\nmmp = \"h\"\npassword = \"x\"\n").contains("line 4"));
         assert!(error("").contains("no [[server]]"));
-        assert!(error("host_key_policy = \"accept-any\"\n[[server]]\nname = \"a\"\nmmp = \"h\"\n").contains("no policy"));
+        assert!(
+            error("host_key_policy = \"accept-any\"\n[[server]]\nname = \"a\"\nmmp = \"h\"\n").contains("no policy")
+        );
         assert!(error("[[server]]\nname = \"a\"\nmmp = \"h:99999\"\n").contains("bad port"));
-        assert!(error("[[server]]\nname = \"a\"\nmmp = \"h\"\n[[server]]\nname = \"a\"\nmmp = \"i\"\n").contains("twice"));
+        assert!(
+            error("[[server]]\nname = \"a\"\nmmp = \"h\"\n[[server]]\nname = \"a\"\nmmp = \"i\"\n").contains("twice")
+        );
         assert!(error("[[server]]\nname = \"a\"\nmmp = \"h\"\nmode = \"telnet\"\n").contains("telnet"));
     }
 }

@@ -74,7 +74,8 @@ pub fn import_cisco_script(script: &str, source: &Path) -> anyhow::Result<String
         .lines()
         .find_map(|line| {
             let (name, value) = line.split_once('=')?;
-            (name.trim() == "mmp_username").then(|| value.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']).to_owned())
+            (name.trim() == "mmp_username")
+                .then(|| value.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']).to_owned())
         })
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "admin".into());

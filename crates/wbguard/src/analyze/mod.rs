@@ -76,8 +76,13 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
 pub fn model_from_logs(files: &[std::path::PathBuf], limit: u32) -> (Deployment, Vec<String>) {
     let sources: Vec<Source> = files.iter().map(|f| Source::Path(f.clone())).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let settings =
-        ScanSettings { zone: chrono_tz::Tz::UTC, default_host: None, threads, block: input::BLOCK, range: input::RANGE };
+    let settings = ScanSettings {
+        zone: chrono_tz::Tz::UTC,
+        default_host: None,
+        threads,
+        block: input::BLOCK,
+        range: input::RANGE,
+    };
     let mut feeder = Feeder::new(ModelConfig { limit, ..ModelConfig::default() }, false);
     let results = input::scan_merged(&sources, &settings, |record| feeder.observe(&record));
     (feeder.model, results.into_iter().filter_map(|r| r.error).collect())

@@ -55,7 +55,10 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
             _ => bail!("${variable} is not set (export the MMP password there, or configure another source)"),
         },
         AuthSource::PasswordFile { path } => {
-            let mode = std::fs::metadata(path).with_context(|| format!("password file {}", path.display()))?.permissions().mode();
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("password file {}", path.display()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 bail!(
                     "password file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
@@ -78,7 +81,11 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
                 None => None,
             };
             let key = russh::keys::load_secret_key(path, passphrase.as_deref()).map_err(|e| {
-                anyhow::anyhow!("cannot load key {}: {e}{}", path.display(), if passphrase.is_none() { " (if it has a passphrase, set key_passphrase_env)" } else { "" })
+                anyhow::anyhow!(
+                    "cannot load key {}: {e}{}",
+                    path.display(),
+                    if passphrase.is_none() { " (if it has a passphrase, set key_passphrase_env)" } else { "" }
+                )
             })?;
             Ok(Secret::Key(Arc::new(key)))
         }
@@ -94,10 +101,13 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
 /// Reads a line from the terminal without echo (`stty -echo`).
 fn prompt(question: &str) -> anyhow::Result<String> {
     use std::io::{BufRead, Write};
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").context("no terminal to ask for the password on")?;
-    let stty = |arg: &str| {
-        std::process::Command::new("stty").arg(arg).stdin(tty.try_clone().expect("tty clones")).status()
-    };
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .context("no terminal to ask for the password on")?;
+    let stty =
+        |arg: &str| std::process::Command::new("stty").arg(arg).stdin(tty.try_clone().expect("tty clones")).status();
     let mut out = tty.try_clone()?;
     write!(out, "{question}")?;
     out.flush()?;

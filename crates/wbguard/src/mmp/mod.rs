@@ -102,7 +102,10 @@ pub enum MmpError {
 impl MmpError {
     /// Whether this is a refusal over host keys (exit code 3).
     pub fn is_host_key_refusal(&self) -> bool {
-        matches!(self, MmpError::UnknownHostKey { .. } | MmpError::ChangedHostKey { .. } | MmpError::RevokedHostKey { .. })
+        matches!(
+            self,
+            MmpError::UnknownHostKey { .. } | MmpError::ChangedHostKey { .. } | MmpError::RevokedHostKey { .. }
+        )
     }
 }
 
@@ -121,7 +124,10 @@ impl CommandOutput {
     pub fn failure(&self) -> Option<String> {
         let bad = self.text.lines().map(str::trim).find(|line| {
             let lower = line.to_ascii_lowercase();
-            line.starts_with("FAILURE") || lower.starts_with("error") || lower.contains("unknown command") || lower.contains("not found")
+            line.starts_with("FAILURE")
+                || lower.starts_with("error")
+                || lower.contains("unknown command")
+                || lower.contains("not found")
         });
         match (bad, self.status) {
             (Some(line), _) => Some(line.to_owned()),
@@ -151,8 +157,10 @@ impl client::Handler for HostKeyCheck {
 
     async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            *self.refusal.lock().expect("not poisoned") =
-                Some(MmpError::Connect { address: self.host.clone(), reason: "host certificates are not supported".into() });
+            *self.refusal.lock().expect("not poisoned") = Some(MmpError::Connect {
+                address: self.host.clone(),
+                reason: "host certificates are not supported".into(),
+            });
             return Ok(false);
         };
         *self.seen.lock().expect("not poisoned") = Some(key.clone());
@@ -168,7 +176,8 @@ impl client::Handler for HostKeyCheck {
                     Ok(()) => Ok(true),
                     Err(e) => {
                         let reason = format!("cannot record the host key in {}: {e}", self.known_hosts.display());
-                        *self.refusal.lock().expect("not poisoned") = Some(MmpError::Connect { address: self.host.clone(), reason });
+                        *self.refusal.lock().expect("not poisoned") =
+                            Some(MmpError::Connect { address: self.host.clone(), reason });
                         Ok(false)
                     }
                 };
@@ -222,11 +231,7 @@ fn client_config(server: &Server) -> Arc<client::Config> {
             ..preferred
         };
     }
-    Arc::new(client::Config {
-        preferred,
-        inactivity_timeout: Some(Duration::from_secs(300)),
-        ..Default::default()
-    })
+    Arc::new(client::Config { preferred, inactivity_timeout: Some(Duration::from_secs(300)), ..Default::default() })
 }
 
 async fn handshake(server: &Server, config: &Config) -> Result<client::Handle<HostKeyCheck>, MmpError> {
@@ -260,7 +265,11 @@ async fn handshake(server: &Server, config: &Config) -> Result<client::Handle<Ho
             Ok(Err(_)) | Err(_) if attempt < attempts => {}
             Ok(Err(e)) => return Err(MmpError::Connect { address, reason: describe_ssh_error(&e) }),
             Err(_) => {
-                return Err(MmpError::Timeout { name: server.name.clone(), stage: "connect", seconds: config.timeouts.connect.as_secs_f64() })
+                return Err(MmpError::Timeout {
+                    name: server.name.clone(),
+                    stage: "connect",
+                    seconds: config.timeouts.connect.as_secs_f64(),
+                })
             }
         }
         tokio::time::sleep(delay).await;
@@ -300,7 +309,8 @@ pub async fn probe_host_key(server: &Server, config: &Config) -> Result<PublicKe
     };
     let address = format!("{}:{}", server.host, server.port);
     let outcome =
-        tokio::time::timeout(config.timeouts.connect, client::connect(client_config(server), address.as_str(), check)).await;
+        tokio::time::timeout(config.timeouts.connect, client::connect(client_config(server), address.as_str(), check))
+            .await;
     let key = seen.lock().expect("not poisoned").clone();
     key.ok_or_else(|| {
         let reason = match outcome {
@@ -319,9 +329,12 @@ pub async fn connect(server: &Server, config: &Config) -> Result<Session, MmpErr
     let authenticated = tokio::time::timeout(config.timeouts.auth, async {
         for source in &server.auth {
             tried.push(credentials::describe(source));
-            let secret = credentials::fetch(source).map_err(|e| MmpError::Credentials(format!("{}: {e:#}", server.name)))?;
+            let secret =
+                credentials::fetch(source).map_err(|e| MmpError::Credentials(format!("{}: {e:#}", server.name)))?;
             let ok = match secret {
-                Secret::Password(password) => handle.authenticate_password(server.user.clone(), password).await.map(|r| r.success()),
+                Secret::Password(password) => {
+                    handle.authenticate_password(server.user.clone(), password).await.map(|r| r.success())
+                }
                 Secret::Key(key) => {
                     let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
                     let key = PrivateKeyWithHashAlg::new(key, hash);
@@ -338,9 +351,17 @@ pub async fn connect(server: &Server, config: &Config) -> Result<Session, MmpErr
         Ok(false)
     })
     .await
-    .map_err(|_| MmpError::Timeout { name: server.name.clone(), stage: "authentication", seconds: config.timeouts.auth.as_secs_f64() })??;
+    .map_err(|_| MmpError::Timeout {
+        name: server.name.clone(),
+        stage: "authentication",
+        seconds: config.timeouts.auth.as_secs_f64(),
+    })??;
     if !authenticated {
-        return Err(MmpError::Auth { name: server.name.clone(), user: server.user.clone(), tried: tried.join(", then ") });
+        return Err(MmpError::Auth {
+            name: server.name.clone(),
+            user: server.user.clone(),
+            tried: tried.join(", then "),
+        });
     }
     Ok(Session { handle, name: server.name.clone(), mode: server.mode, command_timeout: config.timeouts.command })
 }
@@ -371,9 +392,11 @@ impl Session {
                 Mode::Shell => self.shell(command).await,
             }
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| MmpError::Timeout { name, stage: "command", seconds: timeout.as_secs_f64() })?
+        tokio::time::timeout(timeout, work).await.map_err(|_| MmpError::Timeout {
+            name,
+            stage: "command",
+            seconds: timeout.as_secs_f64(),
+        })?
     }
 
     fn broken(&self, e: impl std::fmt::Display) -> MmpError {
@@ -407,7 +430,9 @@ impl Session {
         let prompt = read_to_prompt(&mut channel, &mut screen).await.ok_or_else(|| self.broken("no prompt"))?;
         channel.data_bytes(format!("{command}\n").into_bytes()).await.map_err(|e| self.broken(e))?;
         screen.clear();
-        read_to_prompt(&mut channel, &mut screen).await.ok_or_else(|| self.broken("the session ended before the prompt came back"))?;
+        read_to_prompt(&mut channel, &mut screen)
+            .await
+            .ok_or_else(|| self.broken("the session ended before the prompt came back"))?;
         let _ = channel.data_bytes(b"exit\n".to_vec()).await;
         let text = String::from_utf8_lossy(&screen).replace("\r\n", "\n");
         // Drop the echoed command line and the closing prompt.

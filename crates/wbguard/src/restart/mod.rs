@@ -43,15 +43,17 @@ const FRESH: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 /// Runs `wbguard restart`.
 pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
     let (path, config) = config::load(args.config.as_deref())?;
-    let only: Vec<String> = args.only.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    let only: Vec<String> =
+        args.only.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     let servers: Vec<Server> = config.select(&only)?.into_iter().cloned().collect();
     let parallel = args.parallel.unwrap_or(1).max(1);
 
-    println!("wbguard restart: {} web bridge(s) from {}, {}", servers.len(), path.display(), if parallel > 1 {
-        format!("{parallel} at a time")
-    } else {
-        "one at a time (rolling)".into()
-    });
+    println!(
+        "wbguard restart: {} web bridge(s) from {}, {}",
+        servers.len(),
+        path.display(),
+        if parallel > 1 { format!("{parallel} at a time") } else { "one at a time (rolling)".into() }
+    );
     for (i, server) in servers.iter().enumerate() {
         let auth: Vec<String> = server.auth.iter().map(credentials::describe).collect();
         println!(
@@ -132,14 +134,20 @@ fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String,
     }
     let now = Utc::now();
     for server in servers {
-        let fresh = model.webbridge(&server.log_host).and_then(|state| state.last().copied()).filter(|last| now - last.time <= FRESH);
+        let fresh = model
+            .webbridge(&server.log_host)
+            .and_then(|state| state.last().copied())
+            .filter(|last| now - last.time <= FRESH);
         let verdict = match (fresh, model.estimate(&server.log_host, now)) {
             (Some(_), Some(estimate)) if estimate.droppable_upper == 0 => {
                 println!("  {}: safe, every one of its {} sessions is a known leak", server.name, estimate.active);
                 None
             }
             (Some(_), Some(estimate)) => Some((
-                format!("up to {} live call(s) could be dropped ({} sessions, {}-{} leaked)", estimate.droppable_upper, estimate.active, estimate.leaked_lower, estimate.leaked_upper),
+                format!(
+                    "up to {} live call(s) could be dropped ({} sessions, {}-{} leaked)",
+                    estimate.droppable_upper, estimate.active, estimate.leaked_lower, estimate.leaked_upper
+                ),
                 false,
             )),
             _ => Some(("no fresh session data for its log host".to_string(), args.require_safe)),
@@ -148,7 +156,11 @@ fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String,
             if args.force {
                 println!("  {}: {why}; restarting anyway (--force)", server.name);
             } else {
-                println!("  {}: {why}; {}", server.name, if refused { "refused (--require-safe)" } else { "skipped (--force restarts it anyway)" });
+                println!(
+                    "  {}: {why}; {}",
+                    server.name,
+                    if refused { "refused (--require-safe)" } else { "skipped (--force restarts it anyway)" }
+                );
                 blocked.push((server.name.clone(), refused));
             }
         }
@@ -158,9 +170,15 @@ fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String,
 
 /// Holds the lock file; two runs at once wait for each other.
 fn lock(config: &Config) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(&config.state_dir).with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
     let path = config.state_dir.join("restart.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     if file.try_lock().is_err() {
         println!("waiting for another wbguard restart to finish ({})", path.display());
         file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
@@ -183,7 +201,11 @@ async fn restart_all(
     let mut tasks = tokio::task::JoinSet::new();
     for (index, server) in servers.iter().enumerate() {
         if let Some((_, refused)) = blocked.iter().find(|(name, _)| *name == server.name) {
-            results[index] = Some(if *refused { Attempt::Refused("not safe to check".into()) } else { Attempt::Skipped("may carry live calls".into()) });
+            results[index] = Some(if *refused {
+                Attempt::Refused("not safe to check".into())
+            } else {
+                Attempt::Skipped("may carry live calls".into())
+            });
             continue;
         }
         if parallel == 1 {
@@ -217,7 +239,14 @@ async fn restart_all(
     Ok(results)
 }
 
-fn record(log: &mut RestartLog, server: &Server, result: &Attempt, took: Duration, operator: &str, reason: &str) -> anyhow::Result<()> {
+fn record(
+    log: &mut RestartLog,
+    server: &Server,
+    result: &Attempt,
+    took: Duration,
+    operator: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
     let (kind, detail, verification) = match result {
         Attempt::Restarted { verification } => ("restarted", None, Some(verification.clone())),
         Attempt::Skipped(why) => ("skipped", Some(why.clone()), None),
@@ -225,7 +254,9 @@ fn record(log: &mut RestartLog, server: &Server, result: &Attempt, took: Duratio
         Attempt::Failed(why) => ("failed", Some(why.clone()), None),
     };
     let line = match result {
-        Attempt::Restarted { verification } => format!("restarted in {:.1} s, {}", took.as_secs_f64(), verification.describe()),
+        Attempt::Restarted { verification } => {
+            format!("restarted in {:.1} s, {}", took.as_secs_f64(), verification.describe())
+        }
         Attempt::Skipped(why) => format!("skipped: {why}"),
         Attempt::Refused(why) => format!("REFUSED: {why}"),
         Attempt::Failed(why) => format!("FAILED: {why}"),
@@ -269,10 +300,14 @@ async fn restart_one(server: &Server, config: &Config, include_webbridge3: bool)
     match outcome {
         Ok(output) => match output.failure() {
             Some(failure) => Attempt::Failed(format!("{command}: {failure}")),
-            None => Attempt::Restarted { verification: verify::wait_until_up(server.webbridge_url.as_deref(), config.timeouts.verify).await },
+            None => Attempt::Restarted {
+                verification: verify::wait_until_up(server.webbridge_url.as_deref(), config.timeouts.verify).await,
+            },
         },
         // The command may have run: report, never re-send.
-        Err(e @ MmpError::Timeout { .. }) => Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)")),
+        Err(e @ MmpError::Timeout { .. }) => {
+            Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)"))
+        }
         Err(e) => Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)")),
     }
 }

@@ -54,7 +54,13 @@ fn parse(url: &str) -> Option<Target> {
     };
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let (host, port) = crate::config::split_host_port(authority).ok()?;
-    let port = if authority.contains(':') && !authority.ends_with(']') { port } else if tls { 443 } else { 80 };
+    let port = if authority.contains(':') && !authority.ends_with(']') {
+        port
+    } else if tls {
+        443
+    } else {
+        80
+    };
     Some(Target { tls, host, port, path })
 }
 

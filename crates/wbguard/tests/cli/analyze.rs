@@ -1,11 +1,10 @@
-//! End-to-end tests of the `wbguard` binary: real processes, real files,
-//! logs written by the simulator, and the simulator's truth to score
-//! against. One test binary; the harness is at the top.
+//! `wbguard analyze` end to end: logs written by the simulator, and the
+//! simulator's truth to score against.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cms_sim::genlog::{self, GenOptions, Summary};
@@ -13,21 +12,9 @@ use cms_sim::scenario::Scenario;
 use cms_sim::syslog::HeaderShape;
 use serde_json::Value;
 
-// ---- harness ---------------------------------------------------------------
+use super::{s, wbguard};
 
-fn wbguard(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wbguard"))
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wbguard starts");
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
+// ---- harness ---------------------------------------------------------------
 
 /// Runs `wbguard analyze --format json ARGS`, returns the exit code and report.
 fn analyze_json(args: &[&str]) -> (i32, Value, String) {
@@ -74,10 +61,6 @@ fn write_log(dir: &Path, name: &str, bytes: &[u8], modified: DateTime<Utc>) -> P
     file.write_all(bytes).unwrap();
     file.set_modified(modified.into()).unwrap();
     path
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn webbridge<'a>(report: &'a Value, host: &str) -> &'a Value {

@@ -1,0 +1,320 @@
+//! `wbguard restart`, `trust` and `config` end to end, against simulated
+//! CMS servers (in this process, on real sockets) and their truth.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use cms_sim::live::{self, Credentials, LiveConfig, Running};
+use cms_sim::scenario::{Release, Scenario};
+use serde_json::Value;
+
+use super::{s, wbguard_env};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A simulated deployment and a wbguard configuration pointing at it.
+struct Lab {
+    runtime: tokio::runtime::Runtime,
+    running: Option<Running>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// `servers` servers; `tune` may change the scenario and settings.
+    fn start(servers: usize, tune: impl FnOnce(&mut LiveConfig)) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        assert!(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success());
+        let public = std::fs::read_to_string(dir.path().join("id_ed25519.pub")).unwrap();
+        let mut config = LiveConfig {
+            scenario: Scenario::with_servers(servers),
+            seed: 3,
+            speed: 60.0,
+            start: chrono::Utc::now(),
+            ssh_port: 0,
+            http_port: 0,
+            control_port: 0,
+            syslog: Vec::new(),
+            state_dir: dir.path().join("sim-state"),
+            rotate_host_key: false,
+            credentials: Credentials {
+                user: "admin".into(),
+                password: PASSWORD.into(),
+                authorized_keys: vec![russh::keys::PublicKey::from_openssh(public.trim()).unwrap()],
+            },
+            lines_per_record: 5,
+            restart_downtime: Duration::from_millis(700),
+            address_per_server: false,
+            warm_up: Duration::from_secs(3600),
+            legacy_ssh: Vec::new(),
+        };
+        tune(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let running = runtime.block_on(live::start(config)).unwrap();
+        Lab { runtime, running: Some(running), dir }
+    }
+
+    fn endpoints(&self) -> &live::Endpoints {
+        &self.running.as_ref().unwrap().endpoints
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a configuration; `extra` is appended to each server's table.
+    fn config(&self, global: &str, extra: impl Fn(usize) -> String) -> PathBuf {
+        let mut text = format!(
+            "state_dir = {:?}\nknown_hosts = {:?}\n{global}\n[timeouts]\nconnect = 5\nauth = 5\ncommand = 10\nverify = 10\n\n[auth]\npassword_env = \"TEST_MMP_PW\"\n",
+            s(&self.path("state")),
+            s(&self.path("known_hosts"))
+        );
+        for (i, server) in self.endpoints().servers.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[server]]\nname = {:?}\nmmp = \"{}\"\nwebbridge_url = \"http://{}/\"\n{}\n",
+                server.name,
+                server.ssh,
+                server.http,
+                extra(i)
+            ));
+        }
+        let path = self.path("wbguard.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn truth(&self) -> Value {
+        let mut stream = std::net::TcpStream::connect(self.endpoints().control).unwrap();
+        std::io::Write::write_all(&mut stream, b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+    }
+
+    fn restarts(&self) -> Vec<usize> {
+        let truth = self.truth();
+        truth["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["webbridge"]["restarts"].as_array().unwrap().len())
+            .collect()
+    }
+
+    fn fault(&self, server: &str, fault: &str) {
+        let mut stream = std::net::TcpStream::connect(self.endpoints().control).unwrap();
+        let body = format!(r#"{{"fault": {{"server": "{server}", "fault": "{fault}"}}}}"#);
+        let request = format!(
+            "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.contains("200 OK"), "{response}");
+    }
+
+    fn wbguard(&self, args: &[&str]) -> Out {
+        Out(wbguard_env(args, None, &[("TEST_MMP_PW", PASSWORD), ("USER", "tester")]))
+    }
+
+    fn trust_all(&self, config: &Path) {
+        let mut args = vec!["trust", "--yes", "--config", s(config)];
+        args.extend(self.endpoints().servers.iter().map(|s| s.name.as_str()));
+        let out = self.wbguard(&args);
+        assert_eq!(out.code(), 0, "{}", out.all());
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path("state").join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.runtime.block_on(running.stop());
+        }
+    }
+}
+
+struct Out(Output);
+
+impl Out {
+    fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    fn all(&self) -> String {
+        format!("{}{}", String::from_utf8_lossy(&self.0.stdout), String::from_utf8_lossy(&self.0.stderr))
+    }
+}
+
+#[test]
+fn unknown_host_keys_are_refused_until_trusted_then_every_web_bridge_restarts() {
+    let lab = Lab::start(3, |_| {});
+    let config = lab.config("", |_| String::new());
+
+    let out = lab.wbguard(&["restart", "--config", s(&config)]);
+    assert_eq!(out.code(), 3, "{}", out.all());
+    let first = &lab.endpoints().servers[0];
+    assert!(out.all().contains("unknown host key") && out.all().contains(&first.host_key_sha256), "{}", out.all());
+    assert!(out.all().contains("wbguard trust cms1"), "{}", out.all());
+    assert_eq!(lab.restarts(), [0, 0, 0]);
+
+    let out = lab.wbguard(&["trust", "--yes", "--config", s(&config), "cms1", "cms2", "cms3"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    for server in &lab.endpoints().servers {
+        assert!(out.all().contains(&server.host_key_sha256), "{}", out.all());
+    }
+    assert_eq!(std::fs::read_to_string(lab.path("known_hosts")).unwrap().lines().count(), 3);
+
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--reason", "weekly window"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 1, 1]);
+    let log = lab.read("webbridge_restart_logs.txt");
+    assert_eq!(log.lines().count(), 3, "{log}");
+    for (line, server) in log.lines().zip(&lab.endpoints().servers) {
+        assert!(line.ends_with(&format!("Webbridge on server: {} restarted successfully", server.ssh)), "{line}");
+        assert!(line.contains("+00:00 "), "{line}");
+    }
+    let audit: Vec<Value> = lab.read("restart-audit.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The refusal of the first run (rolling stops there), then three restarts.
+    assert_eq!(audit.len(), 4);
+    assert_eq!(audit[0]["result"], "refused");
+    let restarted = &audit[1..];
+    assert!(restarted.iter().all(|a| a["result"] == "restarted" && a["verified"] == true), "{audit:?}");
+    assert!(restarted.iter().all(|a| a["operator"] == "tester" && a["reason"] == "weekly window"));
+    assert_eq!(restarted[0]["verification"], "web page answers");
+    // The password appears nowhere.
+    assert!(
+        !out.all().contains(PASSWORD) && !log.contains(PASSWORD) && !lab.read("restart-audit.jsonl").contains(PASSWORD)
+    );
+}
+
+#[test]
+fn a_changed_host_key_is_refused_loudly() {
+    let lab = Lab::start(2, |_| {});
+    let config = lab.config("", |_| String::new());
+    lab.trust_all(&config);
+    // Someone else's key recorded for cms2.
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    let known = std::fs::read_to_string(lab.path("known_hosts")).unwrap();
+    let lines: Vec<String> = known
+        .lines()
+        .map(|l| {
+            if l.contains(&lab.endpoints().servers[1].ssh.port().to_string()) {
+                format!("{} {other}", l.split(' ').next().unwrap())
+            } else {
+                l.into()
+            }
+        })
+        .collect();
+    std::fs::write(lab.path("known_hosts"), lines.join("\n") + "\n").unwrap();
+
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--keep-going"]);
+    assert_eq!(out.code(), 3, "{}", out.all());
+    assert!(out.all().contains("HOST KEY CHANGED for cms2"), "{}", out.all());
+    assert!(out.all().contains(&lab.endpoints().servers[1].host_key_sha256), "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 0]);
+    // `trust` does not paper over it either.
+    let out = lab.wbguard(&["trust", "--yes", "--config", s(&config), "cms2"]);
+    assert_eq!(out.code(), 3, "{}", out.all());
+    assert!(out.all().contains("WARNING"), "{}", out.all());
+}
+
+#[test]
+fn a_host_that_is_down_fails_alone() {
+    let lab = Lab::start(3, |_| {});
+    let config = lab.config("host_key_policy = \"accept-new\"", |_| String::new());
+    lab.fault("cms2", "refuse");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Rolling stops at the first failure...
+    let out = lab.wbguard(&["restart", "--config", s(&config)]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 0, 0]);
+    assert!(out.all().contains("cms3: not attempted"), "{}", out.all());
+    let port = lab.endpoints().servers[1].ssh;
+    let log = lab.read("webbridge_restart_logs.txt");
+    assert!(log.contains(&format!("Failed to restart webbridge on server {port}. Error: ")), "{log}");
+    assert!(log.contains("connection refused"), "{log}");
+
+    // ...in parallel, the others go ahead.
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--parallel", "3"]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert_eq!(lab.restarts(), [2, 0, 1]);
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--keep-going", "--only", "cms2,cms3"]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert_eq!(lab.restarts(), [2, 0, 2]);
+}
+
+#[test]
+fn dry_run_and_config_check_touch_nothing_and_show_no_secret() {
+    let lab = Lab::start(2, |_| {});
+    let config = lab.config("", |_| String::new());
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--dry-run"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert!(out.all().contains("1. cms1") && out.all().contains("dry run"), "{}", out.all());
+    assert_eq!(lab.restarts(), [0, 0]);
+    assert!(!lab.path("state").join("webbridge_restart_logs.txt").exists());
+
+    let out = lab.wbguard(&["config", "check", "--config", s(&config)]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert!(out.all().contains("password from $TEST_MMP_PW") && !out.all().contains(PASSWORD), "{}", out.all());
+
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--only", "cms7"]);
+    assert_eq!(out.code(), 2);
+    assert!(out.all().contains("no server named 'cms7'"), "{}", out.all());
+}
+
+#[test]
+fn key_authentication_shell_mode_and_release_3() {
+    let lab = Lab::start(3, |config| config.scenario.servers[2].release = Release::V3);
+    let key = lab.path("id_ed25519");
+    let config = lab.config("host_key_policy = \"accept-new\"", |i| match i {
+        0 => format!("[server.auth]\nkey_file = {:?}", s(&key)),
+        1 => "mode = \"shell\"".into(),
+        _ => String::new(),
+    });
+    let out = lab.wbguard(&["restart", "--config", s(&config)]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert!(out.all().contains("cms3: skipped: release 3.x"), "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 1, 0]);
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--only", "cms3", "--include-webbridge3"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+}
+
+#[test]
+fn legacy_algorithms_only_where_a_server_opts_in() {
+    let lab = Lab::start(1, |config| config.legacy_ssh = vec!["cms1".into()]);
+    let config = lab.config("host_key_policy = \"accept-new\"", |_| String::new());
+    let out = lab.wbguard(&["restart", "--config", s(&config)]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert!(out.all().contains("legacy_algorithms = true"), "{}", out.all());
+    let config = lab.config("host_key_policy = \"accept-new\"", |_| "legacy_algorithms = true".into());
+    let out = lab.wbguard(&["restart", "--config", s(&config)]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert_eq!(lab.restarts(), [1]);
+}
+
+#[test]
+fn ciscos_script_imports_to_a_valid_config() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cms-sim/tests/cisco/webbridge_restart.py");
+    let out = Out(wbguard_env(&["config", "import-cisco-script", s(&script)], None, &[]));
+    assert_eq!(out.code(), 0, "{}", out.all());
+    let text = String::from_utf8_lossy(&out.0.stdout).into_owned();
+    assert!(!text.contains("\"password\""), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("imported.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = Out(wbguard_env(&["config", "check", "--config", s(&path)], None, &[]));
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert!(out.all().contains("4 server(s)"), "{}", out.all());
+}
