@@ -4,6 +4,7 @@
 
 mod analyze;
 mod restart;
+mod sshd;
 
 use std::io::Write;
 use std::path::Path;
