@@ -105,7 +105,8 @@ pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
         };
         println!("  {}: {line}", server.name);
     }
-    if unsafe_servers.iter().any(|(_, refused)| *refused) {
+    // Not restarting a web bridge that was asked for, for safety, is a refusal.
+    if !unsafe_servers.is_empty() {
         outcome = outcome.max(Outcome::Refused);
     }
     Ok(outcome)

@@ -318,3 +318,148 @@ fn ciscos_script_imports_to_a_valid_config() {
     assert_eq!(out.code(), 0, "{}", out.all());
     assert!(out.all().contains("4 server(s)"), "{}", out.all());
 }
+
+#[test]
+fn session_data_decides_what_is_safe() {
+    let lab = Lab::start(2, |_| {});
+    let config = lab.config("host_key_policy = \"accept-new\"", |_| String::new());
+    // cms1: five sessions, all proven leaks. cms2: three leaks and, since
+    // four minutes ago, seven real calls the call bridges count.
+    let now = chrono::Utc::now();
+    let at = |minutes: i64| (now - chrono::Duration::minutes(minutes)).format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
+    let cb = |m: i64, host: &str, cma: &str| {
+        format!("{} user.info {host} host:server: INFO : STATS: {{\"CMA\": \"{cma}\"}}\n", at(m))
+    };
+    let wb = |m: i64, host: &str, active: u32| {
+        format!("{} user.info {host} webbridge: INFO : [DEBUGGING] Stats {active}, c:100, d:90\n", at(m))
+    };
+    let mut log = String::new();
+    for m in [20, 15, 10] {
+        log += &cb(m, "cms1", "0/0");
+        log += &cb(m, "cms2", "0/0");
+    }
+    log += &wb(9, "cms1", 5);
+    log += &wb(9, "cms2", 3);
+    log += &cb(5, "cms1", "0/0");
+    log += &cb(5, "cms2", "0/0");
+    log += &wb(4, "cms1", 5);
+    log += &wb(4, "cms2", 10);
+    log += &cb(1, "cms1", "0/0");
+    log += &cb(1, "cms2", "7/7");
+    let stats = lab.path("cms.log");
+    std::fs::write(&stats, log).unwrap();
+
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--stats", s(&stats)]);
+    assert_eq!(out.code(), 3, "{}", out.all());
+    assert!(out.all().contains("cms1: safe"), "{}", out.all());
+    assert!(out.all().contains("up to 7 live call(s) could be dropped"), "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 0]);
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--stats", s(&stats), "--force", "--only", "cms2"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 1]);
+
+    // No data: it says it cannot check; --require-safe makes that a refusal.
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--only", "cms1"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert!(out.all().contains("cannot check for live calls"), "{}", out.all());
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--require-safe"]);
+    assert_eq!(out.code(), 3, "{}", out.all());
+    assert_eq!(lab.restarts(), [2, 1]);
+}
+
+#[test]
+fn faults_time_out_and_a_command_that_may_have_run_is_not_resent() {
+    let lab = Lab::start(3, |_| {});
+    let config = lab.config("host_key_policy = \"accept-new\"", |_| String::new());
+    let out = lab.wbguard(&["restart", "--config", s(&config)]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("connect = 5", "connect = 1")
+        .replace("command = 10", "command = 2");
+    std::fs::write(&config, text).unwrap();
+    lab.fault("cms1", "blackhole");
+    lab.fault("cms2", "hang-after-auth");
+    let started = std::time::Instant::now();
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--parallel", "3"]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(out.all().contains("cms1: FAILED: connect timed out"), "{}", out.all());
+    assert!(out.all().contains("cms2: FAILED:") && out.all().contains("timed out"), "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 1, 2]);
+
+    // A slow MMP within the command timeout is fine; past it, it is
+    // reported as possibly done and never sent twice.
+    lab.fault("cms1", "none");
+    lab.fault("cms2", "none");
+    let mut stream = std::net::TcpStream::connect(lab.endpoints().control).unwrap();
+    let body = r#"{"fault": {"server": "cms1", "fault": "slow", "seconds": 3}}"#;
+    let request = format!(
+        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--only", "cms1"]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert!(out.all().contains("not re-sent") || out.all().contains("before the restart"), "{}", out.all());
+}
+
+#[test]
+fn agent_password_file_and_the_lock() {
+    let lab = Lab::start(2, |_| {});
+    // The ssh-agent holds the key for cms1; a password file serves cms2.
+    let socket = lab.path("agent.sock");
+    let agent = Command::new("ssh-agent").arg("-a").arg(&socket).output().unwrap();
+    assert!(agent.status.success());
+    let pid = String::from_utf8_lossy(&agent.stdout)
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap()
+        .to_owned();
+    let added = Command::new("ssh-add").arg(lab.path("id_ed25519")).env("SSH_AUTH_SOCK", &socket).output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let password_file = lab.path("mmp-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    Command::new("chmod").arg("0644").arg(&password_file).status().unwrap();
+    let config = lab.config("host_key_policy = \"accept-new\"", |i| match i {
+        0 => "[server.auth]\nagent = true".into(),
+        _ => format!("[server.auth]\npassword_file = {:?}", s(&password_file)),
+    });
+    let run = {
+        let (config, socket) = (config.clone(), socket.clone());
+        move || {
+            Out(wbguard_env(
+                &["restart", "--config", s(&config), "--keep-going"],
+                None,
+                &[("SSH_AUTH_SOCK", s(&socket))],
+            ))
+        }
+    };
+    let out = run();
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert!(out.all().contains("readable by group or others") && out.all().contains("chmod 600"), "{}", out.all());
+    assert_eq!(lab.restarts(), [1, 0]);
+    Command::new("chmod").arg("0600").arg(&password_file).status().unwrap();
+
+    // Another run holds the lock: this one waits for it.
+    std::fs::create_dir_all(lab.path("state")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lab.path("state/restart.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let waiting = std::thread::spawn(run.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.restarts(), [1, 0], "it did not wait for the lock");
+    lock.unlock().unwrap();
+    let out = waiting.join().unwrap();
+    assert_eq!(out.code(), 0, "{}", out.all());
+    assert!(out.all().contains("waiting for another wbguard restart"), "{}", out.all());
+    assert_eq!(lab.restarts(), [2, 1]);
+    let _ = Command::new("kill").arg(pid).status();
+}
