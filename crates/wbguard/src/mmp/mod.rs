@@ -336,7 +336,12 @@ pub async fn connect(server: &Server, config: &Config) -> Result<Session, MmpErr
                     handle.authenticate_password(server.user.clone(), password).await.map(|r| r.success())
                 }
                 Secret::Key(key) => {
-                    let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+                    // Only RSA keys need to agree on a signature hash.
+                    let hash = if key.algorithm().is_rsa() {
+                        handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+                    } else {
+                        None
+                    };
                     let key = PrivateKeyWithHashAlg::new(key, hash);
                     handle.authenticate_publickey(server.user.clone(), key).await.map(|r| r.success())
                 }
@@ -371,7 +376,8 @@ async fn authenticate_with_agent(handle: &mut client::Handle<HostKeyCheck>, user
     let identities = agent.request_identities().await.unwrap_or_default();
     for identity in identities {
         let key = identity.public_key().into_owned();
-        let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+        let hash =
+            if key.algorithm().is_rsa() { handle.best_supported_rsa_hash().await.ok().flatten().flatten() } else { None };
         if let Ok(result) = handle.authenticate_publickey_with(user, key, hash, &mut agent).await {
             if result.success() {
                 return Ok(true);
