@@ -231,7 +231,14 @@ fn client_config(server: &Server) -> Arc<client::Config> {
             ..preferred
         };
     }
-    Arc::new(client::Config { preferred, inactivity_timeout: Some(Duration::from_secs(300)), ..Default::default() })
+    Arc::new(client::Config {
+        preferred,
+        inactivity_timeout: Some(Duration::from_secs(300)),
+        // Small requests, small answers: with Nagle's algorithm each one
+        // would wait for the peer's delayed ACK (about 40 ms).
+        nodelay: true,
+        ..Default::default()
+    })
 }
 
 async fn handshake(server: &Server, config: &Config) -> Result<client::Handle<HostKeyCheck>, MmpError> {
@@ -376,8 +383,11 @@ async fn authenticate_with_agent(handle: &mut client::Handle<HostKeyCheck>, user
     let identities = agent.request_identities().await.unwrap_or_default();
     for identity in identities {
         let key = identity.public_key().into_owned();
-        let hash =
-            if key.algorithm().is_rsa() { handle.best_supported_rsa_hash().await.ok().flatten().flatten() } else { None };
+        let hash = if key.algorithm().is_rsa() {
+            handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+        } else {
+            None
+        };
         if let Ok(result) = handle.authenticate_publickey_with(user, key, hash, &mut agent).await {
             if result.success() {
                 return Ok(true);
