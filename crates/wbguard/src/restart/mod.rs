@@ -8,6 +8,7 @@
 //! format and audited; the exit code says how it went (see [`crate::exit`]).
 
 mod log;
+mod progress;
 mod verify;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::config::{self, Config, Server};
 use crate::exit::Outcome;
 use crate::mmp::{self, credentials, MmpError};
 use log::{AuditRecord, RestartLog};
+use progress::Progress;
 use verify::Verification;
 
 /// How one server's restart ended.
@@ -196,22 +198,26 @@ async fn restart_all(
     log: &mut RestartLog,
 ) -> anyhow::Result<Vec<Option<Attempt>>> {
     let mut results: Vec<Option<Attempt>> = vec![None; servers.len()];
+    let progress = Arc::new(Progress::new(servers.iter().map(|s| s.name.clone()).collect()));
     let operator = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     let reason = args.reason.clone().unwrap_or_else(|| "manual".into());
     let semaphore = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, server) in servers.iter().enumerate() {
         if let Some((_, refused)) = blocked.iter().find(|(name, _)| *name == server.name) {
-            results[index] = Some(if *refused {
+            let attempt = if *refused {
                 Attempt::Refused("not safe to check".into())
             } else {
                 Attempt::Skipped("may carry live calls".into())
-            });
+            };
+            progress.set(index, &describe(&attempt, Duration::ZERO));
+            results[index] = Some(attempt);
             continue;
         }
         if parallel == 1 {
             let started = Instant::now();
-            let result = restart_one(server, config, args.include_webbridge3).await;
+            let result = restart_one(server, config, args.include_webbridge3, &|what| progress.set(index, what)).await;
+            progress.set(index, &describe(&result, started.elapsed()));
             record(log, server, &result, started.elapsed(), &operator, &reason)?;
             let stop = matches!(result, Attempt::Failed(_) | Attempt::Refused(_))
                 || matches!(&result, Attempt::Restarted { verification } if matches!(verification, Verification::Failed(_)));
@@ -225,10 +231,12 @@ async fn restart_all(
         let server = server.clone();
         let config = config.clone();
         let include = args.include_webbridge3;
+        let progress = progress.clone();
         tasks.spawn(async move {
             let _permit = permit.acquire_owned().await.expect("never closed");
             let started = Instant::now();
-            let result = restart_one(&server, &config, include).await;
+            let result = restart_one(&server, &config, include, &|what| progress.set(index, what)).await;
+            progress.set(index, &describe(&result, started.elapsed()));
             (index, result, started.elapsed())
         });
     }
@@ -238,6 +246,18 @@ async fn restart_all(
         results[index] = Some(result);
     }
     Ok(results)
+}
+
+/// The final word on one attempt, for the progress display.
+fn describe(result: &Attempt, took: Duration) -> String {
+    match result {
+        Attempt::Restarted { verification } => {
+            format!("restarted in {:.1} s, {}", took.as_secs_f64(), verification.describe())
+        }
+        Attempt::Skipped(why) => format!("skipped: {why}"),
+        Attempt::Refused(why) => format!("REFUSED: {why}"),
+        Attempt::Failed(why) => format!("FAILED: {why}"),
+    }
 }
 
 fn record(
@@ -254,15 +274,6 @@ fn record(
         Attempt::Refused(why) => ("refused", Some(why.clone()), None),
         Attempt::Failed(why) => ("failed", Some(why.clone()), None),
     };
-    let line = match result {
-        Attempt::Restarted { verification } => {
-            format!("restarted in {:.1} s, {}", took.as_secs_f64(), verification.describe())
-        }
-        Attempt::Skipped(why) => format!("skipped: {why}"),
-        Attempt::Refused(why) => format!("REFUSED: {why}"),
-        Attempt::Failed(why) => format!("FAILED: {why}"),
-    };
-    println!("{}: {line}", server.name);
     log.record(&AuditRecord {
         time: Utc::now(),
         server: server.name.clone(),
@@ -279,7 +290,13 @@ fn record(
 }
 
 /// One server: connect, check the release, restart, verify.
-async fn restart_one(server: &Server, config: &Config, include_webbridge3: bool) -> Attempt {
+async fn restart_one(
+    server: &Server,
+    config: &Config,
+    include_webbridge3: bool,
+    report: &(dyn Fn(&str) + Sync),
+) -> Attempt {
+    report("connecting");
     let mut session = match mmp::connect(server, config).await {
         Ok(session) => session,
         Err(e) if e.is_host_key_refusal() => return Attempt::Refused(e.to_string()),
@@ -296,14 +313,19 @@ async fn restart_one(server: &Server, config: &Config, include_webbridge3: bool)
         Ok(_) => "webbridge restart",
         Err(e) => return Attempt::Failed(format!("before the restart: {e}")),
     };
+    report(&format!("running {command}"));
     let outcome = session.run(command).await;
     session.close().await;
     match outcome {
         Ok(output) => match output.failure() {
             Some(failure) => Attempt::Failed(format!("{command}: {failure}")),
-            None => Attempt::Restarted {
-                verification: verify::wait_until_up(server.webbridge_url.as_deref(), config.timeouts.verify).await,
-            },
+            None => {
+                if server.webbridge_url.is_some() {
+                    report("waiting for the web page");
+                }
+                let verification = verify::wait_until_up(server.webbridge_url.as_deref(), config.timeouts.verify).await;
+                Attempt::Restarted { verification }
+            }
         },
         // The command may have run: report, never re-send.
         Err(e @ MmpError::Timeout { .. }) => {

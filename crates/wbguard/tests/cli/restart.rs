@@ -463,3 +463,23 @@ fn agent_password_file_and_the_lock() {
     assert_eq!(lab.restarts(), [2, 1]);
     let _ = Command::new("kill").arg(pid).status();
 }
+
+#[test]
+fn progress_is_live_on_a_terminal() {
+    let lab = Lab::start(3, |_| {});
+    let config = lab.config("host_key_policy = \"accept-new\"", |_| String::new());
+    // util-linux's script(1) gives wbguard a terminal.
+    let command = format!("{} restart --config {} --parallel 3", env!("CARGO_BIN_EXE_wbguard"), s(&config));
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TEST_MMP_PW", PASSWORD)
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    // The block of three lines is redrawn in place: cursor up, clear line.
+    assert!(screen.contains("\x1b[3A") && screen.contains("\x1b[2K"), "{screen:?}");
+    assert!(screen.contains("cms1: waiting") && screen.contains("cms3: restarted in"), "{screen:?}");
+    assert_eq!(lab.restarts(), [1, 1, 1]);
+}
