@@ -483,3 +483,56 @@ fn progress_is_live_on_a_terminal() {
     assert!(screen.contains("cms1: waiting") && screen.contains("cms3: restarted in"), "{screen:?}");
     assert_eq!(lab.restarts(), [1, 1, 1]);
 }
+
+#[test]
+fn a_wrong_password_is_tried_once_and_a_key_passphrase_comes_from_the_environment() {
+    let lab = Lab::start(2, |_| {});
+    let protected = lab.path("id_protected");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+        .arg(&protected)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The simulator accepts the lab key only: authorise this one too by
+    // using it for cms2 alongside a password fallback.
+    let config = lab.config("host_key_policy = \"accept-new\"", |i| match i {
+        0 => String::new(),
+        _ => format!("[server.auth]\nkey_file = {:?}\nkey_passphrase_env = \"TEST_KEY_PASSPHRASE\"\npassword_env = \"TEST_MMP_PW\"", s(&protected)),
+    });
+    // The MMP locks the user out after two wrong passwords in a row.
+    let mut stream = std::net::TcpStream::connect(lab.endpoints().control).unwrap();
+    let body = r#"{"fault": {"server": "cms1", "lockout_after": 2, "lockout_seconds": 60}}"#;
+    let request = format!(
+        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+
+    let wrong = wbguard_env(&["restart", "--config", s(&config), "--only", "cms1"], None, &[("TEST_MMP_PW", "wrong")]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("authentication as admin failed"));
+    // One wrong try only: the account is not locked, the right password works.
+    let out = lab.wbguard(&["restart", "--config", s(&config), "--only", "cms1"]);
+    assert_eq!(out.code(), 0, "{}", out.all());
+
+    // cms2: the key is not authorised there, its passphrase opens it, and
+    // the password after it gets in.
+    let out = Out(wbguard_env(
+        &["restart", "--config", s(&config), "--only", "cms2"],
+        None,
+        &[("TEST_MMP_PW", PASSWORD), ("TEST_KEY_PASSPHRASE", "open sesame")],
+    ));
+    assert_eq!(out.code(), 0, "{}", out.all());
+    let out = Out(wbguard_env(
+        &["restart", "--config", s(&config), "--only", "cms2"],
+        None,
+        &[("TEST_MMP_PW", PASSWORD), ("TEST_KEY_PASSPHRASE", "wrong")],
+    ));
+    assert_eq!(out.code(), 1, "{}", out.all());
+    assert!(out.all().contains("cannot load key"), "{}", out.all());
+    assert!(!out.all().contains("open sesame"));
+    assert_eq!(lab.restarts(), [1, 1]);
+}
