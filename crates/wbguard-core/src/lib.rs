@@ -11,3 +11,4 @@
 
 pub mod log;
 pub mod model;
+pub mod policy;

@@ -96,9 +96,11 @@ pub struct WebBridgeState {
     first_lower: Option<(DateTime<Utc>, u32)>,
     /// First time at the limit in this epoch: users were refused from then.
     at_limit_since: Option<DateTime<Utc>>,
-    /// `(time, active - lower)`: upper bounds of the real sessions over the
-    /// last `peak_window`, for the usual daily peak.
-    recent_real: VecDeque<(DateTime<Utc>, u32)>,
+    /// `(time, active, active - lower)`: upper bounds of the real sessions
+    /// over the last `peak_window`, for the usual daily peak. The bound of
+    /// a sample tightens when a later-paired sample proves a larger leak
+    /// (leaks only grow within an epoch).
+    recent_real: VecDeque<(DateTime<Utc>, u32, u32)>,
 }
 
 impl WebBridgeState {
@@ -169,8 +171,8 @@ impl WebBridgeState {
             self.at_limit_since = Some(time);
         }
         self.last = Some(WebBridgeSample { time, stats: *stats });
-        self.recent_real.push_back((time, stats.active.saturating_sub(self.lower)));
-        while self.recent_real.front().is_some_and(|&(t, _)| time - t > config.peak_window) {
+        self.recent_real.push_back((time, stats.active, stats.active.saturating_sub(self.lower)));
+        while self.recent_real.front().is_some_and(|&(t, _, _)| time - t > config.peak_window) {
             self.recent_real.pop_front();
         }
         revealed
@@ -207,6 +209,14 @@ impl WebBridgeState {
         }
         self.first_lower.get_or_insert((time, candidate));
         self.lower = self.lower.max(candidate);
+        // Every later sample of this epoch carried at least this leak.
+        let from = time.max(self.epoch_start);
+        for (t, active, real) in self.recent_real.iter_mut().rev() {
+            if *t < from {
+                break;
+            }
+            *real = (*real).min(active.saturating_sub(candidate));
+        }
     }
 
     /// The estimate at `now`, given the cluster's CMA upper bound now.
@@ -225,8 +235,12 @@ impl WebBridgeState {
             (span >= config.min_rate_span).then(|| f64::from(lower.saturating_sub(base)) / days(span))
         });
         let lockout_forecast = self.at_limit_since.or_else(|| {
-            let window_start = now - config.peak_window;
-            let peak_real = self.recent_real.iter().filter(|&&(t, _)| t >= window_start).map(|&(_, r)| r).max()?;
+            // Samples from before the first bound say nothing about real
+            // sessions (all of them could be leaks or calls).
+            let known_from = self.first_lower.map(|(t, _)| t)?;
+            let window_start = (now - config.peak_window).max(known_from);
+            let peak_real =
+                self.recent_real.iter().filter(|&&(t, _, _)| t >= window_start).map(|&(_, _, r)| r).max()?;
             let headroom = i64::from(config.limit) - i64::from(lower) - i64::from(peak_real);
             if headroom <= 0 {
                 return Some(now);
