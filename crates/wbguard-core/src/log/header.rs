@@ -64,6 +64,9 @@ const SEVERITIES: [&[u8]; 12] = [
 /// found among the first header words.
 pub fn split(line: &[u8]) -> Option<Envelope<'_>> {
     let line = strip_priority(line);
+    if let Some(rfc5424) = line.strip_prefix(b"1 ") {
+        return split_rfc5424(rfc5424);
+    }
     let mut words = [(0usize, 0usize); MAX_HEADER_WORDS];
     let mut count = 0;
     let mut facility_at = None;
@@ -105,6 +108,51 @@ pub fn split(line: &[u8]) -> Option<Envelope<'_>> {
     let message = trim_start(&line[message_start..]);
     let message = message.strip_suffix(b"\r").unwrap_or(message);
     Some(Envelope { stamp: stamp.map(|(stamp, _)| stamp), host, program: program_name(word(program_at)), message })
+}
+
+/// RFC 5424, after `<PRI>1 `: `TIMESTAMP HOSTNAME APP-NAME PROCID MSGID
+/// STRUCTURED-DATA [MSG]`, as `logger --rfc5424` and modern relays send it.
+fn split_rfc5424(line: &[u8]) -> Option<Envelope<'_>> {
+    let mut words = Words::new(line);
+    let mut field = || words.next().map(|(start, end)| &line[start..end]);
+    let (timestamp, host, app) = (field()?, field()?, field()?);
+    let (_procid, _msgid) = (field()?, field()?);
+    let after_msgid = words.at;
+    let rest = trim_start(&line[after_msgid..]);
+    let message = skip_structured_data(rest)?;
+    let message = trim_start(message);
+    let message = message.strip_prefix("\u{feff}".as_bytes()).unwrap_or(message);
+    let message = message.strip_suffix(b"\r").unwrap_or(message);
+    Some(Envelope {
+        stamp: if timestamp == b"-" { None } else { parse_iso(timestamp) },
+        host: (host != b"-").then_some(host),
+        program: if app == b"-" { b"" } else { app },
+        message,
+    })
+}
+
+/// Skips `-` or one or more `[id key="value" ...]` elements (with `\"`,
+/// `\]` and `\\` escapes inside values); `None` when unterminated.
+fn skip_structured_data(text: &[u8]) -> Option<&[u8]> {
+    if let Some(rest) = text.strip_prefix(b"-") {
+        return Some(rest);
+    }
+    let mut at = 0;
+    while text.get(at) == Some(&b'[') {
+        let mut quoted = false;
+        at += 1;
+        loop {
+            match *text.get(at)? {
+                b'\\' if quoted => at += 1,
+                b'"' => quoted = !quoted,
+                b']' if !quoted => break,
+                _ => {}
+            }
+            at += 1;
+        }
+        at += 1;
+    }
+    Some(&text[at..])
 }
 
 /// Whether a word ending with `:` at `index` can be the program tag: after
@@ -264,6 +312,23 @@ mod tests {
         let line = "Mar 18 14:58:48 webbridge: INFO : [DEBUGGING] Stats 1, c:2, d:3";
         assert_eq!(host(line), None);
         assert!(split(line.as_bytes()).unwrap().stamp.is_some());
+    }
+
+    #[test]
+    fn rfc5424_as_logger_sends_it() {
+        let line = "<13>1 2024-03-18T14:58:48.078123+01:00 cms01 webbridge 812 - [timeQuality tzKnown=\"1\" isSynced=\"0\"] INFO : [DEBUGGING] Stats 1, c:2, d:3";
+        let envelope = split(line.as_bytes()).unwrap();
+        assert_eq!(envelope.host, Some(&b"cms01"[..]));
+        assert_eq!(envelope.program, b"webbridge");
+        assert_eq!(envelope.message, b"INFO : [DEBUGGING] Stats 1, c:2, d:3");
+        assert!(matches!(envelope.stamp, Some(Stamp::Absolute(_))));
+        let line =
+            "<14>1 - - cli - - - User admin from 1.2.3.4:5 issued command <webbridge restart>: permission granted";
+        let envelope = split(line.as_bytes()).unwrap();
+        assert_eq!((envelope.host, envelope.program, envelope.stamp), (None, &b"cli"[..], None));
+        let escaped = "<14>1 2024-03-18T14:58:48Z h app - - [a b=\"x\\\"] y\"][c] msg";
+        assert_eq!(split(escaped.as_bytes()).unwrap().message, b"msg");
+        assert!(split(b"<14>1 2024-03-18T14:58:48Z h app - - [unterminated").is_none());
     }
 
     #[test]

@@ -286,6 +286,17 @@ mod tests {
     }
 
     #[test]
+    fn rfc5424_lines_are_found() {
+        // The audit tag is `cli:` in CMS's own header; in RFC 5424 it has no
+        // colon, and a fifth search literal for it costs every log 10%.
+        let text = b"<14>1 2024-03-18T14:58:49Z cms01 webbridge - - - INFO : [DEBUGGING] Stats 3, c:9, d:6\n\
+            <14>1 2024-03-18T14:58:50Z cms01 host:server - - - INFO : STATS: {\"CMA\": \"1/2\"}\n";
+        let (counts, records) = scan(text);
+        assert_eq!((counts.records, records.len()), (2, 2));
+        assert!(records.iter().all(|r| r.host == "cms01"));
+    }
+
+    #[test]
     fn two_candidates_on_one_line_are_one_record() {
         let text = b"Mar 18 14:58:48 user.info cms01 webbridge: INFO : [DEBUGGING] Stats 3, c:9, d:6 cli: Stats \n";
         let (counts, _) = scan(text);
