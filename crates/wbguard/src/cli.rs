@@ -28,6 +28,40 @@ pub enum Command {
     /// Check or create the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The guard: receive the servers' syslog, track every web bridge,
+    /// decide and report (observe mode).
+    Watch(WatchArgs),
+    /// Ask a running guard what it knows.
+    Status(StatusArgs),
+}
+
+/// `wbguard watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The configuration: its servers form the allow list of syslog sources.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Receive syslog here: udp://ADDR:PORT or tcp://ADDR:PORT. Repeatable
+    /// [default: udp and tcp on 127.0.0.1:5514].
+    #[arg(long = "listen-syslog", value_name = "URL")]
+    pub listen_syslog: Vec<String>,
+    /// Serve /metrics, /api/status and /healthz here.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9149")]
+    pub listen_http: String,
+    /// Where the guard keeps its state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// observe (decide and report) or enforce (act) [default: observe].
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+}
+
+/// `wbguard status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The guard's HTTP address.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9149")]
+    pub url: String,
 }
 
 /// `wbguard restart`.

@@ -11,6 +11,7 @@ mod exit;
 mod mmp;
 mod restart;
 mod trust;
+mod watch;
 
 use clap::Parser;
 
@@ -21,6 +22,8 @@ fn main() {
         cli::Command::Restart(args) => restart::run(&args),
         cli::Command::Trust(args) => trust::run(&args),
         cli::Command::Config(command) => config_cmd::run(&command),
+        cli::Command::Watch(args) => watch::run(&args),
+        cli::Command::Status(args) => watch::status(&args),
     };
     std::process::exit(exit::code(result));
 }

@@ -5,6 +5,7 @@
 mod analyze;
 mod restart;
 mod sshd;
+mod watch;
 
 use std::io::Write;
 use std::path::Path;

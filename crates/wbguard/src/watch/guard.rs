@@ -1,0 +1,179 @@
+//! The guard's state: messages in, the leak model fed, decisions made, and
+//! a snapshot for the HTTP side.
+//!
+//! One task owns the model (no lock around it); it publishes an immutable
+//! [`Snapshot`] after every change, which readers clone cheaply. Decisions
+//! are taken every few seconds on the latest data, with `now` from the
+//! clock: the core stays pure, time enters here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use wbguard_core::log::scan::parse_line;
+use wbguard_core::log::ParseContext;
+use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig};
+use wbguard_core::policy::{self, Decision, Mode, Policy};
+
+use super::ingest::{IngestCounters, Message};
+
+/// How often decisions are taken.
+const DECIDE_EVERY: Duration = Duration::from_secs(5);
+
+/// Parse outcomes, exported with the ingest's as `wbguard_syslog_messages_total`.
+#[derive(Debug, Default)]
+pub struct ParseCounters {
+    /// Messages that became records.
+    pub parsed: AtomicU64,
+    /// Messages that are not records.
+    pub noise: AtomicU64,
+    /// Messages that looked like records and were not.
+    pub malformed: AtomicU64,
+}
+
+/// One web bridge as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebBridgeView {
+    /// Log host name.
+    pub webbridge: String,
+    /// Time of its last Stats line.
+    pub last_seen: DateTime<Utc>,
+    /// Sessions.
+    pub active: u32,
+    /// Leak, lower bound.
+    pub leaked_lower: u32,
+    /// Leak, upper bound.
+    pub leaked_upper: u32,
+    /// Real calls a restart could drop, at most.
+    pub droppable_upper: u32,
+    /// Leak growth per day.
+    pub leak_rate_per_day: Option<f64>,
+    /// Lockout forecast.
+    pub lockout_forecast: Option<DateTime<Utc>>,
+    /// Restarts seen (any cause), by the time they happened.
+    pub restarts: Vec<DateTime<Utc>>,
+}
+
+/// What the guard knows, as of `now`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub now: DateTime<Utc>,
+    /// Observe or enforce.
+    pub mode: Mode,
+    /// Per web bridge.
+    pub webbridges: Vec<WebBridgeView>,
+    /// CMA sessions per call bridge (the latest report).
+    pub callbridges: BTreeMap<String, u32>,
+    /// The cluster.
+    pub cluster: ClusterEstimate,
+    /// The latest decisions.
+    pub decisions: Vec<Decision>,
+}
+
+impl Snapshot {
+    fn empty(mode: Mode) -> Snapshot {
+        Snapshot {
+            now: Utc::now(),
+            mode,
+            webbridges: Vec::new(),
+            callbridges: BTreeMap::new(),
+            cluster: ClusterEstimate { active_total: 0, cma_total: None, leaked_lower: 0, leaked_upper: 0 },
+            decisions: Vec::new(),
+        }
+    }
+}
+
+/// Shared between the guard task and its readers.
+pub struct Shared {
+    /// The latest snapshot.
+    pub snapshot: RwLock<Arc<Snapshot>>,
+    /// Parse outcomes.
+    pub parse: ParseCounters,
+    /// Ingest outcomes.
+    pub ingest: Arc<IngestCounters>,
+}
+
+impl Shared {
+    /// A fresh state for `mode`.
+    pub fn new(mode: Mode, ingest: Arc<IngestCounters>) -> Shared {
+        Shared { snapshot: RwLock::new(Arc::new(Snapshot::empty(mode))), parse: ParseCounters::default(), ingest }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("the snapshot lock is never poisoned").clone()
+    }
+}
+
+/// Runs the guard until the queue closes or `shutdown` turns true.
+pub async fn run(
+    mut messages: mpsc::Receiver<Message>,
+    policy: Policy,
+    zone: chrono_tz::Tz,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut model = Deployment::new(ModelConfig::default());
+    let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
+    let mut dirty = false;
+    loop {
+        tokio::select! {
+            message = messages.recv() => {
+                let Some(message) = message else { break };
+                // A line without a host is named by where it came from.
+                let ctx = ParseContext { zone, reference: Utc::now(), default_host: Some(message.source.to_string()) };
+                match parse_line(&message.bytes, &ctx) {
+                    Ok(Some(record)) => {
+                        shared.parse.parsed.fetch_add(1, Ordering::Relaxed);
+                        model.observe(&record);
+                        dirty = true;
+                    }
+                    Ok(None) => { shared.parse.noise.fetch_add(1, Ordering::Relaxed); }
+                    Err(_) => { shared.parse.malformed.fetch_add(1, Ordering::Relaxed); }
+                }
+                // Keep the status current without rebuilding it per message.
+                if dirty && messages.is_empty() {
+                    publish(&model, &policy, &shared, false);
+                    dirty = false;
+                }
+            }
+            _ = decide_tick.tick() => publish(&model, &policy, &shared, true),
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Rebuilds the snapshot; with `decide`, takes fresh decisions too.
+fn publish(model: &Deployment, policy: &Policy, shared: &Shared, decide: bool) {
+    let now = Utc::now();
+    let previous = shared.snapshot();
+    let decisions =
+        if decide { policy::decide(model, policy, &BTreeMap::new(), false, now) } else { previous.decisions.clone() };
+    let webbridges = model
+        .webbridges()
+        .filter_map(|state| {
+            let last = state.last()?;
+            let estimate = model.estimate(&state.host, now)?;
+            Some(WebBridgeView {
+                webbridge: state.host.clone(),
+                last_seen: last.time,
+                active: estimate.active,
+                leaked_lower: estimate.leaked_lower,
+                leaked_upper: estimate.leaked_upper,
+                droppable_upper: estimate.droppable_upper,
+                leak_rate_per_day: estimate.leak_rate_per_day,
+                lockout_forecast: estimate.lockout_forecast,
+                restarts: state.restarts.iter().map(|r| r.time).collect(),
+            })
+        })
+        .collect();
+    let callbridges = model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();
+    let snapshot =
+        Snapshot { now, mode: policy.mode, webbridges, callbridges, cluster: model.cluster_estimate(now), decisions };
+    *shared.snapshot.write().expect("the snapshot lock is never poisoned") = Arc::new(snapshot);
+}

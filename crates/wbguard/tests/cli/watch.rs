@@ -1,0 +1,223 @@
+//! `wbguard watch` and `wbguard status` end to end: util-linux `logger`
+//! over UDP and TCP, RFC 3164 and 5424, reaching `/metrics`; a source not
+//! on the allow list; the simulator's syslog against its truth.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::s;
+
+struct Guard {
+    child: Child,
+    syslog: Vec<String>,
+    http: SocketAddr,
+}
+
+impl Guard {
+    fn start(extra: &[&str]) -> Guard {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wbguard"))
+            .args([
+                "watch",
+                "--listen-syslog",
+                "udp://127.0.0.1:0",
+                "--listen-syslog",
+                "tcp://127.0.0.1:0",
+                "--listen-http",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let endpoints: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let syslog = endpoints["syslog"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        Guard { child, syslog, http: endpoints["http"].as_str().unwrap().parse().unwrap() }
+    }
+
+    fn port(&self, scheme: &str) -> String {
+        self.syslog.iter().find(|u| u.starts_with(scheme)).unwrap().rsplit(':').next().unwrap().to_owned()
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(self.http).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    }
+
+    /// The value of one metric line, waiting up to 10 s for it.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.get("/metrics");
+            if let Some(line) = metrics.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')) {
+                return line.rsplit(' ').next().unwrap().parse().ok();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(mut self) -> i32 {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the guard did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn logger(args: &[&str], message: &str) {
+    let status = Command::new("logger").args(args).arg(message).status().expect("logger (util-linux)");
+    assert!(status.success());
+}
+
+fn hostname() -> String {
+    String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn logger_over_udp_and_tcp_in_both_formats_reaches_the_metrics() {
+    let guard = Guard::start(&[]);
+    let (udp, tcp) = (guard.port("udp"), guard.port("tcp"));
+    let host = hostname();
+    let short = host.split('.').next().unwrap().to_owned();
+    let series = |name: &str, label: &str, value: &str| format!("{name}{{{label}=\"{value}\"}}");
+    logger(
+        &["--rfc3164", "-d", "-n", "127.0.0.1", "-P", &udp, "-t", "webbridge"],
+        "INFO : [DEBUGGING] Stats 7, c:9, d:2",
+    );
+    // logger's RFC 3164 header carries the short host name.
+    assert_eq!(guard.metric(&series("wbguard_webbridge_active_sessions", "webbridge", &short)), Some(7.0));
+    logger(&["--rfc5424", "-T", "-n", "127.0.0.1", "-P", &tcp, "-t", "host:server"], r#"INFO : STATS: {"CMA": "3/4"}"#);
+    logger(
+        &["--rfc5424", "--octet-count", "-T", "-n", "127.0.0.1", "-P", &tcp, "-t", "webbridge"],
+        "INFO : [DEBUGGING] Stats 8, c:10, d:2",
+    );
+    let hosts = [host.clone(), short.clone()];
+    let found = |name: &str, label: &str| hosts.iter().find_map(|h| guard.metric(&series(name, label, h)));
+    assert_eq!(found("wbguard_callbridge_cma_sessions", "callbridge"), Some(3.0));
+    assert!(guard.metric(r#"wbguard_syslog_messages_total{result="parsed"}"#).unwrap() >= 3.0);
+    // `wbguard status` asks the same guard.
+    let out = Command::new(env!("CARGO_BIN_EXE_wbguard"))
+        .args(["status", "--url", &format!("http://{}", guard.http)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("observe mode"));
+    assert_eq!(guard.get("/healthz"), "ok\n");
+    assert_eq!(guard.stop(), 0);
+}
+
+#[test]
+fn a_source_not_on_the_allow_list_is_counted_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wbguard.toml");
+    std::fs::write(&config, "[[server]]\nname = \"cms1\"\nmmp = \"192.0.2.11\"\n").unwrap();
+    let guard = Guard::start(&["--config", s(&config)]);
+    logger(
+        &["--rfc3164", "-d", "-n", "127.0.0.1", "-P", &guard.port("udp"), "-t", "webbridge"],
+        "INFO : [DEBUGGING] Stats 148, c:9, d:2",
+    );
+    assert_eq!(guard.metric(r#"wbguard_syslog_messages_total{result="rejected"}"#), Some(1.0));
+    assert!(!guard.get("/metrics").contains("wbguard_webbridge_active_sessions{"));
+    let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+    assert_eq!(status["webbridges"], Value::Array(Vec::new()));
+}
+
+#[test]
+fn enforce_mode_is_refused_until_it_can_act() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wbguard")).args(["watch", "--mode", "enforce"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("observes"));
+}
+
+#[test]
+fn the_simulators_syslog_gives_the_truths_numbers() {
+    use cms_sim::live::{self, Credentials, LiveConfig};
+    use cms_sim::scenario::Scenario;
+
+    let guard = Guard::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut scenario = Scenario::with_servers(2);
+    scenario.leak_probability = 0.5;
+    let config = LiveConfig {
+        scenario,
+        seed: 9,
+        speed: 600.0,
+        start: chrono::Utc::now(),
+        ssh_port: 0,
+        http_port: 0,
+        control_port: 0,
+        syslog: vec![guard.syslog.iter().find(|u| u.starts_with("tcp")).unwrap().parse().unwrap()],
+        state_dir: dir.path().join("sim"),
+        rotate_host_key: false,
+        credentials: Credentials { user: "admin".into(), password: "x".into(), authorized_keys: Vec::new() },
+        lines_per_record: 5,
+        restart_downtime: Duration::from_millis(100),
+        address_per_server: false,
+        warm_up: Duration::from_secs(6 * 3600),
+        legacy_ssh: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let running = runtime.block_on(live::start(config)).unwrap();
+    let control = running.endpoints.control;
+    // Nobody joins any more: the counts settle to the leaks.
+    let mut stream = std::net::TcpStream::connect(control).unwrap();
+    let body = r#"{"load_factor": 0}"#;
+    write!(
+        stream,
+        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let truth = || -> Value {
+        let mut stream = std::net::TcpStream::connect(control).unwrap();
+        stream.write_all(b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = truth();
+        let quiet = now["servers"].as_array().unwrap().iter().all(|s| s["webbridge"]["real"] == 0);
+        if quiet {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never quiet");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A few virtual minutes more for the next Stats of each.
+    std::thread::sleep(Duration::from_secs(1));
+    let truth = truth();
+    for server in truth["servers"].as_array().unwrap() {
+        let name = server["name"].as_str().unwrap();
+        let active = guard.metric(&format!("wbguard_webbridge_active_sessions{{webbridge=\"{name}\"}}"));
+        assert_eq!(active, server["webbridge"]["active"].as_f64(), "{name}");
+    }
+    runtime.block_on(running.stop());
+}
