@@ -10,6 +10,7 @@ mod config_cmd;
 mod exit;
 mod mmp;
 mod restart;
+mod store;
 mod trust;
 mod watch;
 

@@ -19,10 +19,32 @@ use wbguard_core::log::ParseContext;
 use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig};
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
+use super::history::History;
 use super::ingest::{IngestCounters, Message};
+use crate::store::Sample;
 
 /// How often decisions are taken.
 const DECIDE_EVERY: Duration = Duration::from_secs(5);
+/// How long history is kept.
+pub const RETENTION_DAYS: i64 = 90;
+
+/// A record as a stored sample, if it is one.
+fn sample(record: &wbguard_core::log::Record) -> Option<Sample> {
+    use wbguard_core::log::RecordBody;
+    let (kind, active, cma) = match &record.body {
+        RecordBody::WebBridgeStats(stats) => ("webbridge", Some(stats.active), None),
+        RecordBody::CallBridgeStats(stats) => ("callbridge", None, stats.cma()),
+        RecordBody::Audit(_) => return None,
+    };
+    Some(Sample {
+        time: record.time,
+        host: record.host.clone(),
+        kind,
+        active,
+        cma_current: cma.map(|p| p.current),
+        cma_peak: cma.map(|p| p.peak),
+    })
+}
 
 /// Parse outcomes, exported with the ingest's as `wbguard_syslog_messages_total`.
 #[derive(Debug, Default)]
@@ -110,50 +132,86 @@ impl Shared {
     }
 }
 
-/// Runs the guard until the queue closes or `shutdown` turns true.
-pub async fn run(
-    mut messages: mpsc::Receiver<Message>,
-    policy: Policy,
-    zone: chrono_tz::Tz,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut model = Deployment::new(ModelConfig::default());
-    let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
-    let mut dirty = false;
-    loop {
-        tokio::select! {
-            message = messages.recv() => {
-                let Some(message) = message else { break };
-                // A line without a host is named by where it came from.
-                let ctx = ParseContext { zone, reference: Utc::now(), default_host: Some(message.source.to_string()) };
-                match parse_line(&message.bytes, &ctx) {
-                    Ok(Some(record)) => {
-                        shared.parse.parsed.fetch_add(1, Ordering::Relaxed);
-                        model.observe(&record);
-                        dirty = true;
+/// The guard task's inputs.
+pub struct Guard {
+    /// The policy.
+    pub policy: Policy,
+    /// Zone of timestamps without one.
+    pub zone: chrono_tz::Tz,
+    /// What readers see.
+    pub shared: Arc<Shared>,
+    /// The history writer.
+    pub history: History,
+    /// The last restart the guard made (or may have made) of each web bridge.
+    pub restarted: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Guard {
+    /// Runs the guard until the queue closes or `shutdown` turns true.
+    pub async fn run(self, mut messages: mpsc::Receiver<Message>, mut shutdown: watch::Receiver<bool>) {
+        let Guard { policy, zone, shared, history, restarted } = self;
+        let mut model = Deployment::new(ModelConfig::default());
+        let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
+        let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut dirty = false;
+        let mut samples = Vec::new();
+        // The last decision recorded per web bridge: only changes are stored.
+        let mut recorded: BTreeMap<String, (policy::Action, String)> = BTreeMap::new();
+        loop {
+            tokio::select! {
+                message = messages.recv() => {
+                    let Some(message) = message else { break };
+                    // A line without a host is named by where it came from.
+                    let ctx = ParseContext { zone, reference: Utc::now(), default_host: Some(message.source.to_string()) };
+                    match parse_line(&message.bytes, &ctx) {
+                        Ok(Some(record)) => {
+                            shared.parse.parsed.fetch_add(1, Ordering::Relaxed);
+                            model.observe(&record);
+                            samples.extend(sample(&record));
+                            dirty = true;
+                        }
+                        Ok(None) => { shared.parse.noise.fetch_add(1, Ordering::Relaxed); }
+                        Err(_) => { shared.parse.malformed.fetch_add(1, Ordering::Relaxed); }
                     }
-                    Ok(None) => { shared.parse.noise.fetch_add(1, Ordering::Relaxed); }
-                    Err(_) => { shared.parse.malformed.fetch_add(1, Ordering::Relaxed); }
+                    // Keep the status current without rebuilding it per message.
+                    if dirty && messages.is_empty() {
+                        publish(&model, &policy, &restarted, &shared, false);
+                        history.samples(std::mem::take(&mut samples));
+                        dirty = false;
+                    }
                 }
-                // Keep the status current without rebuilding it per message.
-                if dirty && messages.is_empty() {
-                    publish(&model, &policy, &shared, false);
-                    dirty = false;
+                _ = decide_tick.tick() => {
+                    publish(&model, &policy, &restarted, &shared, true);
+                    history.samples(std::mem::take(&mut samples));
+                    for decision in &shared.snapshot().decisions {
+                        let key = (decision.action, decision.reason.clone());
+                        if recorded.get(&decision.webbridge) != Some(&key) {
+                            let numbers = serde_json::to_value(decision).unwrap_or_default();
+                            let action = serde_json::to_value(decision.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                            history.decision(Utc::now(), &decision.webbridge, &action, &decision.reason, numbers);
+                            recorded.insert(decision.webbridge.clone(), key);
+                        }
+                    }
                 }
+                _ = prune_tick.tick() => history.prune(Utc::now() - chrono::Duration::days(RETENTION_DAYS)),
+                _ = shutdown.changed() => break,
             }
-            _ = decide_tick.tick() => publish(&model, &policy, &shared, true),
-            _ = shutdown.changed() => break,
         }
     }
 }
 
 /// Rebuilds the snapshot; with `decide`, takes fresh decisions too.
-fn publish(model: &Deployment, policy: &Policy, shared: &Shared, decide: bool) {
+fn publish(
+    model: &Deployment,
+    policy: &Policy,
+    restarted: &BTreeMap<String, DateTime<Utc>>,
+    shared: &Shared,
+    decide: bool,
+) {
     let now = Utc::now();
     let previous = shared.snapshot();
     let decisions =
-        if decide { policy::decide(model, policy, &BTreeMap::new(), false, now) } else { previous.decisions.clone() };
+        if decide { policy::decide(model, policy, restarted, false, now) } else { previous.decisions.clone() };
     let webbridges = model
         .webbridges()
         .filter_map(|state| {

@@ -5,24 +5,58 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
 use super::guard::Shared;
+use super::history::History;
+
+#[derive(Clone)]
+struct Web {
+    shared: Arc<Shared>,
+    history: History,
+}
 
 /// The router.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Shared>, history: History) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
+        .route("/api/history", get(history_handler))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(shared)
+        .with_state(Web { shared, history })
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+#[derive(serde::Deserialize)]
+struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `/api/history?from=RFC3339&to=RFC3339` (default: the last day).
+async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> axum::response::Response {
+    let parse = |text: &Option<String>, default: chrono::DateTime<chrono::Utc>| match text {
+        None => Ok(default),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| format!("'{t}' is not an RFC 3339 time")),
+    };
+    let now = chrono::Utc::now();
+    let (from, to) = match (parse(&range.from, now - chrono::Duration::days(1)), parse(&range.to, now)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(why), _) | (_, Err(why)) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    };
+    match web.history.read(from, to).await {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    }
+}
+
+async fn status(State(web): State<Web>) -> impl IntoResponse {
+    let shared = web.shared;
     let snapshot = shared.snapshot();
     let mut value = serde_json::to_value(&*snapshot).unwrap_or_default();
     value["syslog_messages"] =
@@ -46,7 +80,8 @@ fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(web): State<Web>) -> impl IntoResponse {
+    let shared = web.shared;
     let snapshot = shared.snapshot();
     let mut out = String::new();
     let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {

@@ -9,6 +9,7 @@
 //! This release observes: it decides and reports, and does not act yet.
 
 mod guard;
+mod history;
 mod http;
 mod ingest;
 
@@ -67,16 +68,27 @@ pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
         }
         None => AllowList(None),
     };
-    if let Some(dir) = &args.state_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let state_dir = match (&args.state_dir, &args.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(path)) => crate::config::load(Some(path))?.1.state_dir,
+        (None, None) => crate::config::default_state_dir(),
+    };
+    let store = crate::store::Store::open(&state_dir)?;
+    let (history, restarted) = history::History::start(store, chrono::Duration::days(guard::RETENTION_DAYS))?;
     let policy = Policy { mode: Mode::Observe, ..Policy::default() };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(listens, listen_http, allow, policy))?;
+    runtime.block_on(serve(listens, listen_http, allow, policy, history, restarted))?;
     Ok(Outcome::Success)
 }
 
-async fn serve(listens: Vec<Listen>, listen_http: SocketAddr, allow: AllowList, policy: Policy) -> anyhow::Result<()> {
+async fn serve(
+    listens: Vec<Listen>,
+    listen_http: SocketAddr,
+    allow: AllowList,
+    policy: Policy,
+    history: history::History,
+    restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (queue, messages) = mpsc::channel(QUEUE);
     let counters = Arc::new(ingest::IngestCounters::default());
@@ -91,7 +103,9 @@ async fn serve(listens: Vec<Listen>, listen_http: SocketAddr, allow: AllowList, 
     }
     drop(intake);
     let shared = Arc::new(guard::Shared::new(policy.mode, counters));
-    tasks.spawn(guard::run(messages, policy, chrono_tz::Tz::UTC, shared.clone(), shutdown_rx.clone()));
+    let guard =
+        guard::Guard { policy, zone: chrono_tz::Tz::UTC, shared: shared.clone(), history: history.clone(), restarted };
+    tasks.spawn(guard.run(messages, shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(listen_http)
         .await
         .with_context(|| format!("cannot listen on http://{listen_http}"))?;
@@ -99,7 +113,7 @@ async fn serve(listens: Vec<Listen>, listen_http: SocketAddr, allow: AllowList, 
     println!("{}", serde_json::to_string(&endpoints)?);
     let mut http_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {
-        let _ = axum::serve(listener, http::router(shared))
+        let _ = axum::serve(listener, http::router(shared, history))
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             })

@@ -15,30 +15,32 @@ struct Guard {
     child: Child,
     syslog: Vec<String>,
     http: SocketAddr,
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Guard {
+    /// A guard on free ports, with its state in a fresh directory unless
+    /// `extra` names one.
     fn start(extra: &[&str]) -> Guard {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wbguard"))
-            .args([
-                "watch",
-                "--listen-syslog",
-                "udp://127.0.0.1:0",
-                "--listen-syslog",
-                "tcp://127.0.0.1:0",
-                "--listen-http",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wbguard"));
+        command.arg("watch");
+        for (flag, value) in [
+            ("--listen-syslog", "udp://127.0.0.1:0"),
+            ("--listen-syslog", "tcp://127.0.0.1:0"),
+            ("--listen-http", "127.0.0.1:0"),
+        ] {
+            command.args([flag, value]);
+        }
+        if let Some(state) = &state {
+            command.arg("--state-dir").arg(state.path());
+        }
+        let mut child = command.args(extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let endpoints: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         let syslog = endpoints["syslog"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        Guard { child, syslog, http: endpoints["http"].as_str().unwrap().parse().unwrap() }
+        Guard { child, syslog, http: endpoints["http"].as_str().unwrap().parse().unwrap(), _state: state }
     }
 
     fn port(&self, scheme: &str) -> String {
@@ -220,4 +222,35 @@ fn the_simulators_syslog_gives_the_truths_numbers() {
         assert_eq!(active, server["webbridge"]["active"].as_f64(), "{name}");
     }
     runtime.block_on(running.stop());
+}
+
+#[test]
+fn history_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let guard = Guard::start(&["--state-dir", s(&state)]);
+    let udp = guard.port("udp");
+    logger(
+        &["--rfc3164", "-d", "-n", "127.0.0.1", "-P", &udp, "-t", "webbridge"],
+        "INFO : [DEBUGGING] Stats 11, c:9, d:2",
+    );
+    let host = hostname();
+    let short = host.split('.').next().unwrap().to_owned();
+    assert_eq!(guard.metric(&format!("wbguard_webbridge_active_sessions{{webbridge=\"{short}\"}}")), Some(11.0));
+    // Samples reach the disk within a decision round (5 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !guard.get("/api/history").contains("\"active\":11") {
+        assert!(Instant::now() < deadline, "{}", guard.get("/api/history"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut guard = guard;
+    guard.child.kill().unwrap(); // SIGKILL: no goodbye
+    let _ = guard.child.wait();
+    drop(guard);
+    let again = Guard::start(&["--state-dir", s(&state)]);
+    let history: Value = serde_json::from_str(&again.get("/api/history")).unwrap();
+    let samples = history["samples"].as_array().unwrap();
+    assert!(samples.iter().any(|s| s["active"] == 11 && s["kind"] == "webbridge"), "{history}");
+    assert!(again.get("/api/history?from=yesterday").contains("not an RFC 3339 time"));
+    assert!(state.join("wbguard.sqlite").exists());
 }

@@ -1,0 +1,317 @@
+//! The guard's history in SQLite: samples, estimates, decisions, restarts
+//! and alerts, kept for `retention` and readable with the `sqlite3` tool.
+//!
+//! Crash safety: WAL with `synchronous = FULL`, so a committed row survives
+//! a power cut. Restarts are journaled: the *intent* is committed before
+//! the command is sent and the *outcome* after, so a guard killed in between
+//! finds the unfinished intent when it starts again ([`Store::unfinished`])
+//! and treats it as a restart that may have happened: never repeated blindly,
+//! never forgotten. Tables are STRICT; the schema version lives in
+//! `PRAGMA user_version` and migrations run in order at open.
+
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+/// The file name inside the state directory.
+pub const FILE: &str = "wbguard.sqlite";
+
+/// Each entry migrates from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE samples (
+        time_ms INTEGER NOT NULL, host TEXT NOT NULL, kind TEXT NOT NULL,
+        active INTEGER, connections INTEGER, disconnections INTEGER,
+        cma_current INTEGER, cma_peak INTEGER
+     ) STRICT;
+     CREATE INDEX samples_time ON samples (time_ms);
+     CREATE TABLE estimates (
+        time_ms INTEGER NOT NULL, webbridge TEXT NOT NULL, active INTEGER NOT NULL,
+        leaked_lower INTEGER NOT NULL, leaked_upper INTEGER NOT NULL, droppable_upper INTEGER NOT NULL,
+        lockout_forecast_ms INTEGER
+     ) STRICT;
+     CREATE INDEX estimates_time ON estimates (time_ms);
+     CREATE TABLE decisions (
+        time_ms INTEGER NOT NULL, webbridge TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL, numbers TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX decisions_time ON decisions (time_ms);
+     CREATE TABLE restarts (
+        id INTEGER PRIMARY KEY, webbridge TEXT NOT NULL, reason TEXT NOT NULL,
+        intent_ms INTEGER NOT NULL, finished_ms INTEGER, result TEXT, detail TEXT
+     ) STRICT;
+     CREATE INDEX restarts_time ON restarts (intent_ms);
+     CREATE TABLE alerts (
+        time_ms INTEGER NOT NULL, webbridge TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
+     ) STRICT;",
+];
+
+/// A sample as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// When it was logged.
+    pub time: DateTime<Utc>,
+    /// The server.
+    pub host: String,
+    /// `webbridge` or `callbridge`.
+    pub kind: &'static str,
+    /// Web bridge: active sessions.
+    pub active: Option<u32>,
+    /// Call bridge: CMA now.
+    pub cma_current: Option<u32>,
+    /// Call bridge: CMA peak.
+    pub cma_peak: Option<u32>,
+}
+
+/// A restart journaled but never finished: the guard stopped in between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unfinished {
+    /// Journal id.
+    pub id: i64,
+    /// The web bridge.
+    pub webbridge: String,
+    /// When it was decided.
+    pub intent: DateTime<Utc>,
+}
+
+/// The history database.
+pub struct Store {
+    connection: Connection,
+}
+
+fn ms(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creates) the database in `dir` and migrates it.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(FILE);
+        let connection = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .context("setting up SQLite")?;
+        let mut store = Store { connection };
+        store.migrate().with_context(|| format!("migrating {}", path.display()))?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> anyhow::Result<()> {
+        let version: usize = self.connection.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+        anyhow::ensure!(version <= MIGRATIONS.len(), "the database is from a newer wbguard (schema {version})");
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            let transaction = self.connection.transaction()?;
+            transaction.execute_batch(migration)?;
+            transaction.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+            transaction.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Stores samples in one transaction.
+    pub fn record_samples(&mut self, samples: &[Sample]) -> anyhow::Result<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO samples (time_ms, host, kind, active, cma_current, cma_peak) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for s in samples {
+                insert.execute(params![ms(s.time), s.host, s.kind, s.active, s.cma_current, s.cma_peak])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Stores a decision with the numbers behind it (as JSON).
+    pub fn record_decision(
+        &mut self,
+        at: DateTime<Utc>,
+        webbridge: &str,
+        action: &str,
+        reason: &str,
+        numbers: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.connection.execute(
+            "INSERT INTO decisions (time_ms, webbridge, action, reason, numbers) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ms(at), webbridge, action, reason, numbers.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Journals the intent to restart, durably, before the command goes out.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "enforce mode journals its restarts; observe mode never restarts")
+    )]
+    pub fn restart_intent(&mut self, webbridge: &str, reason: &str, at: DateTime<Utc>) -> anyhow::Result<i64> {
+        self.connection.execute(
+            "INSERT INTO restarts (webbridge, reason, intent_ms) VALUES (?1, ?2, ?3)",
+            params![webbridge, reason, ms(at)],
+        )?;
+        Ok(self.connection.last_insert_rowid())
+    }
+
+    /// Journals how a restart ended.
+    pub fn restart_outcome(
+        &mut self,
+        id: i64,
+        result: &str,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let changed = self.connection.execute(
+            "UPDATE restarts SET finished_ms = ?2, result = ?3, detail = ?4 WHERE id = ?1 AND finished_ms IS NULL",
+            params![id, ms(at), result, detail],
+        )?;
+        anyhow::ensure!(changed == 1, "restart {id} is not an open intent");
+        Ok(())
+    }
+
+    /// Intents without an outcome: restarts the guard may have made before
+    /// it stopped.
+    pub fn unfinished(&self) -> anyhow::Result<Vec<Unfinished>> {
+        let mut query = self
+            .connection
+            .prepare("SELECT id, webbridge, intent_ms FROM restarts WHERE finished_ms IS NULL ORDER BY id")?;
+        let rows = query.query_map([], |row| {
+            Ok(Unfinished { id: row.get(0)?, webbridge: row.get(1)?, intent: time(row.get(2)?) })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest restart of each web bridge the guard made or may have
+    /// made: the minimum interval counts them across guard restarts.
+    pub fn last_restarts(&self) -> anyhow::Result<std::collections::BTreeMap<String, DateTime<Utc>>> {
+        let mut query = self.connection.prepare("SELECT webbridge, MAX(intent_ms) FROM restarts GROUP BY webbridge")?;
+        let rows = query.query_map([], |row| Ok((row.get::<_, String>(0)?, time(row.get(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records an alert.
+    pub fn alert(
+        &mut self,
+        at: DateTime<Utc>,
+        webbridge: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        self.connection.execute(
+            "INSERT INTO alerts (time_ms, webbridge, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![ms(at), webbridge, kind, message],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes what is older than `before` (restarts still open are kept).
+    pub fn prune(&mut self, before: DateTime<Utc>) -> anyhow::Result<usize> {
+        let cutoff = ms(before);
+        let transaction = self.connection.transaction()?;
+        let mut removed = 0;
+        for table in ["samples", "estimates", "decisions", "alerts"] {
+            removed += transaction.execute(&format!("DELETE FROM {table} WHERE time_ms < ?1"), params![cutoff])?;
+        }
+        removed += transaction
+            .execute("DELETE FROM restarts WHERE intent_ms < ?1 AND finished_ms IS NOT NULL", params![cutoff])?;
+        transaction.commit()?;
+        Ok(removed)
+    }
+
+    /// Samples and restarts between `from` and `to`, for `/api/history`.
+    pub fn history(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<serde_json::Value> {
+        let mut samples = self.connection.prepare_cached(
+            "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM samples WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
+        )?;
+        let samples: Vec<serde_json::Value> = samples
+            .query_map(params![ms(from), ms(to)], |row| {
+                Ok(serde_json::json!({
+                    "time": time(row.get(0)?), "host": row.get::<_, String>(1)?, "kind": row.get::<_, String>(2)?,
+                    "active": row.get::<_, Option<i64>>(3)?, "cma_current": row.get::<_, Option<i64>>(4)?, "cma_peak": row.get::<_, Option<i64>>(5)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut restarts = self.connection.prepare_cached(
+            "SELECT id, webbridge, reason, intent_ms, finished_ms, result, detail FROM restarts WHERE intent_ms >= ?1 AND intent_ms <= ?2 ORDER BY id",
+        )?;
+        let restarts: Vec<serde_json::Value> = restarts
+            .query_map(params![ms(from), ms(to)], |row| {
+                Ok(serde_json::json!({
+                    "id": row.get::<_, i64>(0)?, "webbridge": row.get::<_, String>(1)?, "reason": row.get::<_, String>(2)?,
+                    "intent": time(row.get(3)?), "finished": row.get::<_, Option<i64>>(4)?.map(time),
+                    "result": row.get::<_, Option<String>>(5)?, "detail": row.get::<_, Option<String>>(6)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(serde_json::json!({"from": from, "to": to, "samples": samples, "restarts": restarts}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_710_000_000 + minute * 60, 0).unwrap()
+    }
+
+    #[test]
+    fn a_journal_survives_a_crash_between_intent_and_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path()).unwrap();
+            let done = store.restart_intent("cms1", "leak", at(0)).unwrap();
+            store.restart_outcome(done, "restarted", None, at(1)).unwrap();
+            store.restart_intent("cms2", "at limit", at(5)).unwrap();
+            // The guard is killed here: no outcome for cms2.
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        let open = store.unfinished().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].webbridge.as_str(), open[0].intent), ("cms2", at(5)));
+        assert_eq!(store.last_restarts().unwrap().get("cms2"), Some(&at(5)));
+        store.restart_outcome(open[0].id, "interrupted", Some("the guard stopped"), at(10)).unwrap();
+        assert!(store.unfinished().unwrap().is_empty());
+        assert!(store.restart_outcome(open[0].id, "again", None, at(11)).is_err());
+    }
+
+    #[test]
+    fn wal_strict_tables_history_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mode: String = store.connection.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store.connection.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "FULL");
+        // STRICT: a string where an integer belongs is refused.
+        assert!(store
+            .connection
+            .execute("INSERT INTO samples (time_ms, host, kind) VALUES ('soon', 'h', 'k')", [])
+            .is_err());
+        let sample = |minute, active| Sample {
+            time: at(minute),
+            host: "cms1".into(),
+            kind: "webbridge",
+            active: Some(active),
+            cma_current: None,
+            cma_peak: None,
+        };
+        store.record_samples(&[sample(0, 5), sample(60, 6), sample(120, 7)]).unwrap();
+        store.record_decision(at(60), "cms1", "none", "not needed", &serde_json::json!({"active": 6})).unwrap();
+        let history = store.history(at(30), at(200)).unwrap();
+        assert_eq!(history["samples"].as_array().unwrap().len(), 2);
+        assert_eq!(store.prune(at(90)).unwrap(), 3);
+        assert_eq!(store.history(at(0), at(200)).unwrap()["samples"].as_array().unwrap().len(), 1);
+        drop(store);
+        // Reopening does not migrate again.
+        let store = Store::open(dir.path()).unwrap();
+        let version: i64 = store.connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+}

@@ -1,0 +1,115 @@
+//! The guard's writer: one thread owns the SQLite store, so that disk
+//! writes never stall the async tasks. Commands come through a bounded
+//! queue; when it is full, samples are dropped and counted (the model has
+//! them already), while decisions and restarts wait for a place.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::oneshot;
+
+use crate::store::{Sample, Store};
+
+/// Commands queued for the writer.
+const QUEUE: usize = 10_000;
+
+enum Command {
+    Samples(Vec<Sample>),
+    Decision { at: DateTime<Utc>, webbridge: String, action: String, reason: String, numbers: serde_json::Value },
+    Prune(DateTime<Utc>),
+    History { from: DateTime<Utc>, to: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<serde_json::Value>> },
+}
+
+/// The handle the guard and the HTTP side use.
+#[derive(Clone)]
+pub struct History {
+    queue: SyncSender<Command>,
+    /// Sample batches dropped because the writer was behind.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl History {
+    /// Opens the store, closes journal entries left open by a previous run
+    /// (they may have happened: the minimum interval counts them), and
+    /// starts the writer thread.
+    /// Returns the handle and the last restart of each web bridge.
+    pub fn start(store: Store, retention: Duration) -> anyhow::Result<(History, BTreeMap<String, DateTime<Utc>>)> {
+        let (queue, commands) = sync_channel(QUEUE);
+        let mut store = store;
+        for open in store.unfinished()? {
+            let message = format!(
+                "restart {} of {} decided at {} was interrupted; it may have happened",
+                open.id, open.webbridge, open.intent
+            );
+            eprintln!("wbguard: {message}");
+            store.restart_outcome(
+                open.id,
+                "interrupted",
+                Some("the guard stopped before the outcome was known"),
+                Utc::now(),
+            )?;
+            store.alert(Utc::now(), Some(&open.webbridge), "restart_interrupted", &message)?;
+        }
+        store.prune(Utc::now() - retention)?;
+        let last_restarts = store.last_restarts()?;
+        std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands))?;
+        Ok((History { queue, dropped: Arc::new(AtomicU64::new(0)) }, last_restarts))
+    }
+
+    /// Queues samples; drops them (counted) when the writer is behind.
+    pub fn samples(&self, samples: Vec<Sample>) {
+        if samples.is_empty() {
+            return;
+        }
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(Command::Samples(samples)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a decision (waits for a place: decisions are never dropped).
+    pub fn decision(&self, at: DateTime<Utc>, webbridge: &str, action: &str, reason: &str, numbers: serde_json::Value) {
+        let _ = self.queue.send(Command::Decision {
+            at,
+            webbridge: webbridge.into(),
+            action: action.into(),
+            reason: reason.into(),
+            numbers,
+        });
+    }
+
+    /// Deletes history older than `before`.
+    pub fn prune(&self, before: DateTime<Utc>) {
+        let _ = self.queue.try_send(Command::Prune(before));
+    }
+
+    /// Reads the history between `from` and `to`.
+    pub async fn read(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<serde_json::Value> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::History { from, to, reply })
+            .map_err(|_| anyhow::anyhow!("the history writer stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the history writer stopped"))?
+    }
+}
+
+fn write(mut store: Store, commands: Receiver<Command>) {
+    for command in commands {
+        let outcome = match command {
+            Command::Samples(samples) => store.record_samples(&samples),
+            Command::Decision { at, webbridge, action, reason, numbers } => {
+                store.record_decision(at, &webbridge, &action, &reason, &numbers)
+            }
+            Command::Prune(before) => store.prune(before).map(|_| ()),
+            Command::History { from, to, reply } => {
+                let _ = reply.send(store.history(from, to));
+                Ok(())
+            }
+        };
+        if let Err(error) = outcome {
+            eprintln!("wbguard: history: {error:#}");
+        }
+    }
+}
