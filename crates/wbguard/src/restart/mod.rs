@@ -9,7 +9,7 @@
 
 mod log;
 mod progress;
-mod verify;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use verify::Verification;
 
 /// How one server's restart ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Attempt {
+pub(crate) enum Attempt {
     /// Restarted, and seen back (or nothing to check).
     Restarted { verification: Verification },
     /// Not attempted: release 3.x, or not safe.
@@ -290,7 +290,7 @@ fn record(
 }
 
 /// One server: connect, check the release, restart, verify.
-async fn restart_one(
+pub(crate) async fn restart_one(
     server: &Server,
     config: &Config,
     include_webbridge3: bool,

@@ -147,10 +147,6 @@ impl Store {
     }
 
     /// Journals the intent to restart, durably, before the command goes out.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "enforce mode journals its restarts; observe mode never restarts")
-    )]
     pub fn restart_intent(&mut self, webbridge: &str, reason: &str, at: DateTime<Utc>) -> anyhow::Result<i64> {
         self.connection.execute(
             "INSERT INTO restarts (webbridge, reason, intent_ms) VALUES (?1, ?2, ?3)",
@@ -249,7 +245,20 @@ impl Store {
                 }))
             })?
             .collect::<Result<_, _>>()?;
-        Ok(serde_json::json!({"from": from, "to": to, "samples": samples, "restarts": restarts}))
+        let mut decisions = self.connection.prepare_cached(
+            "SELECT time_ms, webbridge, action, reason FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
+        )?;
+        let decisions: Vec<serde_json::Value> = decisions
+            .query_map(params![ms(from), ms(to)], |row| {
+                Ok(serde_json::json!({
+                    "time": time(row.get(0)?), "webbridge": row.get::<_, String>(1)?,
+                    "action": row.get::<_, String>(2)?, "reason": row.get::<_, String>(3)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(
+            serde_json::json!({"from": from, "to": to, "samples": samples, "restarts": restarts, "decisions": decisions}),
+        )
     }
 }
 

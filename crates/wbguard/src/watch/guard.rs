@@ -24,7 +24,7 @@ use super::ingest::{IngestCounters, Message};
 use crate::store::Sample;
 
 /// How often decisions are taken.
-const DECIDE_EVERY: Duration = Duration::from_secs(5);
+const DECIDE_EVERY: Duration = Duration::from_secs(1);
 /// How long history is kept.
 pub const RETENTION_DAYS: i64 = 90;
 
@@ -118,12 +118,33 @@ pub struct Shared {
     pub parse: ParseCounters,
     /// Ingest outcomes.
     pub ingest: Arc<IngestCounters>,
+    /// Restarts by web bridge and result, for `wbguard_restarts_total`.
+    pub restarts: std::sync::Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Shared {
     /// A fresh state for `mode`.
     pub fn new(mode: Mode, ingest: Arc<IngestCounters>) -> Shared {
-        Shared { snapshot: RwLock::new(Arc::new(Snapshot::empty(mode))), parse: ParseCounters::default(), ingest }
+        Shared {
+            snapshot: RwLock::new(Arc::new(Snapshot::empty(mode))),
+            parse: ParseCounters::default(),
+            ingest,
+            restarts: Default::default(),
+        }
+    }
+
+    /// Counts one restart outcome.
+    pub fn count_restart(&self, webbridge: &str, result: &str) {
+        *self.restarts.lock().expect("never poisoned").entry((webbridge.to_owned(), result.to_owned())).or_default() +=
+            1;
+    }
+
+    /// Replaces the latest decisions (after enforcement adjusted them).
+    pub fn set_decisions(&self, decisions: Vec<Decision>) {
+        let mut slot = self.snapshot.write().expect("the snapshot lock is never poisoned");
+        let mut snapshot = (**slot).clone();
+        snapshot.decisions = decisions;
+        *slot = Arc::new(snapshot);
     }
 
     /// The latest snapshot.
@@ -144,12 +165,21 @@ pub struct Guard {
     pub history: History,
     /// The last restart the guard made (or may have made) of each web bridge.
     pub restarted: BTreeMap<String, DateTime<Utc>>,
+    /// In enforce mode: the servers to restart.
+    pub enforce: Option<crate::config::Config>,
 }
 
 impl Guard {
     /// Runs the guard until the queue closes or `shutdown` turns true.
     pub async fn run(self, mut messages: mpsc::Receiver<Message>, mut shutdown: watch::Receiver<bool>) {
-        let Guard { policy, zone, shared, history, restarted } = self;
+        let Guard { policy, zone, shared, history, mut restarted, enforce } = self;
+        let (mut enforcer, mut finished) = match enforce {
+            Some(config) => {
+                let (enforcer, finished) = super::enforce::Enforcer::new(config, history.clone());
+                (Some(enforcer), finished)
+            }
+            None => (None, mpsc::channel(1).1),
+        };
         let mut model = Deployment::new(ModelConfig::default());
         let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
         let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
@@ -161,8 +191,11 @@ impl Guard {
             tokio::select! {
                 message = messages.recv() => {
                     let Some(message) = message else { break };
-                    // A line without a host is named by where it came from.
-                    let ctx = ParseContext { zone, reference: Utc::now(), default_host: Some(message.source.to_string()) };
+                    // A line without a host is named by where it came from; a
+                    // year is inferred against the data's own time when it runs
+                    // ahead of the clock (as a fast simulator's does).
+                    let reference = data_now(&model);
+                    let ctx = ParseContext { zone, reference, default_host: Some(message.source.to_string()) };
                     match parse_line(&message.bytes, &ctx) {
                         Ok(Some(record)) => {
                             shared.parse.parsed.fetch_add(1, Ordering::Relaxed);
@@ -175,20 +208,42 @@ impl Guard {
                     }
                     // Keep the status current without rebuilding it per message.
                     if dirty && messages.is_empty() {
-                        publish(&model, &policy, &restarted, &shared, false);
+                        publish(&model, &policy, &restarted, &shared, None);
                         history.samples(std::mem::take(&mut samples));
                         dirty = false;
                     }
                 }
+                Some(done) = finished.recv() => {
+                    if let Some(enforcer) = enforcer.as_mut() {
+                        let webbridge = done_webbridge(&done);
+                        let result = enforcer.finished(done, data_now(&model));
+                        shared.count_restart(&webbridge, result);
+                    }
+                }
                 _ = decide_tick.tick() => {
-                    publish(&model, &policy, &restarted, &shared, true);
+                    let now = data_now(&model);
+                    let busy = enforcer.as_ref().is_some_and(|e| e.busy);
+                    publish(&model, &policy, &restarted, &shared, Some(busy));
+                    if let Some(enforcer) = enforcer.as_mut() {
+                        let (seen, unseen) = enforcer.verify(&model, now);
+                        for webbridge in &seen {
+                            shared.count_restart(webbridge, "verified");
+                        }
+                        for webbridge in &unseen {
+                            shared.count_restart(webbridge, "unverified");
+                        }
+                        let mut decisions = shared.snapshot().decisions.clone();
+                        enforcer.hold_backed_off(&mut decisions, now);
+                        enforcer.act(&decisions, now, &mut restarted).await;
+                        shared.set_decisions(decisions);
+                    }
                     history.samples(std::mem::take(&mut samples));
                     for decision in &shared.snapshot().decisions {
                         let key = (decision.action, decision.reason.clone());
                         if recorded.get(&decision.webbridge) != Some(&key) {
                             let numbers = serde_json::to_value(decision).unwrap_or_default();
                             let action = serde_json::to_value(decision.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                            history.decision(Utc::now(), &decision.webbridge, &action, &decision.reason, numbers);
+                            history.decision(now, &decision.webbridge, &action, &decision.reason, numbers);
                             recorded.insert(decision.webbridge.clone(), key);
                         }
                     }
@@ -200,18 +255,32 @@ impl Guard {
     }
 }
 
-/// Rebuilds the snapshot; with `decide`, takes fresh decisions too.
+/// The guard's "now": the wall clock, or the data's time when the data runs
+/// ahead of it (a simulator at high speed, a server's clock ahead).
+fn data_now(model: &Deployment) -> DateTime<Utc> {
+    let wall = Utc::now();
+    model.latest().map_or(wall, |latest| latest.max(wall))
+}
+
+fn done_webbridge(done: &super::enforce::Finished) -> String {
+    done.webbridge().to_owned()
+}
+
+/// Rebuilds the snapshot; with `decide` (whether a restart is in flight),
+/// takes fresh decisions too.
 fn publish(
     model: &Deployment,
     policy: &Policy,
     restarted: &BTreeMap<String, DateTime<Utc>>,
     shared: &Shared,
-    decide: bool,
+    decide: Option<bool>,
 ) {
-    let now = Utc::now();
+    let now = data_now(model);
     let previous = shared.snapshot();
-    let decisions =
-        if decide { policy::decide(model, policy, restarted, false, now) } else { previous.decisions.clone() };
+    let decisions = match decide {
+        Some(busy) => policy::decide(model, policy, restarted, busy, now),
+        None => previous.decisions.clone(),
+    };
     let webbridges = model
         .webbridges()
         .filter_map(|state| {

@@ -20,6 +20,9 @@ enum Command {
     Samples(Vec<Sample>),
     Decision { at: DateTime<Utc>, webbridge: String, action: String, reason: String, numbers: serde_json::Value },
     Prune(DateTime<Utc>),
+    Intent { webbridge: String, reason: String, at: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<i64>> },
+    Outcome { id: i64, result: String, detail: Option<String>, at: DateTime<Utc> },
+    Alert { at: DateTime<Utc>, webbridge: Option<String>, kind: String, message: String },
     History { from: DateTime<Utc>, to: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<serde_json::Value>> },
 }
 
@@ -80,6 +83,27 @@ impl History {
         });
     }
 
+    /// Journals the intent to restart; returns once it is on disk.
+    pub async fn intent(&self, webbridge: &str, reason: &str, at: DateTime<Utc>) -> anyhow::Result<i64> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Intent { webbridge: webbridge.into(), reason: reason.into(), at, reply };
+        self.queue.send(command).map_err(|_| anyhow::anyhow!("the history writer stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the history writer stopped"))?
+    }
+
+    /// Journals how a restart ended.
+    pub fn outcome(&self, id: i64, result: &str, detail: Option<String>, at: DateTime<Utc>) {
+        let _ = self.queue.send(Command::Outcome { id, result: result.into(), detail, at });
+    }
+
+    /// Records an alert.
+    pub fn alert(&self, at: DateTime<Utc>, webbridge: Option<&str>, kind: &str, message: &str) {
+        eprintln!("wbguard: alert: {message}");
+        let command =
+            Command::Alert { at, webbridge: webbridge.map(str::to_owned), kind: kind.into(), message: message.into() };
+        let _ = self.queue.send(command);
+    }
+
     /// Deletes history older than `before`.
     pub fn prune(&self, before: DateTime<Utc>) {
         let _ = self.queue.try_send(Command::Prune(before));
@@ -103,6 +127,12 @@ fn write(mut store: Store, commands: Receiver<Command>) {
                 store.record_decision(at, &webbridge, &action, &reason, &numbers)
             }
             Command::Prune(before) => store.prune(before).map(|_| ()),
+            Command::Intent { webbridge, reason, at, reply } => {
+                let _ = reply.send(store.restart_intent(&webbridge, &reason, at));
+                Ok(())
+            }
+            Command::Outcome { id, result, detail, at } => store.restart_outcome(id, &result, detail.as_deref(), at),
+            Command::Alert { at, webbridge, kind, message } => store.alert(at, webbridge.as_deref(), &kind, &message),
             Command::History { from, to, reply } => {
                 let _ = reply.send(store.history(from, to));
                 Ok(())

@@ -145,7 +145,7 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
     );
     family(
         "wbguard_restarts_total",
-        "Web bridge restarts, by result (observed: seen in the logs, whoever made them).",
+        "Web bridge restarts, by result: observed (seen in the logs, whoever made them); restarted, failed, refused, skipped, verified, unverified (the guard's own).",
         "counter",
         snapshot
             .webbridges
@@ -153,6 +153,9 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
             .map(|w| {
                 (format!("{{webbridge=\"{}\",result=\"observed\"}}", label(&w.webbridge)), w.restarts.len().to_string())
             })
+            .chain(shared.restarts.lock().expect("never poisoned").iter().map(|((webbridge, result), n)| {
+                (format!("{{webbridge=\"{}\",result=\"{}\"}}", label(webbridge), label(result)), n.to_string())
+            }))
             .collect(),
     );
     family(

@@ -6,8 +6,10 @@
 //! core's policy; the HTTP side ([`http`]) serves what it knows. One
 //! shutdown signal (SIGTERM or SIGINT) stops every stage.
 //!
-//! This release observes: it decides and reports, and does not act yet.
+//! In observe mode (the default) it decides and reports; in enforce mode it
+//! also acts, one restart at a time, through [`enforce`].
 
+mod enforce;
 mod guard;
 mod history;
 mod http;
@@ -38,11 +40,13 @@ struct Endpoints {
 
 /// Runs `wbguard watch`.
 pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
-    if args.mode.as_deref() == Some("enforce") {
-        anyhow::bail!("--mode enforce is not available in this release: the guard observes (decides and reports) only");
-    }
-    if let Some(mode) = args.mode.as_deref().filter(|m| *m != "observe") {
-        anyhow::bail!("--mode {mode}: use observe or enforce");
+    let mode = match args.mode.as_deref() {
+        None | Some("observe") => Mode::Observe,
+        Some("enforce") => Mode::Enforce,
+        Some(other) => anyhow::bail!("--mode {other}: use observe or enforce"),
+    };
+    if mode == Mode::Enforce && args.config.is_none() {
+        anyhow::bail!("--mode enforce needs --config: the servers to restart and the sources allowed to send syslog");
     }
     let listens: Vec<Listen> = if args.listen_syslog.is_empty() {
         vec!["udp://127.0.0.1:5514".parse().expect("valid"), "tcp://127.0.0.1:5514".parse().expect("valid")]
@@ -55,9 +59,9 @@ pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
     let listen_http: SocketAddr =
         args.listen_http.parse().with_context(|| format!("--listen-http {}: not ADDR:PORT", args.listen_http))?;
     // With a configuration, only its servers may send; without, anyone (observe only).
-    let allow = match &args.config {
-        Some(path) => {
-            let (_, config) = crate::config::load(Some(path))?;
+    let config = args.config.as_ref().map(|path| crate::config::load(Some(path)).map(|(_, c)| c)).transpose()?;
+    let allow = match &config {
+        Some(config) => {
             let mut addresses = Vec::new();
             for server in &config.servers {
                 let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(server.host.as_str(), server.port))
@@ -68,16 +72,17 @@ pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
         }
         None => AllowList(None),
     };
-    let state_dir = match (&args.state_dir, &args.config) {
+    let state_dir = match (&args.state_dir, &config) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(path)) => crate::config::load(Some(path))?.1.state_dir,
+        (None, Some(config)) => config.state_dir.clone(),
         (None, None) => crate::config::default_state_dir(),
     };
     let store = crate::store::Store::open(&state_dir)?;
     let (history, restarted) = history::History::start(store, chrono::Duration::days(guard::RETENTION_DAYS))?;
-    let policy = Policy { mode: Mode::Observe, ..Policy::default() };
+    let policy = Policy { mode, ..Policy::default() };
+    let enforce = config.filter(|_| mode == Mode::Enforce);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(listens, listen_http, allow, policy, history, restarted))?;
+    runtime.block_on(serve(listens, listen_http, allow, policy, history, restarted, enforce))?;
     Ok(Outcome::Success)
 }
 
@@ -88,6 +93,7 @@ async fn serve(
     policy: Policy,
     history: history::History,
     restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    enforce: Option<crate::config::Config>,
 ) -> anyhow::Result<()> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (queue, messages) = mpsc::channel(QUEUE);
@@ -103,8 +109,9 @@ async fn serve(
     }
     drop(intake);
     let shared = Arc::new(guard::Shared::new(policy.mode, counters));
-    let guard =
-        guard::Guard { policy, zone: chrono_tz::Tz::UTC, shared: shared.clone(), history: history.clone(), restarted };
+    let mode = policy.mode;
+    let zone = chrono_tz::Tz::UTC;
+    let guard = guard::Guard { policy, zone, shared: shared.clone(), history: history.clone(), restarted, enforce };
     tasks.spawn(guard.run(messages, shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(listen_http)
         .await
@@ -120,7 +127,7 @@ async fn serve(
             .await;
     });
     eprintln!(
-        "wbguard: watching (observe mode): syslog on {}, status on http://{}",
+        "wbguard: watching ({mode:?} mode): syslog on {}, status on http://{}",
         endpoints.syslog.join(", "),
         endpoints.http
     );

@@ -152,7 +152,7 @@ fn a_source_not_on_the_allow_list_is_counted_and_ignored() {
 fn enforce_mode_is_refused_until_it_can_act() {
     let out = Command::new(env!("CARGO_BIN_EXE_wbguard")).args(["watch", "--mode", "enforce"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("observes"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --config"));
 }
 
 #[test]
@@ -253,4 +253,144 @@ fn history_survives_sigkill() {
     assert!(samples.iter().any(|s| s["active"] == 11 && s["kind"] == "webbridge"), "{history}");
     assert!(again.get("/api/history?from=yesterday").contains("not an RFC 3339 time"));
     assert!(state.join("wbguard.sqlite").exists());
+}
+
+/// A simulated deployment sending its syslog to a guard, and the guard's
+/// configuration for it.
+fn simulated(
+    guard_syslog: &str,
+    servers: usize,
+    speed: f64,
+    leak: f64,
+    dir: &std::path::Path,
+) -> (tokio::runtime::Runtime, cms_sim::live::Running, std::path::PathBuf) {
+    use cms_sim::live::{self, Credentials, LiveConfig};
+    use cms_sim::scenario::Scenario;
+
+    let key = dir.join("id");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success());
+    let public = std::fs::read_to_string(dir.join("id.pub")).unwrap();
+    let mut scenario = Scenario::with_servers(servers);
+    scenario.leak_probability = leak;
+    // From now on: the guard refuses to decide on data older than its clock.
+    // Weekends are as busy as weekdays, so any two days hold two busy days.
+    scenario.weekend_factor = 1.0;
+    let start = chrono::Utc::now();
+    let config = LiveConfig {
+        scenario,
+        seed: 21,
+        speed,
+        start,
+        ssh_port: 0,
+        http_port: 0,
+        control_port: 0,
+        syslog: vec![guard_syslog.parse().unwrap()],
+        state_dir: dir.join("sim"),
+        rotate_host_key: false,
+        credentials: Credentials {
+            user: "admin".into(),
+            password: "unused".into(),
+            authorized_keys: vec![russh::keys::PublicKey::from_openssh(public.trim()).unwrap()],
+        },
+        lines_per_record: 3,
+        restart_downtime: Duration::from_millis(50),
+        address_per_server: false,
+        warm_up: Duration::ZERO,
+        legacy_ssh: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let running = runtime.block_on(live::start(config)).unwrap();
+    let mut text = format!(
+        "host_key_policy = \"accept-new\"\nknown_hosts = {:?}\nstate_dir = {:?}\n[auth]\nkey_file = {:?}\n",
+        s(&dir.join("known_hosts")),
+        s(&dir.join("guard")),
+        s(&key)
+    );
+    for server in &running.endpoints.servers {
+        text.push_str(&format!(
+            "\n[[server]]\nname = {:?}\nmmp = \"{}\"\nlog_host = {:?}\n",
+            server.name, server.ssh, server.name
+        ));
+    }
+    let config = dir.join("wbguard.toml");
+    std::fs::write(&config, text).unwrap();
+    (runtime, running, config)
+}
+
+fn truth_of(control: SocketAddr) -> Value {
+    let mut stream = std::net::TcpStream::connect(control).unwrap();
+    stream.write_all(b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// Two simulated days at 2,880 times real speed: without the guard the web
+/// bridges would lock users out on the second day; with it in enforce
+/// mode, each is restarted when that is harmless, nobody is refused and no
+/// call is dropped.
+#[test]
+fn enforce_mode_keeps_every_web_bridge_open_without_dropping_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    // The configuration names the simulator's ports, so the simulator starts first.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path());
+    let guard = Guard::start(&[
+        "--mode",
+        "enforce",
+        "--config",
+        s(&config),
+        "--state-dir",
+        s(&dir.path().join("guard")),
+        "--listen-syslog",
+        &format!("tcp://127.0.0.1:{port}"),
+    ]);
+    let control = running.endpoints.control;
+    std::thread::sleep(Duration::from_secs(62));
+    let truth = truth_of(control);
+    let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+    runtime.block_on(running.stop());
+    let totals = &truth["totals"];
+    assert_eq!(totals["refused_joins"], 0, "{truth}\n{status}");
+    assert_eq!(totals["dropped_calls"], 0, "{truth}");
+    for server in truth["servers"].as_array().unwrap() {
+        let restarts = server["webbridge"]["restarts"].as_array().unwrap();
+        assert!(!restarts.is_empty(), "{} was never restarted: {truth}", server["name"]);
+        assert!(restarts.iter().all(|r| r["dropped_real"] == 0));
+    }
+    let metrics = guard.get("/metrics");
+    assert!(metrics.contains(r#"result="restarted"} "#) && metrics.contains(r#"result="verified"} "#), "{metrics}");
+    let history: Value =
+        serde_json::from_str(&guard.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
+    assert!(history["restarts"].as_array().unwrap().iter().all(|r| r["result"] == "restarted"), "{history}");
+}
+
+/// The same deployment watched in observe mode: decisions, no restarts.
+#[test]
+fn observe_mode_restarts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path());
+    let guard = Guard::start(&["--config", s(&config), "--listen-syslog", &format!("tcp://127.0.0.1:{port}")]);
+    std::thread::sleep(Duration::from_secs(25));
+    let truth = truth_of(running.endpoints.control);
+    let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+    runtime.block_on(running.stop());
+    assert_eq!(truth["totals"]["restarts"], 0, "{truth}");
+    assert_eq!(status["mode"], "observe");
+    // It found restarts needed (held for live calls, or due), and made none.
+    let history: Value =
+        serde_json::from_str(&guard.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
+    let needed = history["decisions"].as_array().unwrap().iter().filter(|d| d["action"] != "none").count();
+    assert!(needed > 0, "no decision found a restart needed");
+    assert!(history["restarts"].as_array().unwrap().is_empty());
 }

@@ -1,0 +1,178 @@
+//! Acting on decisions (enforce mode): one restart at a time, journaled
+//! before the command goes out, verified in the logs afterwards.
+//!
+//! The flow of one restart: the intent is committed to the journal, the
+//! restart runs through `wbguard restart`'s machinery (host keys, timeouts,
+//! never re-sent), the outcome is journaled, and then the guard waits for
+//! the logs to show it (an audit line, the counters reset). A restart that
+//! fails, or that the logs never show, raises an alert and backs the web
+//! bridge off for a while: the guard never loops on a web bridge.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::mpsc;
+use wbguard_core::model::Deployment;
+use wbguard_core::policy::{Action, Decision};
+
+use super::history::History;
+use crate::config::Config;
+use crate::restart::{self, Attempt};
+
+/// How long the logs get to show a restart.
+const VERIFY_WITHIN: Duration = Duration::minutes(5);
+/// How long a web bridge is left alone after a failed or unseen restart.
+const BACKOFF: Duration = Duration::hours(6);
+
+/// A restart's end, reported back to the guard.
+pub struct Finished {
+    webbridge: String,
+    id: i64,
+    started: DateTime<Utc>,
+    attempt: Attempt,
+}
+
+impl Finished {
+    /// The web bridge restarted.
+    pub fn webbridge(&self) -> &str {
+        &self.webbridge
+    }
+}
+
+/// What the guard's enforcement knows between rounds.
+pub struct Enforcer {
+    config: Config,
+    history: History,
+    done: mpsc::Sender<Finished>,
+    /// A restart is running (one per cluster).
+    pub busy: bool,
+    /// Restarts waiting to be seen in the logs: web bridge -> (journal id, since).
+    unverified: BTreeMap<String, (i64, DateTime<Utc>)>,
+    /// Web bridges left alone until then, after a failure.
+    backoff: BTreeMap<String, DateTime<Utc>>,
+    /// Alerts already raised about web bridges that are not configured.
+    unknown: std::collections::BTreeSet<String>,
+}
+
+impl Enforcer {
+    /// Enforcement over the configured servers; finished restarts come
+    /// back through the returned receiver.
+    pub fn new(config: Config, history: History) -> (Enforcer, mpsc::Receiver<Finished>) {
+        let (done, finished) = mpsc::channel(16);
+        let enforcer = Enforcer {
+            config,
+            history,
+            done,
+            busy: false,
+            unverified: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            unknown: Default::default(),
+        };
+        (enforcer, finished)
+    }
+
+    /// Turns restart decisions of web bridges in back-off into holds.
+    pub fn hold_backed_off(&self, decisions: &mut [Decision], now: DateTime<Utc>) {
+        for decision in decisions.iter_mut().filter(|d| d.action == Action::Restart) {
+            if let Some(until) = self.backoff.get(&decision.webbridge).filter(|&&until| now < until) {
+                decision.action = Action::Hold;
+                decision.reason = format!(
+                    "backing off after a failed or unseen restart until {}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+    }
+
+    /// Starts the restart the decisions ask for, if any and none runs.
+    pub async fn act(
+        &mut self,
+        decisions: &[Decision],
+        now: DateTime<Utc>,
+        restarted: &mut BTreeMap<String, DateTime<Utc>>,
+    ) {
+        if self.busy {
+            return;
+        }
+        let Some(decision) = decisions.iter().find(|d| d.action == Action::Restart) else { return };
+        let Some(server) = self.config.servers.iter().find(|s| s.log_host == decision.webbridge).cloned() else {
+            if self.unknown.insert(decision.webbridge.clone()) {
+                let message = format!("{} needs a restart, but no configured server logs as {0}", decision.webbridge);
+                self.history.alert(now, Some(&decision.webbridge), "unknown_webbridge", &message);
+            }
+            return;
+        };
+        let id = match self.history.intent(&decision.webbridge, &decision.reason, now).await {
+            Ok(id) => id,
+            Err(error) => {
+                // Without a journal entry, no restart: it could be repeated after a crash.
+                self.history.alert(
+                    now,
+                    Some(&decision.webbridge),
+                    "journal",
+                    &format!("not restarting {}: {error:#}", decision.webbridge),
+                );
+                return;
+            }
+        };
+        self.busy = true;
+        restarted.insert(decision.webbridge.clone(), now);
+        let config = self.config.clone();
+        let done = self.done.clone();
+        let webbridge = decision.webbridge.clone();
+        eprintln!("wbguard: restarting {webbridge} ({})", decision.reason);
+        tokio::spawn(async move {
+            let attempt = restart::restart_one(&server, &config, false, &|_| {}).await;
+            let _ = done.send(Finished { webbridge, id, started: now, attempt }).await;
+        });
+    }
+
+    /// Records how a restart ended; returns the result label for metrics.
+    pub fn finished(&mut self, finished: Finished, now: DateTime<Utc>) -> &'static str {
+        self.busy = false;
+        let Finished { webbridge, id, started, attempt } = finished;
+        let (result, detail) = match &attempt {
+            Attempt::Restarted { verification } => ("restarted", Some(verification.describe())),
+            Attempt::Skipped(why) => ("skipped", Some(why.clone())),
+            Attempt::Refused(why) => ("refused", Some(why.clone())),
+            Attempt::Failed(why) => ("failed", Some(why.clone())),
+        };
+        self.history.outcome(id, result, detail.clone(), now);
+        if result == "restarted" {
+            self.unverified.insert(webbridge, (id, started));
+        } else {
+            let message = format!("restart of {webbridge} {result}: {}", detail.unwrap_or_default());
+            self.history.alert(now, Some(&webbridge), "restart_failed", &message);
+            self.backoff.insert(webbridge, now + BACKOFF);
+        }
+        result
+    }
+
+    /// Checks the logs for the restarts made; returns those seen and those
+    /// given up on.
+    pub fn verify(&mut self, model: &Deployment, now: DateTime<Utc>) -> (Vec<String>, Vec<String>) {
+        let mut seen = Vec::new();
+        let mut unseen = Vec::new();
+        self.unverified.retain(|webbridge, (_, since)| {
+            let shown = model.webbridge(webbridge).is_some_and(|state| {
+                // Clocks differ a little: a restart logged just before counts.
+                state.restarts.iter().any(|r| r.time >= *since - Duration::minutes(1))
+            });
+            if shown {
+                seen.push(webbridge.clone());
+                false
+            } else if now - *since > VERIFY_WITHIN {
+                unseen.push(webbridge.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for webbridge in &unseen {
+            let message = format!("the logs never showed the restart of {webbridge}: no audit line, no counter reset");
+            self.history.alert(now, Some(webbridge), "restart_unverified", &message);
+            self.backoff.insert(webbridge.clone(), now + BACKOFF);
+        }
+        (seen, unseen)
+    }
+}
