@@ -215,7 +215,7 @@ impl Guard {
                 }
                 Some(done) = finished.recv() => {
                     if let Some(enforcer) = enforcer.as_mut() {
-                        let webbridge = done_webbridge(&done);
+                        let webbridge = done.webbridge().to_owned();
                         let result = enforcer.finished(done, data_now(&model));
                         shared.count_restart(&webbridge, result);
                     }
@@ -260,10 +260,6 @@ impl Guard {
 fn data_now(model: &Deployment) -> DateTime<Utc> {
     let wall = Utc::now();
     model.latest().map_or(wall, |latest| latest.max(wall))
-}
-
-fn done_webbridge(done: &super::enforce::Finished) -> String {
-    done.webbridge().to_owned()
 }
 
 /// Rebuilds the snapshot; with `decide` (whether a restart is in flight),

@@ -381,13 +381,7 @@ fn analyze_agrees_with_the_live_simulators_truth() {
     let running = runtime.block_on(live::start(config)).unwrap();
     let control = running.endpoints.control;
     let ssh_port = running.endpoints.servers[1].ssh.port();
-    let truth = || -> Value {
-        let mut stream = std::net::TcpStream::connect(control).unwrap();
-        stream.write_all(b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
-    };
+    let truth = || super::truth(control);
 
     // Two busy virtual hours, a restart of cms2 by SSH, then nobody joins.
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -399,17 +393,7 @@ fn analyze_agrees_with_the_live_simulators_truth() {
         .unwrap();
     assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut stream = std::net::TcpStream::connect(control).unwrap();
-    let body = r#"{"load_factor": 0}"#;
-    write!(
-        stream,
-        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.contains("200 OK"), "{response}");
+    super::control(control, r#"{"load_factor": 0}"#);
     // Sessions last at most six virtual hours: then only leaks remain.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

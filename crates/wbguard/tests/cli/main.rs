@@ -36,3 +36,31 @@ pub fn wbguard_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) ->
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// One HTTP/1.0 exchange with a test server: the status and the body.
+pub fn http(address: std::net::SocketAddr, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let body = json.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned())
+}
+
+/// The simulator's truth API.
+pub fn truth(control: std::net::SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http(control, "GET", "/truth", None).1).unwrap()
+}
+
+/// A change through the simulator's control API; it must be accepted.
+pub fn control(control: std::net::SocketAddr, json: &str) {
+    let (status, body) = http(control, "POST", "/control", Some(json));
+    assert_eq!(status, 200, "{body}");
+}

@@ -1,7 +1,6 @@
 //! `wbguard restart`, `trust` and `config` end to end, against simulated
 //! CMS servers (in this process, on real sockets) and their truth.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -91,11 +90,7 @@ impl Lab {
     }
 
     fn truth(&self) -> Value {
-        let mut stream = std::net::TcpStream::connect(self.endpoints().control).unwrap();
-        std::io::Write::write_all(&mut stream, b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+        super::truth(self.endpoints().control)
     }
 
     fn restarts(&self) -> Vec<usize> {
@@ -109,16 +104,10 @@ impl Lab {
     }
 
     fn fault(&self, server: &str, fault: &str) {
-        let mut stream = std::net::TcpStream::connect(self.endpoints().control).unwrap();
-        let body = format!(r#"{{"fault": {{"server": "{server}", "fault": "{fault}"}}}}"#);
-        let request = format!(
-            "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+        super::control(
+            self.endpoints().control,
+            &format!(r#"{{"fault": {{"server": "{server}", "fault": "{fault}"}}}}"#),
         );
-        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.contains("200 OK"), "{response}");
     }
 
     fn wbguard(&self, args: &[&str]) -> Out {
@@ -392,15 +381,7 @@ fn faults_time_out_and_a_command_that_may_have_run_is_not_resent() {
     // reported as possibly done and never sent twice.
     lab.fault("cms1", "none");
     lab.fault("cms2", "none");
-    let mut stream = std::net::TcpStream::connect(lab.endpoints().control).unwrap();
-    let body = r#"{"fault": {"server": "cms1", "fault": "slow", "seconds": 3}}"#;
-    let request = format!(
-        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    super::control(lab.endpoints().control, r#"{"fault": {"server": "cms1", "fault": "slow", "seconds": 3}}"#);
     let out = lab.wbguard(&["restart", "--config", s(&config), "--only", "cms1"]);
     assert_eq!(out.code(), 1, "{}", out.all());
     assert!(out.all().contains("not re-sent") || out.all().contains("before the restart"), "{}", out.all());
@@ -501,15 +482,10 @@ fn a_wrong_password_is_tried_once_and_a_key_passphrase_comes_from_the_environmen
         _ => format!("[server.auth]\nkey_file = {:?}\nkey_passphrase_env = \"TEST_KEY_PASSPHRASE\"\npassword_env = \"TEST_MMP_PW\"", s(&protected)),
     });
     // The MMP locks the user out after two wrong passwords in a row.
-    let mut stream = std::net::TcpStream::connect(lab.endpoints().control).unwrap();
-    let body = r#"{"fault": {"server": "cms1", "lockout_after": 2, "lockout_seconds": 60}}"#;
-    let request = format!(
-        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    super::control(
+        lab.endpoints().control,
+        r#"{"fault": {"server": "cms1", "lockout_after": 2, "lockout_seconds": 60}}"#,
     );
-    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
 
     let wrong = wbguard_env(&["restart", "--config", s(&config), "--only", "cms1"], None, &[("TEST_MMP_PW", "wrong")]);
     assert_eq!(wrong.status.code(), Some(1));

@@ -2,7 +2,7 @@
 //! over UDP and TCP, RFC 3164 and 5424, reaching `/metrics`; a source not
 //! on the allow list; the simulator's syslog against its truth.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,11 +48,7 @@ impl Guard {
     }
 
     fn get(&self, path: &str) -> String {
-        let mut stream = std::net::TcpStream::connect(self.http).unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response.split_once("\r\n\r\n").unwrap().1.to_owned()
+        super::http(self.http, "GET", path, None).1
     }
 
     /// The value of one metric line, waiting up to 10 s for it.
@@ -186,23 +182,8 @@ fn the_simulators_syslog_gives_the_truths_numbers() {
     let running = runtime.block_on(live::start(config)).unwrap();
     let control = running.endpoints.control;
     // Nobody joins any more: the counts settle to the leaks.
-    let mut stream = std::net::TcpStream::connect(control).unwrap();
-    let body = r#"{"load_factor": 0}"#;
-    write!(
-        stream,
-        "POST /control HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let truth = || -> Value {
-        let mut stream = std::net::TcpStream::connect(control).unwrap();
-        stream.write_all(b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
-    };
+    super::control(control, r#"{"load_factor": 0}"#);
+    let truth = || super::truth(control);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now = truth();
@@ -325,14 +306,6 @@ fn simulated(
     (runtime, running, config)
 }
 
-fn truth_of(control: SocketAddr) -> Value {
-    let mut stream = std::net::TcpStream::connect(control).unwrap();
-    stream.write_all(b"GET /truth HTTP/1.0\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 /// Two simulated days at 2,880 times real speed: without the guard the web
 /// bridges would lock users out on the second day; with it in enforce
 /// mode, each is restarted when that is harmless, nobody is refused and no
@@ -359,7 +332,7 @@ fn enforce_mode_keeps_every_web_bridge_open_without_dropping_a_call() {
     ]);
     let control = running.endpoints.control;
     std::thread::sleep(Duration::from_secs(62));
-    let truth = truth_of(control);
+    let truth = super::truth(control);
     let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
     runtime.block_on(running.stop());
     let totals = &truth["totals"];
@@ -387,7 +360,7 @@ fn observe_mode_restarts_nothing() {
     let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path());
     let guard = Guard::start(&["--config", s(&config), "--listen-syslog", &format!("tcp://127.0.0.1:{port}")]);
     std::thread::sleep(Duration::from_secs(25));
-    let truth = truth_of(running.endpoints.control);
+    let truth = super::truth(running.endpoints.control);
     let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
     runtime.block_on(running.stop());
     assert_eq!(truth["totals"]["restarts"], 0, "{truth}");
