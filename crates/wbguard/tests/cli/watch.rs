@@ -244,6 +244,7 @@ fn simulated(
     speed: f64,
     leak: f64,
     dir: &std::path::Path,
+    tune: impl FnOnce(&mut cms_sim::live::LiveConfig),
 ) -> (tokio::runtime::Runtime, cms_sim::live::Running, std::path::PathBuf) {
     use cms_sim::live::{self, Credentials, LiveConfig};
     use cms_sim::scenario::Scenario;
@@ -265,7 +266,7 @@ fn simulated(
     let now = chrono::Utc::now();
     let evening = now.date_naive().and_hms_opt(20, 0, 0).unwrap().and_utc();
     let start = if evening >= now { evening } else { evening + chrono::Duration::days(1) };
-    let config = LiveConfig {
+    let mut config = LiveConfig {
         scenario,
         seed: 21,
         speed,
@@ -287,6 +288,7 @@ fn simulated(
         warm_up: Duration::ZERO,
         legacy_ssh: Vec::new(),
     };
+    tune(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let running = runtime.block_on(live::start(config)).unwrap();
     let mut text = format!(
@@ -319,7 +321,7 @@ fn enforce_mode_keeps_every_web_bridge_open_without_dropping_a_call() {
     drop(listener);
     // About 80 leaks a day per web bridge: a day's leaks and the busy hour
     // fit under the limit, two days' do not.
-    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.12, dir.path());
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.12, dir.path(), |_| {});
     let guard = Guard::start(&[
         "--mode",
         "enforce",
@@ -357,7 +359,7 @@ fn observe_mode_restarts_nothing() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path());
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path(), |_| {});
     let guard = Guard::start(&["--config", s(&config), "--listen-syslog", &format!("tcp://127.0.0.1:{port}")]);
     std::thread::sleep(Duration::from_secs(25));
     let truth = super::truth(running.endpoints.control);
@@ -371,4 +373,64 @@ fn observe_mode_restarts_nothing() {
     let needed = history["decisions"].as_array().unwrap().iter().filter(|d| d["action"] != "none").count();
     assert!(needed > 0, "no decision found a restart needed");
     assert!(history["restarts"].as_array().unwrap().is_empty());
+}
+
+/// Killed with SIGKILL while a restart hangs, the guard starts again, finds
+/// the unfinished journal entry, records it as interrupted, and does not
+/// restart that web bridge again within the minimum interval.
+#[test]
+fn a_guard_killed_mid_restart_loses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    // The next 03:00, after a day of heavy leaks: the web bridge is full of
+    // proven leaks and nobody is in a call, so a restart is needed and safe.
+    let now = chrono::Utc::now();
+    let night = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+    let start = if night >= now { night } else { night + chrono::Duration::days(1) };
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 1, 60.0, 0.6, dir.path(), |c| {
+        c.start = start;
+        c.warm_up = Duration::from_secs(20 * 3600);
+    });
+    let control = running.endpoints.control;
+    // The MMP takes a minute to answer: the restart hangs.
+    super::control(control, r#"{"fault": {"server": "cms1", "fault": "slow", "seconds": 60}}"#);
+    let state = dir.path().join("guard");
+    let args = ["--mode", "enforce", "--config", s(&config), "--state-dir", s(&state), "--listen-syslog"];
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let mut first: Vec<&str> = args.to_vec();
+    first.push(&listen);
+    let guard = Guard::start(&first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let history: Value =
+            serde_json::from_str(&guard.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
+        if history["restarts"].as_array().unwrap().iter().any(|r| r["result"].is_null()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no restart started: {}", guard.get("/api/status"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut guard = guard;
+    guard.child.kill().unwrap(); // SIGKILL, mid-restart
+    let _ = guard.child.wait();
+    drop(guard);
+    super::control(control, r#"{"fault": {"server": "cms1", "fault": "none"}}"#);
+    let before = super::truth(control)["totals"]["restarts"].clone();
+
+    let again = Guard::start(&first);
+    std::thread::sleep(Duration::from_secs(8));
+    let history: Value =
+        serde_json::from_str(&again.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
+    let restarts = history["restarts"].as_array().unwrap();
+    assert_eq!(restarts.len(), 1, "{history}");
+    assert_eq!(restarts[0]["result"], "interrupted");
+    // Still needed, and safe, but within the minimum interval: held.
+    assert_eq!(super::truth(control)["totals"]["restarts"], before);
+    let status: Value = serde_json::from_str(&again.get("/api/status")).unwrap();
+    let decision = &status["decisions"][0];
+    assert_eq!(decision["action"], "hold", "{status}");
+    assert!(decision["reason"].as_str().unwrap().contains("restarted"), "{decision}");
+    runtime.block_on(running.stop());
 }
