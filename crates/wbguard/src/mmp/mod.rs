@@ -152,6 +152,27 @@ struct HostKeyCheck {
     probe_only: bool,
 }
 
+impl HostKeyCheck {
+    fn new(
+        server: &Server,
+        config: &Config,
+        refusal: Arc<Mutex<Option<MmpError>>>,
+        seen: Arc<Mutex<Option<PublicKey>>>,
+        probe_only: bool,
+    ) -> HostKeyCheck {
+        HostKeyCheck {
+            name: server.name.clone(),
+            host: server.host.clone(),
+            port: server.port,
+            known_hosts: config.known_hosts.clone(),
+            policy: config.host_key_policy,
+            refusal,
+            seen,
+            probe_only,
+        }
+    }
+}
+
 impl client::Handler for HostKeyCheck {
     type Error = russh::Error;
 
@@ -248,16 +269,7 @@ async fn handshake(server: &Server, config: &Config) -> Result<client::Handle<Ho
     let mut delay = Duration::from_millis(250);
     let attempts = 3;
     for attempt in 1..=attempts {
-        let check = HostKeyCheck {
-            name: server.name.clone(),
-            host: server.host.clone(),
-            port: server.port,
-            known_hosts: config.known_hosts.clone(),
-            policy: config.host_key_policy,
-            refusal: refusal.clone(),
-            seen: seen.clone(),
-            probe_only: false,
-        };
+        let check = HostKeyCheck::new(server, config, refusal.clone(), seen.clone(), false);
         let outcome = tokio::time::timeout(
             config.timeouts.connect,
             client::connect(client_config(server), (server.host.as_str(), server.port), check),
@@ -304,16 +316,7 @@ fn describe_ssh_error(error: &russh::Error) -> String {
 /// the handshake stops as soon as the key is seen.
 pub async fn probe_host_key(server: &Server, config: &Config) -> Result<PublicKey, MmpError> {
     let seen = Arc::new(Mutex::new(None));
-    let check = HostKeyCheck {
-        name: server.name.clone(),
-        host: server.host.clone(),
-        port: server.port,
-        known_hosts: config.known_hosts.clone(),
-        policy: config.host_key_policy,
-        refusal: Arc::new(Mutex::new(None)),
-        seen: seen.clone(),
-        probe_only: true,
-    };
+    let check = HostKeyCheck::new(server, config, Arc::new(Mutex::new(None)), seen.clone(), true);
     let address = format!("{}:{}", server.host, server.port);
     let outcome =
         tokio::time::timeout(config.timeouts.connect, client::connect(client_config(server), address.as_str(), check))

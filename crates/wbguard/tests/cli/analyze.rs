@@ -343,12 +343,7 @@ fn analyze_agrees_with_the_live_simulators_truth() {
     std::thread::sleep(std::time::Duration::from_millis(300));
 
     let key = dir.path().join("id_test");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success());
+    super::keygen(&key);
     let public = std::fs::read_to_string(dir.path().join("id_test.pub")).unwrap();
     let mut scenario = Scenario::with_servers(3);
     scenario.leak_probability = 0.3;

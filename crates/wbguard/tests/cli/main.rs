@@ -64,3 +64,9 @@ pub fn control(control: std::net::SocketAddr, json: &str) {
     let (status, body) = http(control, "POST", "/control", Some(json));
     assert_eq!(status, 200, "{body}");
 }
+
+/// A new ed25519 key pair without passphrase at `path` (and `path.pub`).
+pub fn keygen(path: &Path) {
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(path).status().unwrap();
+    assert!(made.success(), "ssh-keygen (openssh-client)");
+}

@@ -25,12 +25,7 @@ impl Lab {
     fn start(servers: usize, tune: impl FnOnce(&mut LiveConfig)) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("id_ed25519");
-        assert!(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success());
+        super::keygen(&key);
         let public = std::fs::read_to_string(dir.path().join("id_ed25519.pub")).unwrap();
         let mut config = LiveConfig {
             scenario: Scenario::with_servers(servers),

@@ -50,12 +50,7 @@ impl Sshd {
         if new_key {
             let _ = std::fs::remove_file(&host_key);
             let _ = std::fs::remove_file(dir.join("host_key.pub"));
-            assert!(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&host_key)
-                .status()
-                .unwrap()
-                .success());
+            super::keygen(&host_key);
         }
         let script = dir.join("mmp.sh");
         std::fs::write(
@@ -125,12 +120,7 @@ fn against_openssh_sshd_password_key_host_keys_and_a_host_down() {
     // sshd must read the key files as root and run the script as the user.
     Command::new("chmod").arg("0755").arg(dir.path()).status().unwrap();
     let key = dir.path().join("id_ed25519");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success());
+    super::keygen(&key);
     let authorized = dir.path().join("id_ed25519.pub");
     Command::new("chmod").arg("0644").arg(&authorized).status().unwrap();
     let with_password = Sshd::start(dir.path(), "a", &authorized);

@@ -250,12 +250,7 @@ fn simulated(
     use cms_sim::scenario::Scenario;
 
     let key = dir.join("id");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success());
+    super::keygen(&key);
     let public = std::fs::read_to_string(dir.join("id.pub")).unwrap();
     let mut scenario = Scenario::with_servers(servers);
     scenario.leak_probability = leak;
