@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use wbguard_core::log::scan::parse_line;
 use wbguard_core::log::ParseContext;
-use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig};
+use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig, WebBridgeEstimate};
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
 use super::history::History;
@@ -64,18 +64,10 @@ pub struct WebBridgeView {
     pub webbridge: String,
     /// Time of its last Stats line.
     pub last_seen: DateTime<Utc>,
-    /// Sessions.
-    pub active: u32,
-    /// Leak, lower bound.
-    pub leaked_lower: u32,
-    /// Leak, upper bound.
-    pub leaked_upper: u32,
-    /// Real calls a restart could drop, at most.
-    pub droppable_upper: u32,
-    /// Leak growth per day.
-    pub leak_rate_per_day: Option<f64>,
-    /// Lockout forecast.
-    pub lockout_forecast: Option<DateTime<Utc>>,
+    /// The model's estimate (sessions, leak bounds, droppable calls, rate,
+    /// forecast), flattened into the same JSON object.
+    #[serde(flatten)]
+    pub estimate: WebBridgeEstimate,
     /// Restarts seen (any cause), by the time they happened.
     pub restarts: Vec<DateTime<Utc>>,
 }
@@ -285,12 +277,7 @@ fn publish(
             Some(WebBridgeView {
                 webbridge: state.host.clone(),
                 last_seen: last.time,
-                active: estimate.active,
-                leaked_lower: estimate.leaked_lower,
-                leaked_upper: estimate.leaked_upper,
-                droppable_upper: estimate.droppable_upper,
-                leak_rate_per_day: estimate.leak_rate_per_day,
-                lockout_forecast: estimate.lockout_forecast,
+                estimate,
                 restarts: state.restarts.iter().map(|r| r.time).collect(),
             })
         })

@@ -101,31 +101,31 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
         "wbguard_webbridge_active_sessions",
         "Sessions on the web bridge, leaked ones included.",
         "gauge",
-        per_webbridge(&|w| Some(w.active.to_string())),
+        per_webbridge(&|w| Some(w.estimate.active.to_string())),
     );
     family(
         "wbguard_webbridge_leaked_sessions_lower",
         "Leaked sessions, lower bound.",
         "gauge",
-        per_webbridge(&|w| Some(w.leaked_lower.to_string())),
+        per_webbridge(&|w| Some(w.estimate.leaked_lower.to_string())),
     );
     family(
         "wbguard_webbridge_leaked_sessions_upper",
         "Leaked sessions, upper bound.",
         "gauge",
-        per_webbridge(&|w| Some(w.leaked_upper.to_string())),
+        per_webbridge(&|w| Some(w.estimate.leaked_upper.to_string())),
     );
     family(
         "wbguard_webbridge_droppable_calls_upper",
         "Real calls a restart now could drop, at most.",
         "gauge",
-        per_webbridge(&|w| Some(w.droppable_upper.to_string())),
+        per_webbridge(&|w| Some(w.estimate.droppable_upper.to_string())),
     );
     family(
         "wbguard_webbridge_lockout_forecast_timestamp_seconds",
         "When users will be (or were first) locked out, as a Unix time.",
         "gauge",
-        per_webbridge(&|w| w.lockout_forecast.map(|t| t.timestamp().to_string())),
+        per_webbridge(&|w| w.estimate.lockout_forecast.map(|t| t.timestamp().to_string())),
     );
     family(
         "wbguard_webbridge_last_stats_timestamp_seconds",
