@@ -38,16 +38,23 @@ pub enum Command {
 /// `wbguard watch`.
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
-    /// The configuration: its servers form the allow list of syslog sources.
+    /// The configuration: its servers (the allow list of syslog sources and
+    /// what enforce mode restarts), [watch], [policy] and [[webhook]].
+    /// Reread on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Receive syslog here: udp://ADDR:PORT or tcp://ADDR:PORT. Repeatable
+    /// Receive syslog here: udp://ADDR:PORT, tcp://ADDR:PORT or
+    /// tls://ADDR:PORT. Repeatable; replaces the configuration's
     /// [default: udp and tcp on 127.0.0.1:5514].
     #[arg(long = "listen-syslog", value_name = "URL")]
     pub listen_syslog: Vec<String>,
-    /// Serve /metrics, /api/status and /healthz here.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9149")]
-    pub listen_http: String,
+    /// Follow this log file, as written by a local syslog server (survives
+    /// rotation). Repeatable; adds to the configuration's.
+    #[arg(long, value_name = "FILE")]
+    pub follow: Vec<PathBuf>,
+    /// Serve /metrics, /api/status and /healthz here [default: 127.0.0.1:9149].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen_http: Option<String>,
     /// Where the guard keeps its state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -50,6 +50,7 @@ fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
             server.webbridge_url.as_deref().unwrap_or("none")
         );
     }
+    println!("guard (wbguard watch): {}", serde_json::to_string_pretty(&config.watch.describe())?);
     Ok(Outcome::Success)
 }
 

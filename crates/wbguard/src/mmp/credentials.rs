@@ -47,6 +47,20 @@ pub fn describe(source: &AuthSource) -> String {
     }
 }
 
+/// Refuses a secret file that group or others may read.
+pub fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    let mode = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Fetches the secret of one source.
 pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
     match source {
@@ -55,18 +69,7 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
             _ => bail!("${variable} is not set (export the MMP password there, or configure another source)"),
         },
         AuthSource::PasswordFile { path } => {
-            let mode = std::fs::metadata(path)
-                .with_context(|| format!("password file {}", path.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                bail!(
-                    "password file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
-                    path.display(),
-                    mode & 0o777,
-                    path.display()
-                );
-            }
+            check_private(path).context("password file")?;
             let text = std::fs::read_to_string(path).with_context(|| format!("password file {}", path.display()))?;
             let password = text.trim_end_matches(['\n', '\r']).to_owned();
             if password.is_empty() {
@@ -130,7 +133,7 @@ mod tests {
         let path = dir.path().join("pw");
         std::fs::write(&path, "s3cret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = fetch(&AuthSource::PasswordFile { path: path.clone() }).unwrap_err().to_string();
+        let error = format!("{:#}", fetch(&AuthSource::PasswordFile { path: path.clone() }).unwrap_err());
         assert!(error.contains("chmod 600") && !error.contains("s3cret"), "{error}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         match fetch(&AuthSource::PasswordFile { path }).unwrap() {

@@ -46,6 +46,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE alerts (
         time_ms INTEGER NOT NULL, webbridge TEXT, kind TEXT NOT NULL, message TEXT NOT NULL
      ) STRICT;",
+    // 2: a sample is stored once, however often its line is read (a followed
+    // file read again from its start, a relay that repeats).
+    "DELETE FROM samples WHERE rowid NOT IN (SELECT min(rowid) FROM samples GROUP BY time_ms, host, kind);
+     CREATE UNIQUE INDEX samples_once ON samples (time_ms, host, kind);",
 ];
 
 /// A sample as stored.
@@ -120,7 +124,7 @@ impl Store {
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO samples (time_ms, host, kind, active, cma_current, cma_peak) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO samples (time_ms, host, kind, active, cma_current, cma_peak) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for s in samples {
                 insert.execute(params![ms(s.time), s.host, s.kind, s.active, s.cma_current, s.cma_peak])?;

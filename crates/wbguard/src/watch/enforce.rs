@@ -16,6 +16,8 @@ use wbguard_core::model::Deployment;
 use wbguard_core::policy::{Action, Decision};
 
 use super::history::History;
+use super::notify::{Notice, Notifier};
+use crate::config::watch::Event;
 use crate::config::Config;
 use crate::restart::{self, Attempt};
 
@@ -41,8 +43,8 @@ impl Finished {
 
 /// What the guard's enforcement knows between rounds.
 pub struct Enforcer {
-    config: Config,
     history: History,
+    notifier: Notifier,
     done: mpsc::Sender<Finished>,
     /// A restart is running (one per cluster).
     pub busy: bool,
@@ -55,13 +57,12 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Enforcement over the configured servers; finished restarts come
-    /// back through the returned receiver.
-    pub fn new(config: Config, history: History) -> (Enforcer, mpsc::Receiver<Finished>) {
+    /// Enforcement; finished restarts come back through the returned receiver.
+    pub fn new(history: History, notifier: Notifier) -> (Enforcer, mpsc::Receiver<Finished>) {
         let (done, finished) = mpsc::channel(16);
         let enforcer = Enforcer {
-            config,
             history,
+            notifier,
             done,
             busy: false,
             unverified: BTreeMap::new(),
@@ -84,9 +85,11 @@ impl Enforcer {
         }
     }
 
-    /// Starts the restart the decisions ask for, if any and none runs.
+    /// Starts the restart the decisions ask for, if any and none runs,
+    /// on a server of `config`.
     pub async fn act(
         &mut self,
+        config: &Config,
         decisions: &[Decision],
         now: DateTime<Utc>,
         restarted: &mut BTreeMap<String, DateTime<Utc>>,
@@ -95,7 +98,7 @@ impl Enforcer {
             return;
         }
         let Some(decision) = decisions.iter().find(|d| d.action == Action::Restart) else { return };
-        let Some(server) = self.config.servers.iter().find(|s| s.log_host == decision.webbridge).cloned() else {
+        let Some(server) = config.servers.iter().find(|s| s.log_host == decision.webbridge).cloned() else {
             if self.unknown.insert(decision.webbridge.clone()) {
                 let message = format!("{} needs a restart, but no configured server logs as {0}", decision.webbridge);
                 self.history.alert(now, Some(&decision.webbridge), "unknown_webbridge", &message);
@@ -117,10 +120,10 @@ impl Enforcer {
         };
         self.busy = true;
         restarted.insert(decision.webbridge.clone(), now);
-        let config = self.config.clone();
+        let config = config.clone();
         let done = self.done.clone();
         let webbridge = decision.webbridge.clone();
-        eprintln!("wbguard: restarting {webbridge} ({})", decision.reason);
+        tracing::info!("restarting {webbridge} ({})", decision.reason);
         tokio::spawn(async move {
             let attempt = restart::restart_one(&server, &config, false, &|_| {}).await;
             let _ = done.send(Finished { webbridge, id, started: now, attempt }).await;
@@ -143,7 +146,7 @@ impl Enforcer {
         } else {
             let message = format!("restart of {webbridge} {result}: {}", detail.unwrap_or_default());
             self.history.alert(now, Some(&webbridge), "restart_failed", &message);
-            self.backoff.insert(webbridge, now + BACKOFF);
+            self.fail(&webbridge, message, now);
         }
         result
     }
@@ -171,8 +174,32 @@ impl Enforcer {
         for webbridge in &unseen {
             let message = format!("the logs never showed the restart of {webbridge}: no audit line, no counter reset");
             self.history.alert(now, Some(webbridge), "restart_unverified", &message);
-            self.backoff.insert(webbridge.clone(), now + BACKOFF);
+            self.fail(webbridge, message, now);
+        }
+        for webbridge in &seen {
+            tracing::info!("the logs show the restart of {webbridge}");
+            self.notifier.send(Notice {
+                event: Event::Restart,
+                webbridge: webbridge.clone(),
+                time: now,
+                text: "restarted; the logs show it (audit line, counters reset)".into(),
+                details: serde_json::json!({ "verified": true }),
+            });
         }
         (seen, unseen)
+    }
+
+    /// A failed or unseen restart: warned, told, and the web bridge left alone for a while.
+    fn fail(&mut self, webbridge: &str, message: String, now: DateTime<Utc>) {
+        let until = now + BACKOFF;
+        tracing::warn!("{message}; leaving {webbridge} alone until {until}");
+        self.notifier.send(Notice {
+            event: Event::Failure,
+            webbridge: webbridge.to_owned(),
+            time: now,
+            text: format!("{message}; no further restart before {}", until.format("%Y-%m-%d %H:%M UTC")),
+            details: serde_json::json!({ "backoff_until": until }),
+        });
+        self.backoff.insert(webbridge.to_owned(), until);
     }
 }

@@ -20,13 +20,13 @@ use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig, WebBridgeEst
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
 use super::history::History;
-use super::ingest::{IngestCounters, Message};
+use super::ingest::{IngestCounters, Message, Origin};
+use super::notify::{Notice, Notifier, NotifyCounters};
+use crate::config::watch::Event;
 use crate::store::Sample;
 
 /// How often decisions are taken.
 const DECIDE_EVERY: Duration = Duration::from_secs(1);
-/// How long history is kept.
-pub const RETENTION_DAYS: i64 = 90;
 
 /// A record as a stored sample, if it is one.
 fn sample(record: &wbguard_core::log::Record) -> Option<Sample> {
@@ -110,17 +110,20 @@ pub struct Shared {
     pub parse: ParseCounters,
     /// Ingest outcomes.
     pub ingest: Arc<IngestCounters>,
+    /// Webhook outcomes.
+    pub notify: Arc<NotifyCounters>,
     /// Restarts by web bridge and result, for `wbguard_restarts_total`.
     pub restarts: std::sync::Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Shared {
     /// A fresh state for `mode`.
-    pub fn new(mode: Mode, ingest: Arc<IngestCounters>) -> Shared {
+    pub fn new(mode: Mode, ingest: Arc<IngestCounters>, notify: Arc<NotifyCounters>) -> Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(Snapshot::empty(mode))),
             parse: ParseCounters::default(),
             ingest,
+            notify,
             restarts: Default::default(),
         }
     }
@@ -145,50 +148,86 @@ impl Shared {
     }
 }
 
-/// The guard task's inputs.
-pub struct Guard {
+/// What a reload (SIGHUP) may change while the guard runs.
+#[derive(Debug, Clone)]
+pub struct Rules {
     /// The policy.
     pub policy: Policy,
     /// Zone of timestamps without one.
     pub zone: chrono_tz::Tz,
+    /// How long history is kept.
+    pub retention: chrono::Duration,
+    /// The configuration (servers to restart, log hosts to accept); none:
+    /// observe only, every host accepted.
+    pub config: Option<crate::config::Config>,
+}
+
+impl Rules {
+    /// Whether a record of `host`, arrived with `origin`, may be used.
+    fn accepts(&self, origin: &Origin, host: &str) -> bool {
+        match origin {
+            Origin::Anyone => true,
+            Origin::Servers(own) => own.iter().any(|h| h.eq_ignore_ascii_case(host)),
+            Origin::Relay => self
+                .config
+                .as_ref()
+                .is_some_and(|config| config.servers.iter().any(|s| s.log_host.eq_ignore_ascii_case(host))),
+        }
+    }
+}
+
+/// The guard task's inputs.
+pub struct Guard {
+    /// What may change on reload.
+    pub rules: Rules,
+    /// Sessions at which a web bridge refuses new ones.
+    pub limit: u32,
     /// What readers see.
     pub shared: Arc<Shared>,
     /// The history writer.
     pub history: History,
     /// The last restart the guard made (or may have made) of each web bridge.
     pub restarted: BTreeMap<String, DateTime<Utc>>,
-    /// In enforce mode: the servers to restart.
-    pub enforce: Option<crate::config::Config>,
+    /// Webhooks.
+    pub notifier: Notifier,
 }
 
 impl Guard {
-    /// Runs the guard until the queue closes or `shutdown` turns true.
-    pub async fn run(self, mut messages: mpsc::Receiver<Message>, mut shutdown: watch::Receiver<bool>) {
-        let Guard { policy, zone, shared, history, mut restarted, enforce } = self;
-        let (mut enforcer, mut finished) = match enforce {
-            Some(config) => {
-                let (enforcer, finished) = super::enforce::Enforcer::new(config, history.clone());
-                (Some(enforcer), finished)
-            }
-            None => (None, mpsc::channel(1).1),
-        };
-        let mut model = Deployment::new(ModelConfig::default());
+    /// Runs the guard until the queue closes or `shutdown` turns true; new
+    /// rules arrive through `reloads`.
+    pub async fn run(
+        self,
+        mut messages: mpsc::Receiver<Message>,
+        mut reloads: mpsc::Receiver<Rules>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Guard { mut rules, limit, shared, history, mut restarted, notifier } = self;
+        let (mut enforcer, mut finished) = super::enforce::Enforcer::new(history.clone(), notifier.clone());
+        let mut model = Deployment::new(ModelConfig { limit, ..ModelConfig::default() });
         let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
         let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
         let mut dirty = false;
         let mut samples = Vec::new();
         // The last decision recorded per web bridge: only changes are stored.
         let mut recorded: BTreeMap<String, (policy::Action, String)> = BTreeMap::new();
+        let mut alarms = Alarms::default();
         loop {
             tokio::select! {
                 message = messages.recv() => {
                     let Some(message) = message else { break };
-                    // A line without a host is named by where it came from; a
-                    // year is inferred against the data's own time when it runs
-                    // ahead of the clock (as a fast simulator's does).
-                    let reference = data_now(&model);
-                    let ctx = ParseContext { zone, reference, default_host: Some(message.source.to_string()) };
+                    // A line without a host is named by its server, else by where
+                    // it came from; a year is inferred against the data's own
+                    // time when it runs ahead of the clock (a fast simulator).
+                    let default_host = match &message.origin {
+                        Origin::Servers(hosts) if hosts.len() == 1 => hosts[0].to_string(),
+                        _ => message.source.to_string(),
+                    };
+                    let ctx = ParseContext { zone: rules.zone, reference: data_now(&model), default_host: Some(default_host) };
                     match parse_line(&message.bytes, &ctx) {
+                        Ok(Some(record)) if !rules.accepts(&message.origin, &record.host) => {
+                            // Speaking for a server it is not: never moves a decision.
+                            shared.ingest.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(Some(record)) => {
                             shared.parse.parsed.fetch_add(1, Ordering::Relaxed);
                             model.observe(&record);
@@ -200,37 +239,41 @@ impl Guard {
                     }
                     // Keep the status current without rebuilding it per message.
                     if dirty && messages.is_empty() {
-                        publish(&model, &policy, &restarted, &shared, None);
+                        publish(&model, &rules.policy, &restarted, &shared, None);
                         history.samples(std::mem::take(&mut samples));
                         dirty = false;
                     }
                 }
+                Some(new_rules) = reloads.recv() => {
+                    tracing::info!("reloaded: {:?} mode, {} server(s)", new_rules.policy.mode,
+                        new_rules.config.as_ref().map_or(0, |c| c.servers.len()));
+                    rules = new_rules;
+                    recorded.clear();
+                }
                 Some(done) = finished.recv() => {
-                    if let Some(enforcer) = enforcer.as_mut() {
-                        let webbridge = done.webbridge().to_owned();
-                        let result = enforcer.finished(done, data_now(&model));
-                        shared.count_restart(&webbridge, result);
-                    }
+                    let webbridge = done.webbridge().to_owned();
+                    let result = enforcer.finished(done, data_now(&model));
+                    shared.count_restart(&webbridge, result);
                 }
                 _ = decide_tick.tick() => {
                     let now = data_now(&model);
-                    let busy = enforcer.as_ref().is_some_and(|e| e.busy);
-                    publish(&model, &policy, &restarted, &shared, Some(busy));
-                    if let Some(enforcer) = enforcer.as_mut() {
-                        let (seen, unseen) = enforcer.verify(&model, now);
-                        for webbridge in &seen {
-                            shared.count_restart(webbridge, "verified");
-                        }
-                        for webbridge in &unseen {
-                            shared.count_restart(webbridge, "unverified");
-                        }
-                        let mut decisions = shared.snapshot().decisions.clone();
-                        enforcer.hold_backed_off(&mut decisions, now);
-                        enforcer.act(&decisions, now, &mut restarted).await;
-                        shared.set_decisions(decisions);
+                    publish(&model, &rules.policy, &restarted, &shared, Some(enforcer.busy));
+                    let (seen, unseen) = enforcer.verify(&model, now);
+                    for webbridge in &seen {
+                        shared.count_restart(webbridge, "verified");
                     }
+                    for webbridge in &unseen {
+                        shared.count_restart(webbridge, "unverified");
+                    }
+                    let mut decisions = shared.snapshot().decisions.clone();
+                    enforcer.hold_backed_off(&mut decisions, now);
+                    if let (Mode::Enforce, Some(config)) = (rules.policy.mode, &rules.config) {
+                        enforcer.act(config, &decisions, now, &mut restarted).await;
+                    }
+                    shared.set_decisions(decisions);
                     history.samples(std::mem::take(&mut samples));
-                    for decision in &shared.snapshot().decisions {
+                    let decisions = shared.snapshot().decisions.clone();
+                    for decision in &decisions {
                         let key = (decision.action, decision.reason.clone());
                         if recorded.get(&decision.webbridge) != Some(&key) {
                             let numbers = serde_json::to_value(decision).unwrap_or_default();
@@ -239,9 +282,58 @@ impl Guard {
                             recorded.insert(decision.webbridge.clone(), key);
                         }
                     }
+                    alarms.notify(&decisions, rules.policy.mode, now, &notifier);
                 }
-                _ = prune_tick.tick() => history.prune(Utc::now() - chrono::Duration::days(RETENTION_DAYS)),
+                _ = prune_tick.tick() => history.prune(Utc::now() - rules.retention),
                 _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
+
+/// Edge detection for notifications: a web bridge is announced when it
+/// comes to need a restart, and when it reaches its limit, not every second.
+#[derive(Default)]
+struct Alarms {
+    /// Web bridges whose need was announced, with the action announced.
+    needed: BTreeMap<String, policy::Action>,
+    /// Web bridges announced at their limit.
+    at_limit: std::collections::BTreeSet<String>,
+}
+
+impl Alarms {
+    fn notify(&mut self, decisions: &[Decision], mode: Mode, now: DateTime<Utc>, notifier: &Notifier) {
+        for decision in decisions {
+            let details = serde_json::to_value(decision).unwrap_or_default();
+            let at_limit = decision.needs.contains(&policy::Need::AtLimit);
+            if at_limit && self.at_limit.insert(decision.webbridge.clone()) {
+                notifier.send(Notice {
+                    event: Event::Lockout,
+                    webbridge: decision.webbridge.clone(),
+                    time: now,
+                    text: format!("at its limit ({} sessions): users cannot join through it", decision.active),
+                    details: details.clone(),
+                });
+            } else if !at_limit {
+                self.at_limit.remove(&decision.webbridge);
+            }
+            if decision.action == policy::Action::None {
+                self.needed.remove(&decision.webbridge);
+            } else if self.needed.get(&decision.webbridge) != Some(&decision.action) {
+                self.needed.insert(decision.webbridge.clone(), decision.action);
+                let text = match (decision.action, mode) {
+                    (policy::Action::Restart, Mode::Observe) => {
+                        format!("would be restarted (observe mode): {}", decision.reason)
+                    }
+                    _ => decision.reason.clone(),
+                };
+                notifier.send(Notice {
+                    event: Event::Decision,
+                    webbridge: decision.webbridge.clone(),
+                    time: now,
+                    text,
+                    details,
+                });
             }
         }
     }

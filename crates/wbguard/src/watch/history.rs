@@ -47,7 +47,7 @@ impl History {
                 "restart {} of {} decided at {} was interrupted; it may have happened",
                 open.id, open.webbridge, open.intent
             );
-            eprintln!("wbguard: {message}");
+            tracing::warn!("{message}");
             store.restart_outcome(
                 open.id,
                 "interrupted",
@@ -98,7 +98,7 @@ impl History {
 
     /// Records an alert.
     pub fn alert(&self, at: DateTime<Utc>, webbridge: Option<&str>, kind: &str, message: &str) {
-        eprintln!("wbguard: alert: {message}");
+        tracing::warn!("alert: {message}");
         let command =
             Command::Alert { at, webbridge: webbridge.map(str::to_owned), kind: kind.into(), message: message.into() };
         let _ = self.queue.send(command);
@@ -139,7 +139,7 @@ fn write(mut store: Store, commands: Receiver<Command>) {
             }
         };
         if let Err(error) = outcome {
-            eprintln!("wbguard: history: {error:#}");
+            tracing::error!("history: {error:#}");
         }
     }
 }

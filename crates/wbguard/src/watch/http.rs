@@ -164,5 +164,14 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
         "counter",
         counters(&shared).into_iter().map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.to_string())).collect(),
     );
+    family(
+        "wbguard_webhook_notifications_total",
+        "Webhook notifications, by result: sent, failed (after retries), dropped (queue full).",
+        "counter",
+        [("sent", &shared.notify.sent), ("failed", &shared.notify.failed), ("dropped", &shared.notify.dropped)]
+            .into_iter()
+            .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.load(Ordering::Relaxed).to_string()))
+            .collect(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }

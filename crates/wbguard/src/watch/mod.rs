@@ -10,113 +10,149 @@
 //! also acts, one restart at a time, through [`enforce`].
 
 mod enforce;
+mod follow;
 mod guard;
 mod history;
 mod http;
 mod ingest;
+mod notify;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use wbguard_core::policy::{Mode, Policy};
+use wbguard_core::policy::Mode;
 
 use crate::cli::{StatusArgs, WatchArgs};
+use crate::config::watch::{parse_mode, WatchSettings};
+use crate::config::Config;
 use crate::exit::Outcome;
-use ingest::{AllowList, Intake, Listen};
+pub use ingest::Listen;
+use ingest::{Intake, Sources};
 
-/// Messages waiting for the guard; past this, new ones are dropped and
-/// counted (the senders are never slowed down).
+/// Messages waiting for the guard. Streams wait when it is full; UDP
+/// datagrams are dropped and counted.
 const QUEUE: usize = 100_000;
 
 /// What a running guard listens on; printed as one JSON line.
 #[derive(Debug, Serialize)]
 struct Endpoints {
     syslog: Vec<String>,
+    follow: Vec<String>,
     http: SocketAddr,
+}
+
+/// The configuration (if any) and the guard's settings, flags applied.
+fn settings(args: &WatchArgs) -> anyhow::Result<(Option<Config>, WatchSettings)> {
+    let config = args.config.as_ref().map(|path| crate::config::load(Some(path)).map(|(_, c)| c)).transpose()?;
+    let mut settings = config.as_ref().map_or_else(WatchSettings::default, |c| c.watch.clone());
+    if let Some(mode) = &args.mode {
+        settings.policy.mode = parse_mode(mode).context("--mode")?;
+    }
+    if !args.listen_syslog.is_empty() {
+        settings.listen_syslog = args
+            .listen_syslog
+            .iter()
+            .map(|l| l.parse().map_err(|e: String| anyhow::anyhow!(e)))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(http) = &args.listen_http {
+        settings.listen_http = http.parse().with_context(|| format!("--listen-http {http}: not ADDR:PORT"))?;
+    }
+    settings.follow.extend(args.follow.iter().cloned());
+    if settings.policy.mode == Mode::Enforce && config.is_none() {
+        anyhow::bail!("enforce mode needs --config: the servers to restart and the sources allowed to send syslog");
+    }
+    if settings.tls.is_none() && settings.listen_syslog.iter().any(|l| matches!(l, Listen::Tls(_))) {
+        anyhow::bail!("a tls:// listener needs tls_certificate and tls_key in the configuration's [watch]");
+    }
+    Ok((config, settings))
+}
+
+fn sources(config: Option<&Config>) -> anyhow::Result<Sources> {
+    config.map_or_else(|| Ok(Sources::open()), Sources::from_config)
+}
+
+fn rules(config: Option<Config>, settings: &WatchSettings) -> guard::Rules {
+    guard::Rules { policy: settings.policy.clone(), zone: settings.log_timezone, retention: settings.retention, config }
+}
+
+/// Logs through tracing to standard error; `WBGUARD_LOG` filters (`info` by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WBGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Runs `wbguard watch`.
 pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
-    let mode = match args.mode.as_deref() {
-        None | Some("observe") => Mode::Observe,
-        Some("enforce") => Mode::Enforce,
-        Some(other) => anyhow::bail!("--mode {other}: use observe or enforce"),
-    };
-    if mode == Mode::Enforce && args.config.is_none() {
-        anyhow::bail!("--mode enforce needs --config: the servers to restart and the sources allowed to send syslog");
-    }
-    let listens: Vec<Listen> = if args.listen_syslog.is_empty() {
-        vec!["udp://127.0.0.1:5514".parse().expect("valid"), "tcp://127.0.0.1:5514".parse().expect("valid")]
-    } else {
-        args.listen_syslog
-            .iter()
-            .map(|l| l.parse().map_err(|e: String| anyhow::anyhow!(e)))
-            .collect::<anyhow::Result<_>>()?
-    };
-    let listen_http: SocketAddr =
-        args.listen_http.parse().with_context(|| format!("--listen-http {}: not ADDR:PORT", args.listen_http))?;
-    // With a configuration, only its servers may send; without, anyone (observe only).
-    let config = args.config.as_ref().map(|path| crate::config::load(Some(path)).map(|(_, c)| c)).transpose()?;
-    let allow = match &config {
-        Some(config) => {
-            let mut addresses = Vec::new();
-            for server in &config.servers {
-                let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(server.host.as_str(), server.port))
-                    .with_context(|| format!("server {}: cannot resolve {}", server.name, server.host))?;
-                addresses.extend(resolved.map(|a| a.ip()));
-            }
-            AllowList(Some(addresses))
-        }
-        None => AllowList(None),
-    };
+    init_logging();
+    let (config, settings) = settings(args)?;
+    let sources = sources(config.as_ref())?;
     let state_dir = match (&args.state_dir, &config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(config)) => config.state_dir.clone(),
         (None, None) => crate::config::default_state_dir(),
     };
+    let tls = settings.tls.as_ref().map(|(certificate, key)| ingest::tls_acceptor(certificate, key)).transpose()?;
     let store = crate::store::Store::open(&state_dir)?;
-    let (history, restarted) = history::History::start(store, chrono::Duration::days(guard::RETENTION_DAYS))?;
-    let policy = Policy { mode, ..Policy::default() };
-    let enforce = config.filter(|_| mode == Mode::Enforce);
+    let (history, restarted) = history::History::start(store, settings.retention)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(listens, listen_http, allow, policy, history, restarted, enforce))?;
+    runtime.block_on(serve(args, settings, config, sources, tls, history, restarted))?;
     Ok(Outcome::Success)
 }
 
 async fn serve(
-    listens: Vec<Listen>,
-    listen_http: SocketAddr,
-    allow: AllowList,
-    policy: Policy,
+    args: &WatchArgs,
+    settings: WatchSettings,
+    config: Option<Config>,
+    sources: Sources,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     history: history::History,
     restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
-    enforce: Option<crate::config::Config>,
 ) -> anyhow::Result<()> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (queue, messages) = mpsc::channel(QUEUE);
     let counters = Arc::new(ingest::IngestCounters::default());
-    let intake = Intake { queue, allow, counters: counters.clone() };
+    let sources = Arc::new(RwLock::new(Arc::new(sources)));
+    let intake = Intake { queue, sources: sources.clone(), counters: counters.clone() };
     let mut tasks = tokio::task::JoinSet::new();
     let mut bound_syslog = Vec::new();
-    for listen in &listens {
-        let bound = ingest::bind(listen).await?;
-        let scheme = if matches!(listen, Listen::Udp(_)) { "udp" } else { "tcp" };
-        bound_syslog.push(format!("{scheme}://{}", bound.local_addr()?));
+    for listen in &settings.listen_syslog {
+        let bound = ingest::bind(listen, tls.as_ref()).await?;
+        bound_syslog.push(bound.url()?);
         tasks.spawn(bound.serve(intake.clone(), shutdown_rx.clone()));
     }
+    for path in &settings.follow {
+        tasks.spawn(follow::follow(path.clone(), intake.clone(), shutdown_rx.clone()));
+    }
     drop(intake);
-    let shared = Arc::new(guard::Shared::new(policy.mode, counters));
-    let mode = policy.mode;
-    let zone = chrono_tz::Tz::UTC;
-    let guard = guard::Guard { policy, zone, shared: shared.clone(), history: history.clone(), restarted, enforce };
-    tasks.spawn(guard.run(messages, shutdown_rx.clone()));
-    let listener = tokio::net::TcpListener::bind(listen_http)
+    let notifier = notify::Notifier::start(settings.webhooks.clone());
+    let shared = Arc::new(guard::Shared::new(settings.policy.mode, counters, notifier.counters.clone()));
+    let guard = guard::Guard {
+        rules: rules(config, &settings),
+        limit: settings.limit,
+        shared: shared.clone(),
+        history: history.clone(),
+        restarted,
+        notifier: notifier.clone(),
+    };
+    let (reload, reloads) = mpsc::channel(4);
+    tasks.spawn(guard.run(messages, reloads, shutdown_rx.clone()));
+    let listener = tokio::net::TcpListener::bind(settings.listen_http)
         .await
-        .with_context(|| format!("cannot listen on http://{listen_http}"))?;
-    let endpoints = Endpoints { syslog: bound_syslog, http: listener.local_addr()? };
+        .with_context(|| format!("cannot listen on http://{}", settings.listen_http))?;
+    let endpoints = Endpoints {
+        syslog: bound_syslog,
+        follow: settings.follow.iter().map(|p| p.display().to_string()).collect(),
+        http: listener.local_addr()?,
+    };
     println!("{}", serde_json::to_string(&endpoints)?);
     let mut http_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {
@@ -126,26 +162,53 @@ async fn serve(
             })
             .await;
     });
-    eprintln!(
-        "wbguard: watching ({mode:?} mode): syslog on {}, status on http://{}",
+    tracing::info!(
+        "watching ({:?} mode): syslog on {}{}, status on http://{}",
+        settings.policy.mode,
         endpoints.syslog.join(", "),
+        endpoints.follow.iter().map(|f| format!(", file {f}")).collect::<String>(),
         endpoints.http
     );
-    wait_for_signal().await?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => match reloaded(args, &settings) {
+                Ok((config, new_settings, new_sources)) => {
+                    *sources.write().expect("never poisoned") = Arc::new(new_sources);
+                    *notifier.webhooks.write().expect("never poisoned") = new_settings.webhooks.clone();
+                    let _ = reload.send(rules(config, &new_settings)).await;
+                }
+                Err(error) => tracing::error!("reload refused, keeping the running configuration: {error:#}"),
+            },
+        }
+    }
+    tracing::info!("stopping: an in-flight restart is journaled, history is flushed");
     let _ = shutdown.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// Reads the configuration again (SIGHUP). What needs a new process to
+/// change (listeners, files, limit) is kept, with a warning.
+fn reloaded(args: &WatchArgs, running: &WatchSettings) -> anyhow::Result<(Option<Config>, WatchSettings, Sources)> {
+    let (config, settings) = settings(args)?;
+    let sources = sources(config.as_ref())?;
+    let fixed = [
+        ("listen_syslog", settings.listen_syslog != running.listen_syslog),
+        ("listen_http", settings.listen_http != running.listen_http),
+        ("tls", settings.tls != running.tls),
+        ("follow", settings.follow != running.follow),
+        ("limit", settings.limit != running.limit),
+    ];
+    for (name, _) in fixed.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!("reload: {name} changed; it takes effect when the guard is restarted");
     }
-    Ok(())
+    Ok((config, settings, sources))
 }
 
 /// Runs `wbguard status`: asks a running guard and prints what it knows.

@@ -19,6 +19,9 @@
 //! legacy_algorithms = true      # only for old appliances
 //! ```
 
+pub mod watch;
+
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,6 +86,15 @@ pub struct RawConfig {
     /// Where credentials come from, for every server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
+    /// The guard: listeners, files, history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<watch::RawWatch>,
+    /// When the guard restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<watch::RawPolicy>,
+    /// Whom the guard tells.
+    #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<watch::RawWebhook>,
     /// The servers.
     #[serde(default, rename = "server")]
     pub servers: Vec<RawServer>,
@@ -152,6 +164,9 @@ pub struct RawServer {
     /// Credentials for this server, instead of `[auth]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
+    /// Addresses its syslog comes from (default: the MMP host's addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syslog_from: Option<Vec<IpAddr>>,
 }
 
 impl RawConfig {
@@ -245,6 +260,8 @@ pub struct Server {
     pub legacy_algorithms: bool,
     /// Where its credentials come from, tried in order.
     pub auth: Vec<AuthSource>,
+    /// Addresses its syslog may come from (empty: the MMP host's).
+    pub syslog_from: Vec<IpAddr>,
 }
 
 impl Server {
@@ -259,7 +276,7 @@ impl Server {
 }
 
 /// The whole configuration, valid.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// The servers, in file order.
     pub servers: Vec<Server>,
@@ -271,6 +288,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// The guard's settings.
+    #[serde(skip)]
+    pub watch: watch::WatchSettings,
 }
 
 /// The user's state directory for wbguard (`~/.local/state/wbguard`).
@@ -285,7 +305,7 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// `~/...` expanded; relative paths taken from the config file's folder.
-fn resolve_path(path: &Path, base: &Path) -> PathBuf {
+pub(crate) fn resolve_path(path: &Path, base: &Path) -> PathBuf {
     if let Ok(rest) = path.strip_prefix("~") {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);
@@ -376,6 +396,7 @@ impl Config {
                 mode: mode(s.mode.as_deref(), &what)?.unwrap_or(default_mode),
                 legacy_algorithms: s.legacy_algorithms.unwrap_or(false),
                 auth: auth_sources(s.auth.as_ref().unwrap_or(&default_auth), base),
+                syslog_from: s.syslog_from.clone().unwrap_or_default(),
             });
         }
         let host_key_policy = match raw.host_key_policy.as_deref() {
@@ -395,7 +416,8 @@ impl Config {
             command: seconds(t.command, 60.0, "command")?,
             verify: seconds(t.verify, 120.0, "verify")?,
         };
-        Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts })
+        let watch = watch::WatchSettings::from_raw(raw.watch.as_ref(), raw.policy.as_ref(), &raw.webhooks, base)?;
+        Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts, watch })
     }
 
     /// The servers named in `only` (all when empty); unknown names are an error.

@@ -1,0 +1,541 @@
+//! The guard's part of the configuration: `[watch]` (where it listens and
+//! what it keeps), `[policy]` (when it restarts) and `[[webhook]]` (whom it
+//! tells).
+//!
+//! ```toml
+//! [watch]
+//! listen_syslog = ["udp://0.0.0.0:514", "tcp://0.0.0.0:514", "tls://0.0.0.0:6514"]
+//! listen_http = "127.0.0.1:9149"
+//! tls_certificate = "/etc/wbguard/syslog.crt"   # for tls:// listeners
+//! tls_key = "/etc/wbguard/syslog.key"
+//! follow = ["/var/log/cms/cms.log"]            # files a local syslog server writes
+//! relays = ["10.0.0.5"]                        # may forward lines of any configured server
+//! log_timezone = "UTC"                         # for timestamps that carry no zone
+//! retention_days = 90
+//!
+//! [policy]
+//! mode = "observe"            # or "enforce"
+//! leak_at_least = 100         # 0 turns this trigger off
+//! lockout_before_next_window = true
+//! at_limit = true
+//! max_dropped_calls = 0       # outside windows
+//! min_interval = "1h"
+//!
+//! [[policy.window]]
+//! cron = "0 2 * * 6"          # Saturday 02:00
+//! duration = "2h"
+//! timezone = "Europe/Berlin"
+//! max_dropped_calls = 10      # omitted: any
+//!
+//! [[webhook]]
+//! format = "slack"            # "generic" (default), "webex" or "slack"
+//! url_env = "WBGUARD_SLACK_WEBHOOK"   # or url_file, or url (the URL is a secret)
+//! events = ["restart", "failure", "lockout"]  # default: all four, with "decision"
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+use wbguard_core::policy::{Mode, Policy, Triggers, Window};
+
+use super::resolve_path;
+use crate::watch::Listen;
+
+/// `[watch]` as written.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// Syslog listeners: `udp://`, `tcp://` or `tls://ADDR:PORT`.
+    pub listen_syslog: Option<Vec<String>>,
+    /// The HTTP side (metrics, API, page).
+    pub listen_http: Option<String>,
+    /// PEM certificate chain for `tls://` listeners.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key for `tls://` listeners.
+    pub tls_key: Option<PathBuf>,
+    /// Log files to follow (written by a local syslog server).
+    pub follow: Option<Vec<PathBuf>>,
+    /// Addresses allowed to forward the lines of any configured server.
+    pub relays: Option<Vec<IpAddr>>,
+    /// Zone of timestamps that carry none.
+    pub log_timezone: Option<String>,
+    /// Days of history kept.
+    pub retention_days: Option<u32>,
+}
+
+/// `[policy]` as written.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `observe` (default) or `enforce`.
+    pub mode: Option<String>,
+    /// Restart when the leak's lower bound reaches this (0: never on this ground).
+    pub leak_at_least: Option<u32>,
+    /// Restart when lockout is forecast before the next window.
+    pub lockout_before_next_window: Option<bool>,
+    /// Restart a web bridge at its limit.
+    pub at_limit: Option<bool>,
+    /// Real calls a restart may drop outside windows.
+    pub max_dropped_calls: Option<u32>,
+    /// The least time between two restarts of one web bridge (`90m`, `1h`).
+    pub min_interval: Option<String>,
+    /// Data older than this decides nothing.
+    pub stale_after: Option<String>,
+    /// Sessions at which a web bridge refuses new ones.
+    pub limit: Option<u32>,
+    /// Maintenance windows.
+    #[serde(default, rename = "window")]
+    pub windows: Vec<RawWindow>,
+}
+
+/// One `[[policy.window]]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// When it opens: five cron fields.
+    pub cron: String,
+    /// How long it stays open (`2h`).
+    pub duration: String,
+    /// IANA zone the expression is read in (default UTC).
+    pub timezone: Option<String>,
+    /// Real calls a restart may drop inside it (omitted: any).
+    pub max_dropped_calls: Option<u32>,
+}
+
+/// One `[[webhook]]` as written.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// The URL itself (prefer `url_env` or `url_file`: it is a secret).
+    pub url: Option<String>,
+    /// Environment variable holding the URL.
+    pub url_env: Option<String>,
+    /// File holding the URL (mode 600 or stricter).
+    pub url_file: Option<PathBuf>,
+    /// `generic`, `webex` or `slack`.
+    pub format: Option<String>,
+    /// Which events: `decision`, `restart`, `failure`, `lockout`.
+    pub events: Option<Vec<String>>,
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// wbguard's own JSON: event, web bridge, text and the numbers.
+    Generic,
+    /// `{"markdown": ...}` for a Webex incoming webhook.
+    Webex,
+    /// `{"text": ...}` for a Slack incoming webhook.
+    Slack,
+}
+
+/// What a webhook is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A web bridge needs a restart (decided, or held and why).
+    Decision,
+    /// A restart was made and the logs show it.
+    Restart,
+    /// A restart failed or the logs never showed it.
+    Failure,
+    /// A web bridge reached its limit: users are refused.
+    Lockout,
+}
+
+impl Event {
+    /// Every event, in order.
+    pub const ALL: [Event; 4] = [Event::Decision, Event::Restart, Event::Failure, Event::Lockout];
+
+    /// Its name in the file and in the generic body.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Decision => "decision",
+            Event::Restart => "restart",
+            Event::Failure => "failure",
+            Event::Lockout => "lockout",
+        }
+    }
+}
+
+/// A webhook, resolved. The URL is a secret: never printed.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Webhook {
+    /// Where the URL came from, and its host (for messages).
+    pub describe: String,
+    /// The URL.
+    #[serde(skip)]
+    pub url: String,
+    /// The body's shape.
+    pub format: WebhookFormat,
+    /// The events it receives.
+    pub events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Webhook({}, {:?})", self.describe, self.format)
+    }
+}
+
+/// The guard's settings, resolved (defaults without a configuration file).
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Syslog listeners.
+    pub listen_syslog: Vec<Listen>,
+    /// The HTTP side.
+    pub listen_http: SocketAddr,
+    /// Certificate chain and key for `tls://` listeners.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Files to follow.
+    pub follow: Vec<PathBuf>,
+    /// Addresses that may forward for any configured server.
+    pub relays: Vec<IpAddr>,
+    /// Zone of timestamps that carry none.
+    pub log_timezone: chrono_tz::Tz,
+    /// How long history is kept.
+    pub retention: Duration,
+    /// When to restart.
+    pub policy: Policy,
+    /// Sessions at which a web bridge refuses new ones.
+    pub limit: u32,
+    /// Whom to tell.
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            listen_syslog: vec![
+                "udp://127.0.0.1:5514".parse().expect("valid"),
+                "tcp://127.0.0.1:5514".parse().expect("valid"),
+            ],
+            listen_http: "127.0.0.1:9149".parse().expect("valid"),
+            tls: None,
+            follow: Vec::new(),
+            relays: Vec::new(),
+            log_timezone: chrono_tz::Tz::UTC,
+            retention: Duration::days(90),
+            policy: Policy::default(),
+            limit: 149,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// `90s`, `10m`, `1h`, `2d`, or a combination such as `1h30m`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let bad = || anyhow::anyhow!("'{text}' is not a duration (write e.g. 90s, 10m, 1h30m, 2d)");
+    let mut total = Duration::zero();
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total += match c {
+            's' => Duration::seconds(n),
+            'm' => Duration::minutes(n),
+            'h' => Duration::hours(n),
+            'd' => Duration::days(n),
+            _ => return Err(bad()),
+        };
+    }
+    if !digits.is_empty() || total <= Duration::zero() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+fn mode(text: Option<&str>) -> anyhow::Result<Mode> {
+    Ok(match text {
+        None | Some("observe") => Mode::Observe,
+        Some("enforce") => Mode::Enforce,
+        Some(other) => bail!("mode '{other}' is neither \"observe\" nor \"enforce\""),
+    })
+}
+
+/// Resolves a parsed `--mode` flag.
+pub fn parse_mode(text: &str) -> anyhow::Result<Mode> {
+    mode(Some(text))
+}
+
+fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
+    let defaults = Policy::default();
+    let mut windows = Vec::new();
+    for (i, w) in raw.windows.iter().enumerate() {
+        let what = || format!("policy.window[{i}]");
+        let duration = parse_duration(&w.duration).with_context(|| format!("{}: duration", what()))?;
+        let zone = w.timezone.as_deref().unwrap_or("UTC");
+        windows.push(Window::new(&w.cron, duration, zone, w.max_dropped_calls).with_context(what)?);
+    }
+    let duration = |value: &Option<String>, default: Duration, name: &str| {
+        value.as_deref().map_or(Ok(default), |text| parse_duration(text).with_context(|| format!("policy.{name}")))
+    };
+    Ok(Policy {
+        mode: mode(raw.mode.as_deref()).context("policy.mode")?,
+        triggers: Triggers {
+            leak_at_least: match raw.leak_at_least {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => defaults.triggers.leak_at_least,
+            },
+            lockout_before_next_window: raw
+                .lockout_before_next_window
+                .unwrap_or(defaults.triggers.lockout_before_next_window),
+            at_limit: raw.at_limit.unwrap_or(defaults.triggers.at_limit),
+        },
+        max_dropped_calls: raw.max_dropped_calls.unwrap_or(defaults.max_dropped_calls),
+        windows,
+        min_interval: duration(&raw.min_interval, defaults.min_interval, "min_interval")?,
+        stale_after: duration(&raw.stale_after, defaults.stale_after, "stale_after")?,
+        horizon_without_windows: defaults.horizon_without_windows,
+    })
+}
+
+fn webhook(raw: &RawWebhook, i: usize, base: &Path) -> anyhow::Result<Webhook> {
+    let what = format!("webhook[{i}]");
+    let (url, from) = match (&raw.url, &raw.url_env, &raw.url_file) {
+        (Some(url), None, None) => (url.clone(), "the configuration".to_owned()),
+        (None, Some(variable), None) => (
+            std::env::var(variable).with_context(|| format!("{what}: the variable {variable} is not set"))?,
+            format!("${variable}"),
+        ),
+        (None, None, Some(path)) => {
+            let path = resolve_path(path, base);
+            crate::mmp::credentials::check_private(&path).with_context(|| format!("{what}: url_file"))?;
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("{what}: cannot read {}", path.display()))?;
+            (text.trim().to_owned(), path.display().to_string())
+        }
+        _ => bail!("{what}: give exactly one of url, url_env, url_file"),
+    };
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .filter(|host| !host.is_empty())
+        .with_context(|| format!("{what}: the URL (from {from}) must start with https:// or http://"))?;
+    let format = match raw.format.as_deref() {
+        None | Some("generic") => WebhookFormat::Generic,
+        Some("webex") => WebhookFormat::Webex,
+        Some("slack") => WebhookFormat::Slack,
+        Some(other) => bail!("{what}: format '{other}' is not generic, webex or slack"),
+    };
+    let events = match &raw.events {
+        None => Event::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                Event::ALL.into_iter().find(|e| e.name() == name).with_context(|| {
+                    format!("{what}: event '{name}' is not one of decision, restart, failure, lockout")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    Ok(Webhook { describe: format!("{host} (URL from {from})"), url, format, events })
+}
+
+impl WatchSettings {
+    /// Checks the raw sections and fills in the defaults.
+    pub fn from_raw(
+        watch: Option<&RawWatch>,
+        raw_policy: Option<&RawPolicy>,
+        webhooks: &[RawWebhook],
+        base: &Path,
+    ) -> anyhow::Result<WatchSettings> {
+        let defaults = WatchSettings::default();
+        let watch = watch.cloned().unwrap_or_default();
+        let listen_syslog = match &watch.listen_syslog {
+            None => defaults.listen_syslog,
+            Some(urls) => urls
+                .iter()
+                .map(|url| url.parse().map_err(|e: String| anyhow::anyhow!("watch.listen_syslog: {e}")))
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let listen_http = match &watch.listen_http {
+            None => defaults.listen_http,
+            Some(text) => text.parse().with_context(|| format!("watch.listen_http '{text}' is not ADDR:PORT"))?,
+        };
+        let tls = match (&watch.tls_certificate, &watch.tls_key) {
+            (Some(certificate), Some(key)) => Some((resolve_path(certificate, base), resolve_path(key, base))),
+            (None, None) => None,
+            _ => bail!("watch: give both tls_certificate and tls_key"),
+        };
+        if tls.is_none() && listen_syslog.iter().any(|l| matches!(l, Listen::Tls(_))) {
+            bail!("watch: a tls:// listener needs tls_certificate and tls_key");
+        }
+        let log_timezone = match &watch.log_timezone {
+            None => defaults.log_timezone,
+            Some(zone) => zone
+                .parse()
+                .map_err(|_| anyhow::anyhow!("watch.log_timezone '{zone}' is not an IANA zone (e.g. Europe/Berlin)"))?,
+        };
+        let retention = match watch.retention_days {
+            None => defaults.retention,
+            Some(0) => bail!("watch.retention_days must be at least 1"),
+            Some(days) => Duration::days(days.into()),
+        };
+        let raw_policy = raw_policy.cloned().unwrap_or_default();
+        let limit = raw_policy.limit.unwrap_or(defaults.limit);
+        if limit == 0 {
+            bail!("policy.limit must be at least 1");
+        }
+        Ok(WatchSettings {
+            listen_syslog,
+            listen_http,
+            tls,
+            follow: watch.follow.unwrap_or_default().iter().map(|p| resolve_path(p, base)).collect(),
+            relays: watch.relays.unwrap_or_default(),
+            log_timezone,
+            retention,
+            policy: policy(&raw_policy)?,
+            limit,
+            webhooks: webhooks.iter().enumerate().map(|(i, w)| webhook(w, i, base)).collect::<anyhow::Result<_>>()?,
+        })
+    }
+
+    /// A summary for `wbguard config check`: no secrets.
+    pub fn describe(&self) -> serde_json::Value {
+        let policy = &self.policy;
+        let windows: Vec<serde_json::Value> = policy
+            .windows
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "cron": w.pattern, "duration_minutes": w.duration.num_minutes(),
+                    "timezone": w.zone.name(), "max_dropped_calls": w.max_dropped_calls,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "listen_syslog": self.listen_syslog.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "listen_http": self.listen_http,
+            "tls": self.tls.as_ref().map(|(c, k)| serde_json::json!({"certificate": c, "key": k})),
+            "follow": self.follow,
+            "relays": self.relays,
+            "log_timezone": self.log_timezone.name(),
+            "retention_days": self.retention.num_days(),
+            "policy": {
+                "mode": policy.mode,
+                "leak_at_least": policy.triggers.leak_at_least,
+                "lockout_before_next_window": policy.triggers.lockout_before_next_window,
+                "at_limit": policy.triggers.at_limit,
+                "max_dropped_calls": policy.max_dropped_calls,
+                "min_interval_minutes": policy.min_interval.num_minutes(),
+                "stale_after_minutes": policy.stale_after.num_minutes(),
+                "limit": self.limit,
+                "windows": windows,
+            },
+            "webhooks": self.webhooks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> anyhow::Result<WatchSettings> {
+        #[derive(Deserialize)]
+        struct Sections {
+            watch: Option<RawWatch>,
+            policy: Option<RawPolicy>,
+            #[serde(default, rename = "webhook")]
+            webhooks: Vec<RawWebhook>,
+        }
+        let sections: Sections = toml::from_str(text)?;
+        WatchSettings::from_raw(
+            sections.watch.as_ref(),
+            sections.policy.as_ref(),
+            &sections.webhooks,
+            Path::new("/etc"),
+        )
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::minutes(90));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::days(2));
+        for bad in ["", "10", "h", "1x", "0m", "-1h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_without_sections() {
+        let s = settings("").unwrap();
+        assert_eq!(s.policy.mode, Mode::Observe);
+        assert_eq!(s.policy.triggers.leak_at_least, Some(100));
+        assert_eq!((s.policy.max_dropped_calls, s.policy.min_interval), (0, Duration::hours(1)));
+        assert_eq!(s.listen_http.to_string(), "127.0.0.1:9149");
+        assert_eq!((s.retention, s.limit), (Duration::days(90), 149));
+    }
+
+    #[test]
+    fn a_full_guard_configuration() {
+        std::env::set_var("WBGUARD_TEST_HOOK", "https://hooks.slack.com/services/T0/B0/secret");
+        let s = settings(
+            r#"
+            [watch]
+            listen_syslog = ["tls://0.0.0.0:6514", "udp://[::]:514"]
+            listen_http = "0.0.0.0:9149"
+            tls_certificate = "syslog.crt"
+            tls_key = "/k/syslog.key"
+            follow = ["cms.log"]
+            relays = ["10.0.0.5"]
+            log_timezone = "Europe/Berlin"
+            retention_days = 30
+            [policy]
+            mode = "enforce"
+            leak_at_least = 0
+            max_dropped_calls = 2
+            min_interval = "90m"
+            [[policy.window]]
+            cron = "0 2 * * 6"
+            duration = "2h"
+            timezone = "Europe/Berlin"
+            [[webhook]]
+            format = "slack"
+            url_env = "WBGUARD_TEST_HOOK"
+            events = ["restart", "failure"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.policy.mode, Mode::Enforce);
+        assert_eq!(s.policy.triggers.leak_at_least, None);
+        assert_eq!((s.policy.max_dropped_calls, s.policy.min_interval), (2, Duration::minutes(90)));
+        assert_eq!(s.policy.windows[0].duration, Duration::hours(2));
+        assert_eq!(s.tls, Some(("/etc/syslog.crt".into(), "/k/syslog.key".into())));
+        assert_eq!(s.follow, vec![PathBuf::from("/etc/cms.log")]);
+        assert_eq!(s.log_timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(s.webhooks[0].events, vec![Event::Restart, Event::Failure]);
+        let described = s.describe().to_string();
+        assert!(described.contains("hooks.slack.com (URL from $WBGUARD_TEST_HOOK)"), "{described}");
+        assert!(!described.contains("secret") && !format!("{:?}", s.webhooks).contains("secret"));
+    }
+
+    #[test]
+    fn bad_guard_configurations_say_what_is_wrong() {
+        let error = |text: &str| format!("{:#}", settings(text).unwrap_err());
+        assert!(error("[policy]\nmode = \"act\"\n").contains("policy.mode"));
+        assert!(error("[policy]\nmin_interval = \"soon\"\n").contains("policy.min_interval"));
+        assert!(error("[[policy.window]]\ncron = \"0 2 * *\"\nduration = \"1h\"\n").contains("policy.window[0]"));
+        assert!(
+            error("[[policy.window]]\ncron = \"0 2 * * 6\"\nduration = \"1h\"\ntimezone = \"Mars\"\n").contains("Mars")
+        );
+        assert!(error("[watch]\nlisten_syslog = [\"tls://127.0.0.1:6514\"]\n").contains("tls_certificate"));
+        assert!(error("[watch]\nlisten_syslog = [\"ftp://127.0.0.1:1\"]\n").contains("ftp://"));
+        assert!(error("[[webhook]]\nformat = \"teams\"\nurl = \"https://x/\"\n").contains("teams"));
+        assert!(error("[[webhook]]\nurl = \"hooks.example.com\"\n").contains("https://"));
+        assert!(error("[[webhook]]\nurl = \"https://x/\"\nevents = [\"boot\"]\n").contains("boot"));
+        assert!(error("[[webhook]]\nurl_env = \"WBGUARD_NOT_SET_ANYWHERE\"\n").contains("WBGUARD_NOT_SET_ANYWHERE"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Webhook notifications: decisions, restarts, failures and lockouts, as
+//! wbguard's own JSON or in the shape Webex and Slack incoming webhooks
+//! accept.
+//!
+//! The guard never waits for a webhook: events go through a bounded queue
+//! to one delivery thread, which posts each to every webhook that wants it,
+//! tries three times, and counts what was sent, failed or dropped. A URL is
+//! a secret (it carries the token): messages name only its host.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::watch::{Event, Webhook, WebhookFormat};
+
+/// Events waiting for delivery; more are dropped and counted.
+const QUEUE: usize = 1000;
+/// Attempts per webhook and event.
+const ATTEMPTS: u32 = 3;
+
+/// One thing to tell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    /// What happened.
+    pub event: Event,
+    /// The web bridge concerned.
+    pub webbridge: String,
+    /// When (the guard's clock).
+    pub time: DateTime<Utc>,
+    /// In words, for people.
+    pub text: String,
+    /// The numbers behind it.
+    pub details: serde_json::Value,
+}
+
+/// Delivery outcomes, exported as `wbguard_webhook_notifications_total{result}`.
+#[derive(Debug, Default)]
+pub struct NotifyCounters {
+    /// Accepted by the receiver (2xx).
+    pub sent: AtomicU64,
+    /// Refused or unreachable after every attempt.
+    pub failed: AtomicU64,
+    /// Not attempted: the queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// The guard's handle: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Notifier {
+    queue: mpsc::SyncSender<Notice>,
+    /// The webhooks (replaced on reload).
+    pub webhooks: Arc<RwLock<Vec<Webhook>>>,
+    /// Outcomes.
+    pub counters: Arc<NotifyCounters>,
+}
+
+impl Notifier {
+    /// Starts the delivery thread.
+    pub fn start(webhooks: Vec<Webhook>) -> Notifier {
+        let (queue, notices) = mpsc::sync_channel::<Notice>(QUEUE);
+        let webhooks = Arc::new(RwLock::new(webhooks));
+        let counters = Arc::new(NotifyCounters::default());
+        let (hooks, counts) = (webhooks.clone(), counters.clone());
+        std::thread::Builder::new()
+            .name("webhooks".into())
+            .spawn(move || deliver(notices, hooks, counts))
+            .expect("a thread starts");
+        Notifier { queue, webhooks, counters }
+    }
+
+    /// Queues a notice for every webhook that wants its event.
+    pub fn send(&self, notice: Notice) {
+        let wanted = self.webhooks.read().expect("never poisoned").iter().any(|w| w.events.contains(&notice.event));
+        if wanted && self.queue.try_send(notice).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn deliver(notices: mpsc::Receiver<Notice>, webhooks: Arc<RwLock<Vec<Webhook>>>, counters: Arc<NotifyCounters>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for notice in notices {
+        let targets: Vec<Webhook> = webhooks
+            .read()
+            .expect("never poisoned")
+            .iter()
+            .filter(|w| w.events.contains(&notice.event))
+            .cloned()
+            .collect();
+        for webhook in targets {
+            let body = body(&notice, webhook.format);
+            let mut outcome = String::new();
+            let sent = (0..ATTEMPTS).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_secs(1 << (2 * attempt)));
+                }
+                match agent.post(&webhook.url).send_json(&body) {
+                    Ok(response) if response.status().is_success() => true,
+                    Ok(response) => {
+                        outcome = format!("HTTP {}", response.status());
+                        false
+                    }
+                    // The error may quote the URL: name only the kind.
+                    Err(e) => {
+                        outcome = describe(&e);
+                        false
+                    }
+                }
+            });
+            if sent {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "webhook {}: {} notice not delivered after {ATTEMPTS} attempts: {outcome}",
+                    webhook.describe,
+                    notice.event.name()
+                );
+            }
+        }
+    }
+}
+
+fn describe(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::Io(e) => format!("{}", e.kind()),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS error".into(),
+        _ => "request failed".into(),
+    }
+}
+
+/// The body in `format`'s shape.
+pub fn body(notice: &Notice, format: WebhookFormat) -> serde_json::Value {
+    let line = format!("wbguard {}: {}", notice.webbridge, notice.text);
+    match format {
+        WebhookFormat::Generic => serde_json::to_value(notice).unwrap_or_default(),
+        WebhookFormat::Webex => {
+            serde_json::json!({ "markdown": format!("**wbguard** `{}`: {}", notice.webbridge, notice.text) })
+        }
+        WebhookFormat::Slack => serde_json::json!({ "text": line }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_shapes() {
+        let notice = Notice {
+            event: Event::Restart,
+            webbridge: "cms1".into(),
+            time: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            text: "restarted, 120 leaked sessions freed".into(),
+            details: serde_json::json!({"leaked_lower": 120}),
+        };
+        let generic = body(&notice, WebhookFormat::Generic);
+        assert_eq!(generic["event"], "restart");
+        assert_eq!(generic["webbridge"], "cms1");
+        assert_eq!(generic["details"]["leaked_lower"], 120);
+        assert_eq!(generic["time"], "2023-11-14T22:13:20Z");
+        let webex = body(&notice, WebhookFormat::Webex);
+        assert_eq!(webex.as_object().unwrap().keys().collect::<Vec<_>>(), ["markdown"]);
+        assert!(webex["markdown"].as_str().unwrap().contains("`cms1`: restarted"));
+        let slack = body(&notice, WebhookFormat::Slack);
+        assert_eq!(slack["text"], "wbguard cms1: restarted, 120 leaked sessions freed");
+    }
+}
