@@ -6,6 +6,7 @@ mod analyze;
 mod restart;
 mod sshd;
 mod watch;
+mod watch_inputs;
 
 use std::io::Write;
 use std::path::Path;

@@ -11,17 +11,19 @@ use serde_json::Value;
 
 use super::s;
 
-struct Guard {
+/// A running `wbguard watch` on free ports.
+pub struct Guard {
     child: Child,
     syslog: Vec<String>,
-    http: SocketAddr,
+    /// Its HTTP address.
+    pub http: SocketAddr,
     _state: Option<tempfile::TempDir>,
 }
 
 impl Guard {
     /// A guard on free ports, with its state in a fresh directory unless
     /// `extra` names one.
-    fn start(extra: &[&str]) -> Guard {
+    pub fn start(extra: &[&str]) -> Guard {
         let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_wbguard"));
         command.arg("watch");
@@ -43,16 +45,16 @@ impl Guard {
         Guard { child, syslog, http: endpoints["http"].as_str().unwrap().parse().unwrap(), _state: state }
     }
 
-    fn port(&self, scheme: &str) -> String {
+    pub fn port(&self, scheme: &str) -> String {
         self.syslog.iter().find(|u| u.starts_with(scheme)).unwrap().rsplit(':').next().unwrap().to_owned()
     }
 
-    fn get(&self, path: &str) -> String {
+    pub fn get(&self, path: &str) -> String {
         super::http(self.http, "GET", path, None).1
     }
 
     /// The value of one metric line, waiting up to 10 s for it.
-    fn metric(&self, series: &str) -> Option<f64> {
+    pub fn metric(&self, series: &str) -> Option<f64> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let metrics = self.get("/metrics");
@@ -66,8 +68,14 @@ impl Guard {
         }
     }
 
-    fn stop(mut self) -> i32 {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    /// Sends a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    pub fn stop(mut self) -> i32 {
+        self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -86,12 +94,12 @@ impl Drop for Guard {
     }
 }
 
-fn logger(args: &[&str], message: &str) {
+pub fn logger(args: &[&str], message: &str) {
     let status = Command::new("logger").args(args).arg(message).status().expect("logger (util-linux)");
     assert!(status.success());
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_owned()
 }
 

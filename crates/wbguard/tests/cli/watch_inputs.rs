@@ -1,0 +1,231 @@
+//! The guard's other inputs and outputs, end to end: syslog over TLS from
+//! `openssl s_client`, a followed log file across rotation, a source that
+//! speaks for another server, webhooks received by a local HTTP server,
+//! and a reload on SIGHUP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::s;
+use super::watch::Guard;
+
+/// An RFC 3164 line from `host`, stamped now (UTC).
+fn line(host: &str, program: &str, text: &str) -> String {
+    format!("<14>{} {host} {program}: {text}", chrono::Utc::now().format("%b %e %H:%M:%S"))
+}
+
+fn stats(host: &str, active: u32) -> String {
+    line(host, "webbridge", &format!("INFO : [DEBUGGING] Stats {active}, c:{}, d:5", active + 5))
+}
+
+fn active(host: &str) -> String {
+    format!("wbguard_webbridge_active_sessions{{webbridge=\"{host}\"}}")
+}
+
+/// Waits until `series` shows `value`.
+fn wait_for(guard: &Guard, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while guard.metric(series) != Some(value) {
+        assert!(Instant::now() < deadline, "{series} never became {value}:\n{}", guard.get("/metrics"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn syslog_over_tls_is_received_and_plain_text_on_its_port_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("syslog.crt"), dir.path().join("syslog.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-keyout", s(&key), "-out", s(&cert)])
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let config = dir.path().join("wbguard.toml");
+    let text = format!("[watch]\ntls_certificate = {:?}\ntls_key = {:?}\n", s(&cert), s(&key));
+    // The key is readable by others: refused, named.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&config, format!("{text}[[server]]\nname = \"cms1\"\nmmp = \"127.0.0.1\"\n")).unwrap();
+    let out = super::wbguard(
+        &["watch", "--config", s(&config), "--listen-syslog", "tls://127.0.0.1:0", "--listen-http", "127.0.0.1:0"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("TLS key") && stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let guard = Guard::start(&["--config", s(&config), "--listen-syslog", "tls://127.0.0.1:0"]);
+    let port = guard.port("tls");
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-quiet", "-no_ign_eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().unwrap();
+    writeln!(stdin, "{}", stats("cms1", 42)).unwrap();
+    // Octet counting works inside TLS too.
+    let framed = stats("cms1", 43);
+    write!(stdin, "{} {framed}", framed.len()).unwrap();
+    stdin.flush().unwrap();
+    wait_for(&guard, &active("cms1"), 43.0);
+    drop(stdin);
+    let _ = client.wait();
+    // Plain text on the TLS port is a failed handshake, never a message.
+    let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    writeln!(plain, "{}", stats("cms1", 99)).unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(guard.metric(&active("cms1")), Some(43.0));
+    assert_eq!(guard.stop(), 0);
+}
+
+#[test]
+fn a_followed_file_is_read_across_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("cms.log");
+    std::fs::write(&log, format!("{}\n", stats("cmsfile", 10))).unwrap();
+    let guard = Guard::start(&["--follow", s(&log)]);
+    wait_for(&guard, &active("cmsfile"), 10.0);
+    // Appended, then rotated as logrotate does (rename, new file).
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(file, "{}", stats("cmsfile", 11)).unwrap();
+    wait_for(&guard, &active("cmsfile"), 11.0);
+    writeln!(file, "{}", stats("cmsfile", 12)).unwrap();
+    std::fs::rename(&log, dir.path().join("cms.log.1")).unwrap();
+    std::fs::write(&log, format!("{}\n", stats("cmsfile", 13))).unwrap();
+    wait_for(&guard, &active("cmsfile"), 13.0);
+    assert_eq!(guard.metric(r#"wbguard_syslog_messages_total{result="parsed"}"#), Some(4.0));
+    assert_eq!(guard.stop(), 0);
+}
+
+#[test]
+fn an_allowed_source_cannot_speak_for_another_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wbguard.toml");
+    std::fs::write(
+        &config,
+        "[[server]]\nname = \"cms1\"\nmmp = \"192.0.2.11\"\nsyslog_from = [\"127.0.0.1\"]\n\
+         [[server]]\nname = \"cms2\"\nmmp = \"192.0.2.12\"\n",
+    )
+    .unwrap();
+    let guard = Guard::start(&["--config", s(&config)]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{}", guard.port("udp"));
+    socket.send_to(stats("cms2", 148).as_bytes(), &to).unwrap();
+    socket.send_to(stats("cms1", 20).as_bytes(), &to).unwrap();
+    wait_for(&guard, &active("cms1"), 20.0);
+    assert_eq!(guard.metric(r#"wbguard_syslog_messages_total{result="rejected"}"#), Some(1.0));
+    assert!(!guard.get("/metrics").contains("webbridge=\"cms2\""));
+}
+
+/// A local webhook receiver: each POST's body, answered 200.
+fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (posts, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let _ = posts.send((path, serde_json::from_slice(&body).unwrap()));
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, received)
+}
+
+#[test]
+fn webhooks_hear_of_a_lockout_in_their_own_shapes() {
+    let (url, posts) = receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wbguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[webhook]]\nurl = \"{url}/generic\"\n\
+             [[webhook]]\nformat = \"slack\"\nurl_env = \"WBGUARD_TEST_SLACK\"\nevents = [\"lockout\"]\n\
+             [[server]]\nname = \"cms1\"\nmmp = \"127.0.0.1\"\n"
+        ),
+    )
+    .unwrap();
+    std::env::set_var("WBGUARD_TEST_SLACK", format!("{url}/slack"));
+    let guard = Guard::start(&["--config", s(&config)]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.send_to(stats("cms1", 149).as_bytes(), format!("127.0.0.1:{}", guard.port("udp"))).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let post = posts.recv_timeout(left).unwrap_or_else(|_| panic!("only {seen:?}"));
+        seen.push(post);
+    }
+    let slack: Vec<&Value> = seen.iter().filter(|(path, _)| path == "/slack").map(|(_, body)| body).collect();
+    assert_eq!(slack.len(), 1, "{seen:?}");
+    assert!(slack[0]["text"].as_str().unwrap().starts_with("wbguard cms1: at its limit (149 sessions)"), "{seen:?}");
+    let events: Vec<&str> =
+        seen.iter().filter(|(path, _)| path == "/generic").map(|(_, body)| body["event"].as_str().unwrap()).collect();
+    assert!(events.contains(&"lockout") && events.contains(&"decision"), "{seen:?}");
+    let decision = &seen.iter().find(|(_, body)| body["event"] == "decision").unwrap().1;
+    assert_eq!(decision["webbridge"], "cms1");
+    assert_eq!(decision["details"]["active"], 149);
+    // Edge-triggered: the same state is not announced again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(posts.try_recv().is_err());
+    assert_eq!(guard.metric(r#"wbguard_webhook_notifications_total{result="sent"}"#), Some(3.0));
+}
+
+#[test]
+fn sighup_rereads_the_configuration_and_a_broken_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wbguard.toml");
+    let servers = "[[server]]\nname = \"cms1\"\nmmp = \"127.0.0.1\"\n";
+    std::fs::write(&config, servers).unwrap();
+    let guard = Guard::start(&["--config", s(&config)]);
+    let mode = || {
+        let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+        status["mode"].as_str().unwrap().to_owned()
+    };
+    let wait_mode = |wanted: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mode() != wanted {
+            assert!(Instant::now() < deadline, "the mode stayed {}", mode());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(mode(), "observe");
+    std::fs::write(&config, format!("[policy]\nmode = \"enforce\"\n{servers}")).unwrap();
+    guard.signal("HUP");
+    wait_mode("enforce");
+    std::fs::write(&config, format!("[policy]\nmode = \"observe\"\nmin_interval = \"soon\"\n{servers}")).unwrap();
+    guard.signal("HUP");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(mode(), "enforce");
+    assert_eq!(guard.stop(), 0);
+}
