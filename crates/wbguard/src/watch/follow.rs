@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::ingest::{Intake, Message, Origin, MAX_MESSAGE};
+use super::ingest::{Batch, Intake, Origin, MAX_MESSAGE};
 
 /// How often the file is looked at when nothing new came.
 const POLL: Duration = Duration::from_millis(250);
@@ -115,13 +115,16 @@ pub async fn follow(path: PathBuf, intake: Intake, mut shutdown: watch::Receiver
 /// False when the guard is gone.
 async fn send_lines(partial: &mut Vec<u8>, bytes: &[u8], intake: &Intake) -> bool {
     partial.extend_from_slice(bytes);
+    let mut batch = batch(intake);
     let mut start = 0;
     while let Some(end) = memchr::memchr(b'\n', &partial[start..]) {
         let line = &partial[start..start + end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         start += end + 1;
-        if !offer(line, intake).await {
-            return false;
+        if line.len() > MAX_MESSAGE {
+            intake.counters.oversize.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else if !line.is_empty() {
+            batch.push(line);
         }
     }
     partial.drain(..start);
@@ -130,26 +133,24 @@ async fn send_lines(partial: &mut Vec<u8>, bytes: &[u8], intake: &Intake) -> boo
         intake.counters.oversize.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         partial.clear();
     }
-    true
+    intake.offer_stream(batch).await
 }
 
 /// The last line of a rotated file may lack its newline.
 async fn flush_partial(partial: &mut Vec<u8>, intake: &Intake) {
-    if !partial.is_empty() {
-        offer(partial, intake).await;
-        partial.clear();
+    if !partial.is_empty() && partial.len() <= MAX_MESSAGE {
+        let mut batch = batch(intake);
+        batch.push(partial);
+        intake.offer_stream(batch).await;
     }
+    partial.clear();
 }
 
-async fn offer(line: &[u8], intake: &Intake) -> bool {
-    if line.is_empty() {
-        return true;
-    }
-    // A local file speaks for every configured server, like a relay.
+/// A local file speaks for every configured server, like a relay.
+fn batch(intake: &Intake) -> Batch {
     let sources = intake.sources.read().expect("the sources lock is never poisoned").clone();
     let origin = if sources.open { Origin::Anyone } else { Origin::Relay };
-    let message = Message { source: IpAddr::V4(Ipv4Addr::LOCALHOST), origin, bytes: line.to_vec() };
-    intake.queue.send(message).await.is_ok()
+    Batch::new(IpAddr::V4(Ipv4Addr::LOCALHOST), origin)
 }
 
 #[cfg(test)]
@@ -161,9 +162,16 @@ mod tests {
 
     use crate::watch::ingest::{IngestCounters, Sources};
 
-    async fn next_line(messages: &mut mpsc::Receiver<Message>) -> String {
-        let message = tokio::time::timeout(Duration::from_secs(5), messages.recv()).await.unwrap().unwrap();
-        String::from_utf8(message.bytes).unwrap()
+    /// The next line, from batches as they come.
+    async fn next_line(
+        batches: &mut mpsc::Receiver<Batch>,
+        waiting: &mut std::collections::VecDeque<String>,
+    ) -> String {
+        while waiting.is_empty() {
+            let batch = tokio::time::timeout(Duration::from_secs(5), batches.recv()).await.unwrap().unwrap();
+            waiting.extend(batch.messages().map(|m| String::from_utf8(m.to_vec()).unwrap()));
+        }
+        waiting.pop_front().unwrap()
     }
 
     #[tokio::test]
@@ -171,6 +179,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cms.log");
         let (queue, mut messages) = mpsc::channel(100);
+        let mut waiting = std::collections::VecDeque::new();
         let intake = Intake {
             queue,
             sources: Arc::new(RwLock::new(Arc::new(Sources::open()))),
@@ -182,23 +191,23 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(b"one\ntw").unwrap();
-        assert_eq!(next_line(&mut messages).await, "one");
+        assert_eq!(next_line(&mut messages, &mut waiting).await, "one");
         file.write_all(b"o\r\n").unwrap();
-        assert_eq!(next_line(&mut messages).await, "two");
+        assert_eq!(next_line(&mut messages, &mut waiting).await, "two");
         // Rotation by renaming: the old file's last words still count.
         file.write_all(b"three\nfour").unwrap();
         std::fs::rename(&path, dir.path().join("cms.log.1")).unwrap();
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(b"five\n").unwrap();
-        assert_eq!(next_line(&mut messages).await, "three");
-        assert_eq!(next_line(&mut messages).await, "four");
-        assert_eq!(next_line(&mut messages).await, "five");
+        assert_eq!(next_line(&mut messages, &mut waiting).await, "three");
+        assert_eq!(next_line(&mut messages, &mut waiting).await, "four");
+        assert_eq!(next_line(&mut messages, &mut waiting).await, "five");
         // copytruncate: emptied in place, then written again.
         file.set_len(0).unwrap();
         drop(file);
         tokio::time::sleep(Duration::from_millis(600)).await;
         std::fs::write(&path, b"six\n").unwrap();
-        assert_eq!(next_line(&mut messages).await, "six");
+        assert_eq!(next_line(&mut messages, &mut waiting).await, "six");
         stop.send(true).unwrap();
         task.await.unwrap();
     }

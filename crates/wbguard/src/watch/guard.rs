@@ -20,7 +20,7 @@ use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig, WebBridgeEst
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
 use super::history::History;
-use super::ingest::{IngestCounters, Message, Origin};
+use super::ingest::{Batch, IngestCounters, Origin};
 use super::notify::{Notice, Notifier, NotifyCounters};
 use crate::config::watch::Event;
 use crate::store::Sample;
@@ -197,7 +197,7 @@ impl Guard {
     /// rules arrive through `reloads`.
     pub async fn run(
         self,
-        mut messages: mpsc::Receiver<Message>,
+        mut messages: mpsc::Receiver<Batch>,
         mut reloads: mpsc::Receiver<Rules>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -213,30 +213,35 @@ impl Guard {
         let mut alarms = Alarms::default();
         loop {
             tokio::select! {
-                message = messages.recv() => {
-                    let Some(message) = message else { break };
+                batch = messages.recv() => {
+                    let Some(batch) = batch else { break };
                     // A line without a host is named by its server, else by where
                     // it came from; a year is inferred against the data's own
                     // time when it runs ahead of the clock (a fast simulator).
-                    let default_host = match &message.origin {
+                    let default_host = match &batch.origin {
                         Origin::Servers(hosts) if hosts.len() == 1 => hosts[0].to_string(),
-                        _ => message.source.to_string(),
+                        _ => batch.source.to_string(),
                     };
                     let ctx = ParseContext { zone: rules.zone, reference: data_now(&model), default_host: Some(default_host) };
-                    match parse_line(&message.bytes, &ctx) {
-                        Ok(Some(record)) if !rules.accepts(&message.origin, &record.host) => {
+                    let (mut parsed, mut noise, mut malformed, mut rejected) = (0, 0, 0, 0);
+                    for message in batch.messages() {
+                        match parse_line(message, &ctx) {
                             // Speaking for a server it is not: never moves a decision.
-                            shared.ingest.rejected.fetch_add(1, Ordering::Relaxed);
+                            Ok(Some(record)) if !rules.accepts(&batch.origin, &record.host) => rejected += 1,
+                            Ok(Some(record)) => {
+                                parsed += 1;
+                                model.observe(&record);
+                                samples.extend(sample(&record));
+                                dirty = true;
+                            }
+                            Ok(None) => noise += 1,
+                            Err(_) => malformed += 1,
                         }
-                        Ok(Some(record)) => {
-                            shared.parse.parsed.fetch_add(1, Ordering::Relaxed);
-                            model.observe(&record);
-                            samples.extend(sample(&record));
-                            dirty = true;
-                        }
-                        Ok(None) => { shared.parse.noise.fetch_add(1, Ordering::Relaxed); }
-                        Err(_) => { shared.parse.malformed.fetch_add(1, Ordering::Relaxed); }
                     }
+                    shared.parse.parsed.fetch_add(parsed, Ordering::Relaxed);
+                    shared.parse.noise.fetch_add(noise, Ordering::Relaxed);
+                    shared.parse.malformed.fetch_add(malformed, Ordering::Relaxed);
+                    shared.ingest.rejected.fetch_add(rejected, Ordering::Relaxed);
                     // Keep the status current without rebuilding it per message.
                     if dirty && messages.is_empty() {
                         publish(&model, &rules.policy, &restarted, &shared, None);

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -75,15 +75,58 @@ pub enum Origin {
     Relay,
 }
 
-/// One message and where it came from.
+/// Messages of one sender, as they came (a datagram, or what one read of a
+/// stream held): one queue entry for many messages keeps up with a sender
+/// that writes hundreds of thousands a second.
 #[derive(Debug)]
-pub struct Message {
+pub struct Batch {
     /// The sender's address.
     pub source: IpAddr,
     /// Who it may speak for.
     pub origin: Origin,
-    /// The raw message, without framing.
-    pub bytes: Vec<u8>,
+    /// The raw messages, without framing, one after another.
+    data: Vec<u8>,
+    /// Where each message ends in `data`.
+    ends: Vec<usize>,
+}
+
+/// A batch is sent once it holds about this much.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    /// An empty batch.
+    pub fn new(source: IpAddr, origin: Origin) -> Batch {
+        Batch { source, origin, data: Vec::with_capacity(BATCH_BYTES), ends: Vec::new() }
+    }
+
+    /// Adds a message.
+    pub fn push(&mut self, message: &[u8]) {
+        self.data.extend_from_slice(message);
+        self.ends.push(self.data.len());
+    }
+
+    /// Messages in it.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.data[start..end])
+    }
+
+    /// Empties it for the next round, keeping its buffers.
+    fn take(&mut self) -> Batch {
+        let mut next = Batch::new(self.source, self.origin.clone());
+        std::mem::swap(self, &mut next);
+        next
+    }
 }
 
 /// Counters of the ingest, exported as `wbguard_syslog_messages_total`.
@@ -165,7 +208,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Clone)]
 pub struct Intake {
     /// To the guard.
-    pub queue: mpsc::Sender<Message>,
+    pub queue: mpsc::Sender<Batch>,
     /// Who may send (replaced on reload).
     pub sources: Arc<RwLock<Arc<Sources>>>,
     /// Counters.
@@ -178,34 +221,18 @@ impl Intake {
         self.sources.read().expect("the sources lock is never poisoned").clone()
     }
 
-    /// Checks a message; `None` when it is dropped (and counted).
-    fn admit(&self, sources: &Sources, source: IpAddr, bytes: &[u8]) -> Option<Message> {
-        let Some(origin) = sources.origin(source) else {
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        if bytes.len() > MAX_MESSAGE {
-            self.counters.oversize.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Message { source, origin, bytes: bytes.to_vec() })
-    }
-
-    /// A datagram: dropped and counted when the queue is full.
-    fn offer_datagram(&self, source: IpAddr, bytes: &[u8]) {
-        let Some(message) = self.admit(&self.sources(), source, bytes) else { return };
-        if self.queue.try_send(message).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    /// A batch of datagrams: dropped and counted when the queue is full.
+    fn offer_datagrams(&self, batch: Batch) {
+        let n = batch.len() as u64;
+        if n > 0 && self.queue.try_send(batch).is_err() {
+            self.counters.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 
-    /// A message of a stream: waits for room (the sender is slowed, never
+    /// A batch of a stream: waits for room (the sender is slowed, never
     /// loses a message). False when the guard is gone.
-    async fn offer_stream(&self, sources: &Sources, source: IpAddr, bytes: &[u8]) -> bool {
-        match self.admit(sources, source, bytes) {
-            Some(message) => self.queue.send(message).await.is_ok(),
-            None => true,
-        }
+    pub async fn offer_stream(&self, batch: Batch) -> bool {
+        batch.is_empty() || self.queue.send(batch).await.is_ok()
     }
 }
 
@@ -279,11 +306,38 @@ impl Bound {
                 let mut buffer = vec![0u8; 65_536];
                 loop {
                     tokio::select! {
-                        received = socket.recv_from(&mut buffer) => {
-                            if let Ok((n, from)) = received {
+                        ready = socket.readable() => {
+                            if ready.is_err() {
+                                continue;
+                            }
+                            // Everything waiting, in one batch per sender.
+                            let sources = intake.sources();
+                            let mut batches: Vec<Batch> = Vec::new();
+                            let mut taken = 0;
+                            while taken < BATCH_BYTES {
+                                let Ok((n, from)) = socket.try_recv_from(&mut buffer) else { break };
+                                taken += n;
                                 let datagram = &buffer[..n];
                                 let datagram = datagram.strip_suffix(b"\n").unwrap_or(datagram);
-                                intake.offer_datagram(from.ip(), datagram);
+                                let Some(origin) = sources.origin(from.ip()) else {
+                                    intake.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                };
+                                if datagram.len() > MAX_MESSAGE {
+                                    intake.counters.oversize.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                                match batches.iter_mut().find(|b| b.source == from.ip()) {
+                                    Some(batch) => batch.push(datagram),
+                                    None => {
+                                        let mut batch = Batch::new(from.ip(), origin);
+                                        batch.push(datagram);
+                                        batches.push(batch);
+                                    }
+                                }
+                            }
+                            for batch in batches {
+                                intake.offer_datagrams(batch);
                             }
                         }
                         _ = shutdown.changed() => return,
@@ -324,78 +378,140 @@ impl Bound {
     }
 }
 
-/// One TCP sender: frames by octet counting (`LEN SP MSG`) when a frame
-/// starts with a digit, else by newline.
+/// Splits a byte stream into syslog frames: octet counting (`LEN SP MSG`)
+/// when a frame starts with a digit, else newline. Bounded: a frame over
+/// [`MAX_MESSAGE`] is skipped and counted, whatever its framing.
+#[derive(Debug, Default)]
+struct Framer {
+    /// Bytes read and not yet framed.
+    pending: Vec<u8>,
+    /// Bytes still to skip of an oversized counted frame.
+    skip: usize,
+    /// Inside an oversized line: skip to its newline.
+    skip_line: bool,
+}
+
+/// The stream is not syslog (a count that is not a number).
+#[derive(Debug, PartialEq, Eq)]
+struct NotSyslog;
+
+impl Framer {
+    /// Frames what `pending` holds into `batch`; counts oversized frames.
+    fn frame(&mut self, batch: &mut Batch, oversize: &AtomicU64) -> Result<(), NotSyslog> {
+        let buffer = &self.pending;
+        let mut at = 0;
+        while at < buffer.len() {
+            let rest = &buffer[at..];
+            if self.skip > 0 {
+                let n = self.skip.min(rest.len());
+                self.skip -= n;
+                at += n;
+                continue;
+            }
+            if self.skip_line {
+                match memchr::memchr(b'\n', rest) {
+                    Some(end) => {
+                        self.skip_line = false;
+                        at += end + 1;
+                    }
+                    None => at = buffer.len(),
+                }
+                continue;
+            }
+            if rest[0].is_ascii_digit() {
+                let Some(space) = memchr::memchr(b' ', &rest[..rest.len().min(11)]) else {
+                    if rest.len() >= 11 {
+                        return Err(NotSyslog);
+                    }
+                    break; // the count is not complete yet
+                };
+                let length: usize =
+                    std::str::from_utf8(&rest[..space]).ok().and_then(|l| l.parse().ok()).ok_or(NotSyslog)?;
+                if length > MAX_MESSAGE {
+                    oversize.fetch_add(1, Ordering::Relaxed);
+                    self.skip = length;
+                    at += space + 1;
+                    continue;
+                }
+                if rest.len() < space + 1 + length {
+                    break;
+                }
+                batch.push(&rest[space + 1..space + 1 + length]);
+                at += space + 1 + length;
+            } else {
+                match memchr::memchr(b'\n', rest) {
+                    Some(end) => {
+                        push_line(batch, &rest[..end], oversize);
+                        at += end + 1;
+                    }
+                    None if rest.len() > MAX_MESSAGE => {
+                        oversize.fetch_add(1, Ordering::Relaxed);
+                        self.skip_line = true;
+                        at = buffer.len();
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// At the end of the stream: a last line without its newline counts.
+    fn finish(&mut self, batch: &mut Batch, oversize: &AtomicU64) {
+        if !self.pending.is_empty() && !self.pending[0].is_ascii_digit() && !self.skip_line {
+            push_line(batch, &self.pending, oversize);
+        }
+        self.pending.clear();
+    }
+}
+
+fn push_line(batch: &mut Batch, line: &[u8], oversize: &AtomicU64) {
+    let mut line = line;
+    while let [rest @ .., b'\r' | b'\n'] = line {
+        line = rest;
+    }
+    if line.len() > MAX_MESSAGE {
+        oversize.fetch_add(1, Ordering::Relaxed);
+    } else if !line.is_empty() {
+        batch.push(line);
+    }
+}
+
+/// One TCP or TLS sender, framed by [`Framer`], until it closes, breaks
+/// framing or the guard stops.
 async fn stream_messages<S: AsyncRead + Unpin>(
-    stream: S,
+    mut stream: S,
     source: IpAddr,
     intake: Intake,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // The allow list as the connection opened: a reload applies to new ones.
-    let sources = intake.sources();
-    if sources.origin(source).is_none() {
+    let Some(origin) = intake.sources().origin(source) else {
         intake.counters.rejected.fetch_add(1, Ordering::Relaxed);
         return;
-    }
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut frame = Vec::with_capacity(1024);
+    };
+    let mut framer = Framer::default();
+    let mut batch = Batch::new(source, origin);
     loop {
-        let first = tokio::select! {
-            buffered = reader.fill_buf() => match buffered {
-                Ok([]) | Err(_) => return,
-                Ok(bytes) => bytes[0],
-            },
+        framer.pending.reserve(BATCH_BYTES);
+        let read = tokio::select! {
+            read = stream.read_buf(&mut framer.pending) => read,
             _ = shutdown.changed() => return,
         };
-        frame.clear();
-        if first.is_ascii_digit() {
-            // Octet counting: digits, a space, then exactly that many bytes.
-            let mut length = Vec::new();
-            if reader.read_until(b' ', &mut length).await.is_err() {
+        match read {
+            Ok(0) | Err(_) => {
+                framer.finish(&mut batch, &intake.counters.oversize);
+                intake.offer_stream(batch).await;
                 return;
             }
-            let Some(length) = std::str::from_utf8(&length).ok().and_then(|l| l.trim_end().parse::<usize>().ok())
-            else {
-                return; // not a syslog stream: drop the connection
-            };
-            if length > MAX_MESSAGE {
-                intake.counters.oversize.fetch_add(1, Ordering::Relaxed);
-                let mut skip = (&mut reader).take(length as u64);
-                if tokio::io::copy(&mut skip, &mut tokio::io::sink()).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            frame.resize(length, 0);
-            if reader.read_exact(&mut frame).await.is_err() {
-                return;
-            }
-        } else {
-            // Newline framing, bounded: an endless line is cut and dropped.
-            let mut limited = (&mut reader).take(MAX_MESSAGE as u64 + 1);
-            match limited.read_until(b'\n', &mut frame).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if frame.last() != Some(&b'\n') && frame.len() > MAX_MESSAGE {
-                intake.counters.oversize.fetch_add(1, Ordering::Relaxed);
-                let mut rest = Vec::new();
-                while !rest.ends_with(b"\n") {
-                    rest.clear();
-                    let mut chunk = (&mut reader).take(MAX_MESSAGE as u64);
-                    match chunk.read_until(b'\n', &mut rest).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                }
-                continue;
-            }
-            while frame.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-                frame.pop();
-            }
+            Ok(_) => {}
         }
-        if !intake.offer_stream(&sources, source, &frame).await {
+        if framer.frame(&mut batch, &intake.counters.oversize).is_err() {
+            intake.offer_stream(batch).await;
+            return; // not a syslog stream: drop the connection
+        }
+        if !intake.offer_stream(batch.take()).await {
             return;
         }
     }
@@ -412,6 +528,46 @@ mod tests {
         assert_eq!("tls://127.0.0.1:6514".parse(), Ok(Listen::Tls("127.0.0.1:6514".parse().unwrap())));
         assert_eq!("tls://127.0.0.1:6514".parse::<Listen>().unwrap().to_string(), "tls://127.0.0.1:6514");
         assert!("udp://localhost:514".parse::<Listen>().is_err());
+    }
+
+    fn framed(chunks: &[&[u8]]) -> (Vec<String>, u64, Result<(), NotSyslog>) {
+        let mut framer = Framer::default();
+        let mut batch = Batch::new("127.0.0.1".parse().unwrap(), Origin::Anyone);
+        let oversize = AtomicU64::new(0);
+        let mut result = Ok(());
+        for chunk in chunks {
+            framer.pending.extend_from_slice(chunk);
+            result = framer.frame(&mut batch, &oversize);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            framer.finish(&mut batch, &oversize);
+        }
+        let messages = batch.messages().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+        (messages, oversize.into_inner(), result)
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole() {
+        let stream = b"<14>one\r\n9 <14>two\nx\n<14>three\n5 four5<14>5\nlast";
+        let want = ["<14>one", "<14>two\nx", "<14>three", "four5", "<14>5", "last"];
+        assert_eq!(framed(&[stream]).0, want);
+        for split in 1..stream.len() {
+            let (a, b) = stream.split_at(split);
+            assert_eq!(framed(&[a, b]).0, want, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_skipped_and_counted() {
+        let long = vec![b'a'; MAX_MESSAGE + 10];
+        let counted = format!("{} ", long.len());
+        let (messages, oversize, _) =
+            framed(&[b"<14>before\n", &long, b"\n", counted.as_bytes(), &long, b"<14>after\n"]);
+        assert_eq!((messages, oversize), (vec!["<14>before".to_owned(), "<14>after".to_owned()], 2));
+        assert_eq!(framed(&[b"12345678901234567890 x"]).2, Err(NotSyslog));
     }
 
     #[test]

@@ -32,9 +32,10 @@ use crate::exit::Outcome;
 pub use ingest::Listen;
 use ingest::{Intake, Sources};
 
-/// Messages waiting for the guard. Streams wait when it is full; UDP
-/// datagrams are dropped and counted.
-const QUEUE: usize = 100_000;
+/// Batches of messages waiting for the guard (each up to about 64 KiB:
+/// at most some 16 MiB). Streams wait when it is full; UDP datagrams are
+/// dropped and counted.
+const QUEUE: usize = 256;
 
 /// What a running guard listens on; printed as one JSON line.
 #[derive(Debug, Serialize)]
