@@ -27,6 +27,8 @@ use crate::store::Sample;
 
 /// How often decisions are taken.
 const DECIDE_EVERY: Duration = Duration::from_secs(1);
+/// Samples handed to the history writer at once, at most.
+const SAMPLES_PER_WRITE: usize = 4096;
 
 /// A record as a stored sample, if it is one.
 fn sample(record: &wbguard_core::log::Record) -> Option<Sample> {
@@ -242,7 +244,11 @@ impl Guard {
                     shared.parse.noise.fetch_add(noise, Ordering::Relaxed);
                     shared.parse.malformed.fetch_add(malformed, Ordering::Relaxed);
                     shared.ingest.rejected.fetch_add(rejected, Ordering::Relaxed);
-                    // Keep the status current without rebuilding it per message.
+                    // Keep the status current without rebuilding it per message;
+                    // hand samples over in bounded batches.
+                    if samples.len() >= SAMPLES_PER_WRITE {
+                        history.samples(std::mem::take(&mut samples));
+                    }
                     if dirty && messages.is_empty() {
                         publish(&model, &rules.policy, &restarted, &shared, None);
                         history.samples(std::mem::take(&mut samples));

@@ -13,8 +13,10 @@ use tokio::sync::oneshot;
 
 use crate::store::{Sample, Store};
 
-/// Commands queued for the writer.
-const QUEUE: usize = 10_000;
+/// Commands queued for the writer. Small: a flood of samples (a replayed
+/// log) must not grow memory; past this, sample batches are dropped and
+/// counted (decisions, restarts and alerts wait for a place instead).
+const QUEUE: usize = 64;
 
 enum Command {
     Samples(Vec<Sample>),

@@ -22,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// Messages longer than this are dropped (and counted).
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// The UDP socket's receive buffer asked of the kernel.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
 /// TCP and TLS senders served at once; more wait for a place.
 pub const MAX_CONNECTIONS: usize = 256;
 
@@ -266,6 +268,8 @@ pub async fn bind(listen: &Listen, tls: Option<&TlsAcceptor>) -> anyhow::Result<
             let socket = UdpSocket::bind(address)
                 .await
                 .with_context(|| format!("cannot listen for syslog on udp://{address}"))?;
+            // A deep receive buffer rides out bursts (the kernel caps it at net.core.rmem_max).
+            let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER);
             Bound::Udp(socket)
         }
         Listen::Tcp(address) | Listen::Tls(address) => {

@@ -32,10 +32,11 @@ use crate::exit::Outcome;
 pub use ingest::Listen;
 use ingest::{Intake, Sources};
 
-/// Batches of messages waiting for the guard (each up to about 64 KiB:
-/// at most some 16 MiB). Streams wait when it is full; UDP datagrams are
-/// dropped and counted.
-const QUEUE: usize = 256;
+/// Batches of messages waiting for the guard (each about what one read
+/// returns, tens of KiB: a few MiB in all, which keeps the guard under
+/// 64 MB however fast syslog comes). Streams wait when it is full; UDP
+/// datagrams are dropped and counted.
+const QUEUE: usize = 64;
 
 /// What a running guard listens on; printed as one JSON line.
 #[derive(Debug, Serialize)]
