@@ -27,6 +27,9 @@ use crate::store::Sample;
 
 /// How often decisions are taken.
 const DECIDE_EVERY: Duration = Duration::from_secs(1);
+/// How long a stopping guard waits for a restart in flight (systemd's
+/// stop timeout in deploy/ is longer).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 /// Samples handed to the history writer at once, at most.
 const SAMPLES_PER_WRITE: usize = 4096;
 
@@ -299,6 +302,18 @@ impl Guard {
                 _ = shutdown.changed() => break,
             }
         }
+        // Stopping: a restart in flight gets time to finish (its intent is
+        // journaled either way), and everything seen is written.
+        if enforcer.busy {
+            tracing::info!("waiting up to {} s for the restart in flight", SHUTDOWN_GRACE.as_secs());
+            if let Ok(Some(done)) = tokio::time::timeout(SHUTDOWN_GRACE, finished.recv()).await {
+                let webbridge = done.webbridge().to_owned();
+                let result = enforcer.finished(done, data_now(&model));
+                tracing::info!("the restart of {webbridge} ended: {result}");
+            }
+        }
+        history.samples(samples);
+        history.flush().await;
     }
 }
 

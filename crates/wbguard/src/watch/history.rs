@@ -26,6 +26,7 @@ enum Command {
     Outcome { id: i64, result: String, detail: Option<String>, at: DateTime<Utc> },
     Alert { at: DateTime<Utc>, webbridge: Option<String>, kind: String, message: String },
     History { from: DateTime<Utc>, to: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<serde_json::Value>> },
+    Flush(oneshot::Sender<()>),
 }
 
 /// The handle the guard and the HTTP side use.
@@ -111,6 +112,14 @@ impl History {
         let _ = self.queue.try_send(Command::Prune(before));
     }
 
+    /// Waits until everything queued so far is written (before exiting).
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Command::Flush(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
     /// Reads the history between `from` and `to`.
     pub async fn read(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<serde_json::Value> {
         let (reply, answer) = oneshot::channel();
@@ -137,6 +146,10 @@ fn write(mut store: Store, commands: Receiver<Command>) {
             Command::Alert { at, webbridge, kind, message } => store.alert(at, webbridge.as_deref(), &kind, &message),
             Command::History { from, to, reply } => {
                 let _ = reply.send(store.history(from, to));
+                Ok(())
+            }
+            Command::Flush(reply) => {
+                let _ = reply.send(());
                 Ok(())
             }
         };

@@ -384,50 +384,21 @@ fn observe_mode_restarts_nothing() {
 #[test]
 fn a_guard_killed_mid_restart_loses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    // The next 03:00, after a day of heavy leaks: the web bridge is full of
-    // proven leaks and nobody is in a call, so a restart is needed and safe.
-    let now = chrono::Utc::now();
-    let night = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
-    let start = if night >= now { night } else { night + chrono::Duration::days(1) };
-    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 1, 60.0, 0.6, dir.path(), |c| {
-        c.start = start;
-        c.warm_up = Duration::from_secs(20 * 3600);
-    });
+    let (runtime, running, args) = night_with_a_slow_mmp(dir.path(), 60);
     let control = running.endpoints.control;
-    // The MMP takes a minute to answer: the restart hangs.
-    super::control(control, r#"{"fault": {"server": "cms1", "fault": "slow", "seconds": 60}}"#);
-    let state = dir.path().join("guard");
-    let args = ["--mode", "enforce", "--config", s(&config), "--state-dir", s(&state), "--listen-syslog"];
-    let listen = format!("tcp://127.0.0.1:{port}");
-    let mut first: Vec<&str> = args.to_vec();
-    first.push(&listen);
-    let guard = Guard::start(&first);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let history: Value =
-            serde_json::from_str(&guard.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
-        if history["restarts"].as_array().unwrap().iter().any(|r| r["result"].is_null()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no restart started: {}", guard.get("/api/status"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut guard = guard;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut guard = Guard::start(&args);
+    wait_for_a_restart_in_flight(&guard);
     guard.child.kill().unwrap(); // SIGKILL, mid-restart
     let _ = guard.child.wait();
     drop(guard);
     super::control(control, r#"{"fault": {"server": "cms1", "fault": "none"}}"#);
     let before = super::truth(control)["totals"]["restarts"].clone();
 
-    let again = Guard::start(&first);
+    let again = Guard::start(&args);
     std::thread::sleep(Duration::from_secs(8));
-    let history: Value =
-        serde_json::from_str(&again.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
-    let restarts = history["restarts"].as_array().unwrap();
-    assert_eq!(restarts.len(), 1, "{history}");
+    let restarts = restarts(&again);
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
     assert_eq!(restarts[0]["result"], "interrupted");
     // Still needed, and safe, but within the minimum interval: held.
     assert_eq!(super::truth(control)["totals"]["restarts"], before);
@@ -436,4 +407,70 @@ fn a_guard_killed_mid_restart_loses_nothing_and_repeats_nothing() {
     assert_eq!(decision["action"], "hold", "{status}");
     assert!(decision["reason"].as_str().unwrap().contains("restarted"), "{decision}");
     runtime.block_on(running.stop());
+}
+
+/// SIGTERM in the middle of a restart: the guard lets it finish, journals
+/// the outcome, then exits.
+#[test]
+fn a_guard_stopped_mid_restart_finishes_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, running, args) = night_with_a_slow_mmp(dir.path(), 4);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let guard = Guard::start(&args);
+    wait_for_a_restart_in_flight(&guard);
+    assert_eq!(guard.stop(), 0);
+    assert_eq!(super::truth(running.endpoints.control)["totals"]["restarts"], 1);
+    let observer = Guard::start(&args[2..]); // the same state, observe mode
+    let restarts = restarts(&observer);
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["result"], "restarted", "{restarts:?}");
+    runtime.block_on(running.stop());
+}
+
+/// One web bridge at 03:00 after a day of heavy leaks (full of proven leaks,
+/// nobody in a call: a restart is needed and safe), whose MMP takes
+/// `slow_seconds` to answer; and the guard's arguments for it (enforce mode).
+fn night_with_a_slow_mmp(
+    dir: &std::path::Path,
+    slow_seconds: u32,
+) -> (tokio::runtime::Runtime, cms_sim::live::Running, Vec<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let now = chrono::Utc::now();
+    let night = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+    let start = if night >= now { night } else { night + chrono::Duration::days(1) };
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 1, 60.0, 0.6, dir, |c| {
+        c.start = start;
+        c.warm_up = Duration::from_secs(20 * 3600);
+    });
+    let fault = format!(r#"{{"fault": {{"server": "cms1", "fault": "slow", "seconds": {slow_seconds}}}}}"#);
+    super::control(running.endpoints.control, &fault);
+    let state = dir.join("guard");
+    let args = [
+        "--mode",
+        "enforce",
+        "--config",
+        s(&config),
+        "--state-dir",
+        s(&state),
+        "--listen-syslog",
+        &format!("tcp://127.0.0.1:{port}"),
+    ];
+    (runtime, running, args.iter().map(|a| a.to_string()).collect())
+}
+
+/// The guard's restarts, from its history.
+fn restarts(guard: &Guard) -> Vec<Value> {
+    let history: Value =
+        serde_json::from_str(&guard.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
+    history["restarts"].as_array().unwrap().clone()
+}
+
+fn wait_for_a_restart_in_flight(guard: &Guard) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !restarts(guard).iter().any(|r| r["result"].is_null()) {
+        assert!(Instant::now() < deadline, "no restart started: {}", guard.get("/api/status"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
