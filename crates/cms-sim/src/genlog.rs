@@ -108,9 +108,40 @@ enum Line {
     Restart(usize),
 }
 
+/// Something that watches the log as it is written and restarts web
+/// bridges: a guard under test, run in virtual time.
+pub trait Controller {
+    /// Sees each line, as written (with its newline).
+    fn line(&mut self, line: &[u8]);
+    /// Called once a second of virtual time: the servers (by index) whose
+    /// web bridge to restart now. Each restart leaves its audit line.
+    fn restarts(&mut self, now: DateTime<Utc>) -> Vec<usize>;
+}
+
+/// No controller: only the scheduled restarts, if any.
+struct Nobody;
+
+impl Controller for Nobody {
+    fn line(&mut self, _: &[u8]) {}
+    fn restarts(&mut self, _: DateTime<Utc>) -> Vec<usize> {
+        Vec::new()
+    }
+}
+
 /// Generates the log into `log` and, if given, the truth (JSON lines) into
 /// `truth`.
-pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&mut dyn Write>) -> io::Result<Summary> {
+pub fn generate(options: &GenOptions, log: &mut impl Write, truth: Option<&mut dyn Write>) -> io::Result<Summary> {
+    generate_controlled(options, log, truth, &mut Nobody)
+}
+
+/// [`generate`], with `controller` seeing every line and restarting web
+/// bridges when it decides to.
+pub fn generate_controlled(
+    options: &GenOptions,
+    log: &mut impl Write,
+    mut truth: Option<&mut dyn Write>,
+    controller: &mut dyn Controller,
+) -> io::Result<Summary> {
     let scenario = &options.scenario;
     let servers = &scenario.servers;
     let mut sim = Simulation::new(scenario.clone(), options.seed, options.start);
@@ -151,6 +182,11 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
             // Like Cisco's script: one server after another, a second apart.
             for (i, _) in servers.iter().enumerate().filter(|(_, s)| s.release.has_webbridge2()) {
                 pending_restarts.push((now + Duration::seconds(i as i64), i));
+            }
+        }
+        for server in controller.restarts(now) {
+            if server < servers.len() && !pending_restarts.iter().any(|&(_, s)| s == server) {
+                pending_restarts.push((now, server));
             }
         }
         pending_restarts.retain(|&(at, server)| {
@@ -230,6 +266,7 @@ pub fn generate(options: &GenOptions, log: &mut impl Write, mut truth: Option<&m
             }
             line.push(b'\n');
             log.write_all(&line)?;
+            controller.line(&line);
             summary.lines += 1;
             summary.bytes += line.len() as u64;
             summary.end = time;

@@ -29,14 +29,35 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// The guard: receive the servers' syslog, track every web bridge,
-    /// decide and report (observe mode).
+    /// decide and report (observe mode) or act (enforce mode).
     Watch(WatchArgs),
     /// Ask a running guard what it knows.
     Status(StatusArgs),
+    /// See it work: a simulated leaking deployment, the guard in enforce
+    /// mode, the status page, and a month of three strategies compared.
+    Demo(DemoArgs),
+}
+
+/// `wbguard demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// End by itself after this long (e.g. 90s, 5m) [default: at Ctrl-C].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Serve the status page here [default: 127.0.0.1:9149].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen_http: Option<String>,
+    /// Also write the comparison as JSON: {"strategies": [{"name",
+    /// "refused_joins", "dropped_calls", "restarts"}]}.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Simulated seconds per real second (2880: a day in 30 seconds).
+    #[arg(long, value_name = "N", default_value_t = 2880.0)]
+    pub speed: f64,
 }
 
 /// `wbguard watch`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct WatchArgs {
     /// The configuration: its servers (the allow list of syslog sources and
     /// what enforce mode restarts), [watch], [policy] and [[webhook]].

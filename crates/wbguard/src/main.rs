@@ -7,6 +7,7 @@ mod analyze;
 mod cli;
 mod config;
 mod config_cmd;
+mod demo;
 mod exit;
 mod mmp;
 mod restart;
@@ -25,6 +26,7 @@ fn main() {
         cli::Command::Config(command) => config_cmd::run(&command),
         cli::Command::Watch(args) => watch::run(&args),
         cli::Command::Status(args) => watch::status(&args),
+        cli::Command::Demo(args) => demo::run(&args),
     };
     std::process::exit(exit::code(result));
 }

@@ -12,6 +12,7 @@
 //! relays = ["10.0.0.5"]                        # may forward lines of any configured server
 //! log_timezone = "UTC"                         # for timestamps that carry no zone
 //! retention_days = 90
+//! restart_token_env = "WBGUARD_RESTART_TOKEN"  # enables the page's "restart now" (enforce mode)
 //!
 //! [policy]
 //! mode = "observe"            # or "enforce"
@@ -64,6 +65,9 @@ pub struct RawWatch {
     pub log_timezone: Option<String>,
     /// Days of history kept.
     pub retention_days: Option<u32>,
+    /// Environment variable holding the token that enables the status
+    /// page's "restart now" (enforce mode only).
+    pub restart_token_env: Option<String>,
 }
 
 /// `[policy]` as written.
@@ -182,6 +186,24 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
+/// A secret token: compared in constant time, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Whether `offered` is this token (time independent of where they differ).
+    pub fn matches(&self, offered: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 /// The guard's settings, resolved (defaults without a configuration file).
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
@@ -205,6 +227,8 @@ pub struct WatchSettings {
     pub limit: u32,
     /// Whom to tell.
     pub webhooks: Vec<Webhook>,
+    /// The token of the status page's "restart now" (none: read-only page).
+    pub restart_token: Option<Token>,
 }
 
 impl Default for WatchSettings {
@@ -223,6 +247,7 @@ impl Default for WatchSettings {
             policy: Policy::default(),
             limit: 149,
             webhooks: Vec::new(),
+            restart_token: None,
         }
     }
 }
@@ -387,7 +412,16 @@ impl WatchSettings {
         if limit == 0 {
             bail!("policy.limit must be at least 1");
         }
+        let restart_token = match &watch.restart_token_env {
+            None => None,
+            Some(variable) => match std::env::var(variable) {
+                Ok(token) if token.len() >= 16 => Some(Token(token)),
+                Ok(_) => bail!("watch.restart_token_env: ${variable} must hold at least 16 characters"),
+                Err(_) => bail!("watch.restart_token_env: the variable {variable} is not set"),
+            },
+        };
         Ok(WatchSettings {
+            restart_token,
             listen_syslog,
             listen_http,
             tls,
@@ -422,6 +456,7 @@ impl WatchSettings {
             "relays": self.relays,
             "log_timezone": self.log_timezone.name(),
             "retention_days": self.retention.num_days(),
+            "restart_now": if self.restart_token.is_some() { "enabled (token set)" } else { "disabled" },
             "policy": {
                 "mode": policy.mode,
                 "leak_at_least": policy.triggers.leak_at_least,

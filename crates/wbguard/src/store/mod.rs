@@ -69,6 +69,26 @@ pub struct Sample {
     pub cma_peak: Option<u32>,
 }
 
+/// The leak estimate of one web bridge at one time, as stored (the status
+/// page's chart draws the leak range from these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Estimate {
+    /// When.
+    pub time: DateTime<Utc>,
+    /// The web bridge.
+    pub webbridge: String,
+    /// Sessions.
+    pub active: u32,
+    /// Leak, lower bound.
+    pub leaked_lower: u32,
+    /// Leak, upper bound.
+    pub leaked_upper: u32,
+    /// Real calls a restart could drop, at most.
+    pub droppable_upper: u32,
+    /// The lockout forecast.
+    pub lockout_forecast: Option<DateTime<Utc>>,
+}
+
 /// A restart journaled but never finished: the guard stopped in between.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unfinished {
@@ -128,6 +148,30 @@ impl Store {
             )?;
             for s in samples {
                 insert.execute(params![ms(s.time), s.host, s.kind, s.active, s.cma_current, s.cma_peak])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Stores estimates in one transaction.
+    pub fn record_estimates(&mut self, estimates: &[Estimate]) -> anyhow::Result<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO estimates (time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in estimates {
+                insert.execute(params![
+                    ms(e.time),
+                    e.webbridge,
+                    e.active,
+                    e.leaked_lower,
+                    e.leaked_upper,
+                    e.droppable_upper,
+                    e.lockout_forecast.map(ms)
+                ])?;
             }
         }
         transaction.commit()?;
@@ -224,7 +268,8 @@ impl Store {
         Ok(removed)
     }
 
-    /// Samples and restarts between `from` and `to`, for `/api/history`.
+    /// Samples, estimates, restarts and decisions between `from` and `to`,
+    /// for `/api/history`.
     pub fn history(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<serde_json::Value> {
         let mut samples = self.connection.prepare_cached(
             "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM samples WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
@@ -260,9 +305,21 @@ impl Store {
                 }))
             })?
             .collect::<Result<_, _>>()?;
-        Ok(
-            serde_json::json!({"from": from, "to": to, "samples": samples, "restarts": restarts, "decisions": decisions}),
-        )
+        let mut estimates = self.connection.prepare_cached(
+            "SELECT time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms FROM estimates \
+             WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
+        )?;
+        let estimates: Vec<serde_json::Value> = estimates
+            .query_map(params![ms(from), ms(to)], |row| {
+                Ok(serde_json::json!({
+                    "time": time(row.get(0)?), "webbridge": row.get::<_, String>(1)?, "active": row.get::<_, i64>(2)?,
+                    "leaked_lower": row.get::<_, i64>(3)?, "leaked_upper": row.get::<_, i64>(4)?,
+                    "droppable_upper": row.get::<_, i64>(5)?, "lockout_forecast": row.get::<_, Option<i64>>(6)?.map(time),
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(serde_json::json!({"from": from, "to": to, "samples": samples, "estimates": estimates,
+            "restarts": restarts, "decisions": decisions}))
     }
 }
 

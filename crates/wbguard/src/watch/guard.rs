@@ -84,6 +84,8 @@ pub struct Snapshot {
     pub now: DateTime<Utc>,
     /// Observe or enforce.
     pub mode: Mode,
+    /// Sessions at which a web bridge refuses new ones.
+    pub limit: u32,
     /// Per web bridge.
     pub webbridges: Vec<WebBridgeView>,
     /// CMA sessions per call bridge (the latest report).
@@ -99,6 +101,7 @@ impl Snapshot {
         Snapshot {
             now: Utc::now(),
             mode,
+            limit: ModelConfig::default().limit,
             webbridges: Vec::new(),
             callbridges: BTreeMap::new(),
             cluster: ClusterEstimate { active_total: 0, cma_total: None, leaked_lower: 0, leaked_upper: 0 },
@@ -117,6 +120,8 @@ pub struct Shared {
     pub ingest: Arc<IngestCounters>,
     /// Webhook outcomes.
     pub notify: Arc<NotifyCounters>,
+    /// The page's "restart now" token (replaced on reload).
+    pub restart_token: RwLock<Option<crate::config::watch::Token>>,
     /// Restarts by web bridge and result, for `wbguard_restarts_total`.
     pub restarts: std::sync::Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -129,6 +134,7 @@ impl Shared {
             parse: ParseCounters::default(),
             ingest,
             notify,
+            restart_token: RwLock::new(None),
             restarts: Default::default(),
         }
     }
@@ -181,6 +187,14 @@ impl Rules {
     }
 }
 
+/// An operator's "restart now" from the status page, and where the answer goes.
+pub struct Manual {
+    /// The web bridge.
+    pub webbridge: String,
+    /// Started (a message), or refused (an HTTP status and why).
+    pub reply: tokio::sync::oneshot::Sender<Result<String, (u16, String)>>,
+}
+
 /// The guard task's inputs.
 pub struct Guard {
     /// What may change on reload.
@@ -204,6 +218,7 @@ impl Guard {
         self,
         mut messages: mpsc::Receiver<Batch>,
         mut reloads: mpsc::Receiver<Rules>,
+        mut manual: mpsc::Receiver<Manual>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let Guard { mut rules, limit, shared, history, mut restarted, notifier } = self;
@@ -216,6 +231,7 @@ impl Guard {
         // The last decision recorded per web bridge: only changes are stored.
         let mut recorded: BTreeMap<String, (policy::Action, String)> = BTreeMap::new();
         let mut alarms = Alarms::default();
+        let mut estimated: Option<DateTime<Utc>> = None;
         loop {
             tokio::select! {
                 batch = messages.recv() => {
@@ -264,6 +280,31 @@ impl Guard {
                     rules = new_rules;
                     recorded.clear();
                 }
+                Some(Manual { webbridge, reply }) = manual.recv() => {
+                    let now = data_now(&model);
+                    let answer = match (&rules.config, rules.policy.mode) {
+                        (Some(config), Mode::Enforce) => {
+                            let current = shared.snapshot().decisions.iter().find(|d| d.webbridge == webbridge).cloned();
+                            match current {
+                                None => Err((404, format!("no web bridge {webbridge} in the guard's data"))),
+                                Some(_) if enforcer.busy => Err((409, "a restart is in progress: one at a time".to_owned())),
+                                Some(mut decision) => {
+                                    decision.action = policy::Action::Restart;
+                                    decision.reason = "requested by an operator on the status page".into();
+                                    tracing::warn!("{webbridge}: restart requested by an operator");
+                                    enforcer.act(config, &[decision], now, &mut restarted).await;
+                                    if enforcer.busy {
+                                        Ok(format!("restarting {webbridge}"))
+                                    } else {
+                                        Err((409, format!("{webbridge} could not be restarted: see the alerts")))
+                                    }
+                                }
+                            }
+                        }
+                        _ => Err((403, "restart now needs enforce mode and a configuration".to_owned())),
+                    };
+                    let _ = reply.send(answer);
+                }
                 Some(done) = finished.recv() => {
                     let webbridge = done.webbridge().to_owned();
                     let result = enforcer.finished(done, data_now(&model));
@@ -297,6 +338,20 @@ impl Guard {
                         }
                     }
                     alarms.notify(&decisions, rules.policy.mode, now, &notifier);
+                    // The leak range over time, for the page's chart: once a minute of data time.
+                    if estimated.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
+                        let snapshot = shared.snapshot();
+                        history.estimates(snapshot.webbridges.iter().map(|w| crate::store::Estimate {
+                            time: now,
+                            webbridge: w.webbridge.clone(),
+                            active: w.estimate.active,
+                            leaked_lower: w.estimate.leaked_lower,
+                            leaked_upper: w.estimate.leaked_upper,
+                            droppable_upper: w.estimate.droppable_upper,
+                            lockout_forecast: w.estimate.lockout_forecast,
+                        }).collect());
+                        estimated = Some(now);
+                    }
                 }
                 _ = prune_tick.tick() => history.prune(Utc::now() - rules.retention),
                 _ = shutdown.changed() => break,
@@ -401,7 +456,14 @@ fn publish(
         })
         .collect();
     let callbridges = model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();
-    let snapshot =
-        Snapshot { now, mode: policy.mode, webbridges, callbridges, cluster: model.cluster_estimate(now), decisions };
+    let snapshot = Snapshot {
+        now,
+        mode: policy.mode,
+        limit: model.config().limit,
+        webbridges,
+        callbridges,
+        cluster: model.cluster_estimate(now),
+        decisions,
+    };
     *shared.snapshot.write().expect("the snapshot lock is never poisoned") = Arc::new(snapshot);
 }

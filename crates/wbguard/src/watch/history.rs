@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::oneshot;
 
-use crate::store::{Sample, Store};
+use crate::store::{Estimate, Sample, Store};
 
 /// Commands queued for the writer. Small: a flood of samples (a replayed
 /// log) must not grow memory; past this, sample batches are dropped and
@@ -20,6 +20,7 @@ const QUEUE: usize = 64;
 
 enum Command {
     Samples(Vec<Sample>),
+    Estimates(Vec<Estimate>),
     Decision { at: DateTime<Utc>, webbridge: String, action: String, reason: String, numbers: serde_json::Value },
     Prune(DateTime<Utc>),
     Intent { webbridge: String, reason: String, at: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<i64>> },
@@ -71,6 +72,13 @@ impl History {
             return;
         }
         if let Err(TrySendError::Full(_)) = self.queue.try_send(Command::Samples(samples)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records estimates (dropped and counted, like samples, when the writer is behind).
+    pub fn estimates(&self, estimates: Vec<Estimate>) {
+        if !estimates.is_empty() && self.queue.try_send(Command::Estimates(estimates)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -134,6 +142,7 @@ fn write(mut store: Store, commands: Receiver<Command>) {
     for command in commands {
         let outcome = match command {
             Command::Samples(samples) => store.record_samples(&samples),
+            Command::Estimates(estimates) => store.record_estimates(&estimates),
             Command::Decision { at, webbridge, action, reason, numbers } => {
                 store.record_decision(at, &webbridge, &action, &reason, &numbers)
             }

@@ -1,5 +1,6 @@
-//! The guard's HTTP side: Prometheus metrics, the JSON status, health.
-//! Read-only; binds to loopback unless configured otherwise.
+//! The guard's HTTP side: the status page, Prometheus metrics, the JSON
+//! status and history, health. Read-only, except the page's token-protected
+//! "restart now"; binds to loopback unless configured otherwise.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -7,27 +8,67 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use tokio::sync::mpsc;
 
-use super::guard::Shared;
+use super::guard::{Manual, Shared};
 use super::history::History;
 
 #[derive(Clone)]
 struct Web {
     shared: Arc<Shared>,
     history: History,
+    manual: mpsc::Sender<Manual>,
 }
 
+/// The status page, built into the binary (no asset from the network).
+const PAGE: &str = include_str!("page/index.html");
+
 /// The router.
-pub fn router(shared: Arc<Shared>, history: History) -> Router {
+pub fn router(shared: Arc<Shared>, history: History, manual: mpsc::Sender<Manual>) -> Router {
     Router::new()
+        .route("/", get(|| async { ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)) }))
+        .route("/api/restart", post(restart_now))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
         .route("/api/history", get(history_handler))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(Web { shared, history })
+        .with_state(Web { shared, history, manual })
+}
+
+#[derive(serde::Deserialize)]
+struct RestartRequest {
+    webbridge: String,
+}
+
+/// `POST /api/restart {"webbridge": ...}` with `Authorization: Bearer TOKEN`:
+/// the page's "restart now", only with a token configured, in enforce mode.
+async fn restart_now(
+    State(web): State<Web>,
+    headers: axum::http::HeaderMap,
+    Json(request): Json<RestartRequest>,
+) -> (StatusCode, String) {
+    let token = web.shared.restart_token.read().expect("never poisoned").clone();
+    let Some(token) = token else {
+        return (StatusCode::FORBIDDEN, "restart now is not enabled (watch.restart_token_env)\n".into());
+    };
+    let offered =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !offered.is_some_and(|offered| token.matches(offered)) {
+        tracing::warn!("restart now of {}: refused, wrong or missing token", request.webbridge);
+        return (StatusCode::UNAUTHORIZED, "wrong or missing token\n".into());
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if web.manual.send(Manual { webbridge: request.webbridge, reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the guard is stopping\n".into());
+    }
+    match answer.await {
+        Ok(Ok(message)) => (StatusCode::ACCEPTED, format!("{message}\n")),
+        Ok(Err((code, why))) => (StatusCode::from_u16(code).unwrap_or(StatusCode::CONFLICT), format!("{why}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the guard is stopping\n".into()),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -61,6 +102,10 @@ async fn status(State(web): State<Web>) -> impl IntoResponse {
     let mut value = serde_json::to_value(&*snapshot).unwrap_or_default();
     value["syslog_messages"] =
         serde_json::json!(counters(&shared).into_iter().collect::<std::collections::BTreeMap<_, _>>());
+    value["restart_now"] = serde_json::json!(
+        snapshot.mode == wbguard_core::policy::Mode::Enforce
+            && shared.restart_token.read().expect("never poisoned").is_some()
+    );
     Json(value)
 }
 

@@ -39,11 +39,14 @@ use ingest::{Intake, Sources};
 const QUEUE: usize = 64;
 
 /// What a running guard listens on; printed as one JSON line.
-#[derive(Debug, Serialize)]
-struct Endpoints {
-    syslog: Vec<String>,
-    follow: Vec<String>,
-    http: SocketAddr,
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoints {
+    /// Syslog listeners, as URLs.
+    pub syslog: Vec<String>,
+    /// Files followed.
+    pub follow: Vec<String>,
+    /// The HTTP side.
+    pub http: SocketAddr,
 }
 
 /// The configuration (if any) and the guard's settings, flags applied.
@@ -82,7 +85,7 @@ fn rules(config: Option<Config>, settings: &WatchSettings) -> guard::Rules {
 }
 
 /// Logs through tracing to standard error; `WBGUARD_LOG` filters (`info` by default).
-fn init_logging() {
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WBGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -92,9 +95,19 @@ fn init_logging() {
         .try_init();
 }
 
-/// Runs `wbguard watch`.
-pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
-    init_logging();
+/// A guard ready to serve: configuration read, state opened.
+pub struct Prepared {
+    args: WatchArgs,
+    settings: WatchSettings,
+    config: Option<Config>,
+    sources: Sources,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    history: history::History,
+    restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+}
+
+/// Reads the configuration and opens the state (errors before any socket).
+pub fn prepare(args: &WatchArgs) -> anyhow::Result<Prepared> {
     let (config, settings) = settings(args)?;
     let sources = sources(config.as_ref())?;
     let state_dir = match (&args.state_dir, &config) {
@@ -105,20 +118,40 @@ pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
     let tls = settings.tls.as_ref().map(|(certificate, key)| ingest::tls_acceptor(certificate, key)).transpose()?;
     let store = crate::store::Store::open(&state_dir)?;
     let (history, restarted) = history::History::start(store, settings.retention)?;
+    Ok(Prepared { args: args.clone(), settings, config, sources, tls, history, restarted })
+}
+
+/// Runs `wbguard watch`.
+pub fn run(args: &WatchArgs) -> anyhow::Result<Outcome> {
+    init_logging();
+    let prepared = prepare(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(args, settings, config, sources, tls, history, restarted))?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        };
+        // Scripts wait for this line: where the guard listens.
+        let announce = |endpoints: &Endpoints| println!("{}", serde_json::to_string(endpoints).unwrap_or_default());
+        serve(prepared, true, stop, announce).await
+    })?;
     Ok(Outcome::Success)
 }
 
-async fn serve(
-    args: &WatchArgs,
-    settings: WatchSettings,
-    config: Option<Config>,
-    sources: Sources,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    history: history::History,
-    restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+/// Serves until `stop` completes; `announce` hears where it listens once
+/// every socket is bound. With `reload`, SIGHUP rereads the configuration.
+pub async fn serve(
+    prepared: Prepared,
+    reload_on_hangup: bool,
+    stop: impl std::future::Future<Output = ()>,
+    announce: impl FnOnce(&Endpoints),
 ) -> anyhow::Result<()> {
+    let Prepared { args, settings, config, sources, tls, history, restarted } = prepared;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (queue, messages) = mpsc::channel(QUEUE);
     let counters = Arc::new(ingest::IngestCounters::default());
@@ -145,8 +178,10 @@ async fn serve(
         restarted,
         notifier: notifier.clone(),
     };
+    *shared.restart_token.write().expect("never poisoned") = settings.restart_token.clone();
     let (reload, reloads) = mpsc::channel(4);
-    tasks.spawn(guard.run(messages, reloads, shutdown_rx.clone()));
+    let (manual, manuals) = mpsc::channel(4);
+    tasks.spawn(guard.run(messages, reloads, manuals, shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen_http)
         .await
         .with_context(|| format!("cannot listen on http://{}", settings.listen_http))?;
@@ -155,10 +190,11 @@ async fn serve(
         follow: settings.follow.iter().map(|p| p.display().to_string()).collect(),
         http: listener.local_addr()?,
     };
-    println!("{}", serde_json::to_string(&endpoints)?);
+    announce(&endpoints);
     let mut http_shutdown = shutdown_rx.clone();
+    let router = http::router(shared.clone(), history, manual);
     tasks.spawn(async move {
-        let _ = axum::serve(listener, http::router(shared, history))
+        let _ = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             })
@@ -171,18 +207,16 @@ async fn serve(
         endpoints.follow.iter().map(|f| format!(", file {f}")).collect::<String>(),
         endpoints.http
     );
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => match reloaded(args, &settings) {
+            _ = &mut stop => break,
+            _ = hangup.recv(), if reload_on_hangup => match reloaded(&args, &settings) {
                 Ok((config, new_settings, new_sources)) => {
                     *sources.write().expect("never poisoned") = Arc::new(new_sources);
                     *notifier.webhooks.write().expect("never poisoned") = new_settings.webhooks.clone();
+                    *shared.restart_token.write().expect("never poisoned") = new_settings.restart_token.clone();
                     let _ = reload.send(rules(config, &new_settings)).await;
                 }
                 Err(error) => tracing::error!("reload refused, keeping the running configuration: {error:#}"),
