@@ -492,3 +492,22 @@ fn syslog_over_tcp_with_octet_counting() {
     }
     assert!(frames > 50 && stats > 0, "{frames} frames, {stats} Stats");
 }
+
+#[test]
+fn virtual_time_stands_still_while_paused() {
+    let sim = Sim::start(&["--speed", "600"]);
+    let time = |sim: &Sim| sim.truth()["time"].as_str().unwrap().to_owned();
+    sim.set(r#"{"paused": true}"#);
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = time(&sim);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(time(&sim), stopped);
+    assert_eq!(sim.truth()["paused"], true);
+    sim.set(r#"{"paused": false}"#);
+    std::thread::sleep(Duration::from_millis(500));
+    // Resumed where it stopped: 0.5 s at 600x is five minutes, not a jump.
+    let resumed = chrono::DateTime::parse_from_rfc3339(&time(&sim)).unwrap();
+    let stopped = chrono::DateTime::parse_from_rfc3339(&stopped).unwrap();
+    let advanced = (resumed - stopped).num_seconds();
+    assert!((60..=900).contains(&advanced), "{advanced} s");
+}

@@ -3,7 +3,8 @@
 //! - `GET /truth`: what the simulator knows (real and leaked sessions,
 //!   refused joins, restarts and the calls they dropped, CMA by client type).
 //! - `POST /control` with JSON `{"load_factor": 2.0}`,
-//!   `{"leak_probability": 0.1}`, and/or `{"fault": {"server": "cms1",
+//!   `{"leak_probability": 0.1}`, `{"paused": true}` (virtual time stands
+//!   still until `false`), and/or `{"fault": {"server": "cms1",
 //!   "fault": "slow", "seconds": 3}}` (see [`FaultRequest`]).
 
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,7 @@ struct Control {
 struct ControlRequest {
     load_factor: Option<f64>,
     leak_probability: Option<f64>,
+    paused: Option<bool>,
     fault: Option<FaultRequest>,
 }
 
@@ -76,6 +78,9 @@ async fn control(State(control): State<Control>, Json(request): Json<ControlRequ
             return (StatusCode::BAD_REQUEST, "leak_probability must be between 0 and 1\n".into());
         }
         world.set_leak_probability(probability);
+    }
+    if let Some(paused) = request.paused {
+        world.set_paused(paused);
     }
     (StatusCode::OK, "ok\n".into())
 }

@@ -222,19 +222,33 @@ async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: w
 
 /// Advances virtual time with real time, and sends what was logged.
 async fn clock(world: Arc<Mutex<World>>, outbox: Outbox, speed: f64, mut shutdown: watch::Receiver<bool>) {
-    let real_start = Instant::now();
-    let virtual_start = world.lock().expect("the world lock is never poisoned").now();
+    let mut real_start = Instant::now();
+    let mut virtual_start = world.lock().expect("the world lock is never poisoned").now();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut was_paused = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let elapsed = real_start.elapsed().as_secs_f64() * speed;
-        let target = virtual_start + chrono::Duration::milliseconds((elapsed * 1000.0) as i64);
         let mut lines = Vec::new();
-        world.lock().expect("the world lock is never poisoned").advance_to(target, Some(&mut lines));
+        {
+            let mut world = world.lock().expect("the world lock is never poisoned");
+            if world.paused() {
+                was_paused = true;
+                continue;
+            }
+            if was_paused {
+                // Resume where time stopped.
+                was_paused = false;
+                real_start = Instant::now();
+                virtual_start = world.now();
+            }
+            let elapsed = real_start.elapsed().as_secs_f64() * speed;
+            let target = virtual_start + chrono::Duration::milliseconds((elapsed * 1000.0) as i64);
+            world.advance_to(target, Some(&mut lines));
+        }
         outbox.send_all(lines);
     }
 }

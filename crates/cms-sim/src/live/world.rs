@@ -71,6 +71,8 @@ pub struct World {
     /// How long (real time) a restarting web bridge stays down.
     restart_downtime: StdDuration,
     message: Vec<u8>,
+    /// Virtual time stands still (a demo or a test looking at a fixed state).
+    paused: bool,
 }
 
 impl World {
@@ -104,6 +106,7 @@ impl World {
             servers,
             restart_downtime,
             message: Vec::new(),
+            paused: false,
         }
     }
 
@@ -201,6 +204,16 @@ impl World {
         wb.leaks && wb.active() >= self.sim.scenario().limit
     }
 
+    /// Stops or restarts virtual time (the MMPs and pages keep answering).
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Whether virtual time stands still.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     /// Scales the load (1.0 = the scenario's).
     pub fn set_load_factor(&mut self, factor: f64) {
         self.sim.set_load_factor(factor);
@@ -282,6 +295,7 @@ impl World {
         serde_json::json!({
             "time": self.sim.now(),
             "start": self.start,
+            "paused": self.paused,
             "servers": servers,
             "totals": {"joins": self.sim.joins, "refused_joins": refused, "dropped_calls": dropped, "restarts": restarts},
         })

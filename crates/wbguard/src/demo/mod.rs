@@ -192,6 +192,7 @@ async fn live_demo(
     println!("wbguard demo: a simulated deployment of 4 CMS servers, leaking, at {speed}x real time,");
     println!("guarded by wbguard in enforce mode (maintenance window Saturday 02:00 UTC).");
     println!("Status page: http://{}/", endpoints.http);
+    println!("Simulator: the truth at http://{control}/truth, controls at POST http://{control}/control");
     match duration {
         Some(d) => println!("Running for {} s (Ctrl-C ends it sooner).", d.as_secs()),
         None => println!("Ctrl-C ends it and shows the comparison."),
