@@ -36,6 +36,19 @@ pub enum Command {
     /// See it work: a simulated leaking deployment, the guard in enforce
     /// mode, the status page, and a month of three strategies compared.
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `wbguard man > wbguard.1`; with
+    /// --dir, write it and one page per command there.
+    Man {
+        /// Write wbguard.1, wbguard-analyze.1, ... into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `wbguard demo`.
