@@ -474,3 +474,70 @@ fn wait_for_a_restart_in_flight(guard: &Guard) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `POST /api/restart` as the status page sends it; the status and the answer.
+fn restart_now(guard: &Guard, token: Option<&str>, webbridge: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut request = agent.post(&format!("http://{}/api/restart", guard.http));
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request.send_json(serde_json::json!({ "webbridge": webbridge })).unwrap();
+    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+}
+
+/// The page's "restart now": refused without the token, and without a
+/// token configured at all; with it, in enforce mode, the web bridge is
+/// restarted through the same journal and machinery.
+#[test]
+fn restart_now_needs_the_token_and_enforce_mode() {
+    let plain = Guard::start(&[]);
+    assert_eq!(restart_now(&plain, Some("x"), "cms1").0, 403);
+    let status: Value = serde_json::from_str(&plain.get("/api/status")).unwrap();
+    assert_eq!(status["restart_now"], false);
+    drop(plain);
+
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 1, 60.0, 0.3, dir.path(), |_| {});
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[watch]\nrestart_token_env = \"WBGUARD_TEST_RESTART_TOKEN\"\n");
+    std::fs::write(&config, text).unwrap();
+    let token = "a-long-operator-token-0123";
+    std::env::set_var("WBGUARD_TEST_RESTART_TOKEN", token);
+    let guard = Guard::start(&[
+        "--mode",
+        "enforce",
+        "--config",
+        s(&config),
+        "--listen-syslog",
+        &format!("tcp://127.0.0.1:{port}"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+        if status["decisions"].as_array().is_some_and(|d| !d.is_empty()) {
+            assert_eq!(status["restart_now"], true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no data: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(restart_now(&guard, None, "cms1").0, 401);
+    assert_eq!(restart_now(&guard, Some("a-long-operator-token-0124"), "cms1").0, 401);
+    assert_eq!(restart_now(&guard, Some(token), "cms9").0, 404);
+    let control = running.endpoints.control;
+    assert_eq!(super::truth(control)["totals"]["restarts"], 0);
+    let (code, answer) = restart_now(&guard, Some(token), "cms1");
+    assert_eq!(code, 202, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while super::truth(control)["totals"]["restarts"] != 1 {
+        assert!(Instant::now() < deadline, "not restarted: {}", super::truth(control));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let restarts = restarts(&guard);
+    assert!(restarts[0]["reason"].as_str().unwrap().contains("operator"), "{restarts:?}");
+    runtime.block_on(running.stop());
+}
