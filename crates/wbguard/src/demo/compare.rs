@@ -66,8 +66,7 @@ impl Controller for Guard {
     }
 }
 
-/// Runs the three strategies over `days` from `start`; `limit` is the web
-/// bridges' session limit the policy assumes.
+/// Runs the three strategies over `days` from `start`, wbguard with `policy`.
 pub fn compare(scenario: &Scenario, seed: u64, start: DateTime<Utc>, days: i64, policy: &Policy) -> Vec<Outcome> {
     let options = |restarts: Vec<RestartRule>| GenOptions {
         scenario: scenario.clone(),
@@ -131,8 +130,8 @@ mod tests {
     #[test]
     fn over_a_month_wbguard_locks_nobody_out_and_drops_nothing() {
         let policy = super::super::settings().policy;
-        let start = DateTime::parse_from_rfc3339("2024-03-04T00:00:00Z").unwrap().with_timezone(&Utc);
-        let outcomes = compare(&super::super::scenario(), 1, start, 30, &policy);
+        let start = DateTime::parse_from_rfc3339(super::super::COMPARISON_START).unwrap().with_timezone(&Utc);
+        let outcomes = compare(&super::super::scenario(), super::super::SEED, start, 30, &policy);
         let [none, cisco, guarded] = &outcomes[..] else { panic!("{outcomes:?}") };
         assert!(none.refused_joins > 1000 && none.restarts == 0, "{none:?}");
         assert!(cisco.refused_joins > 0 && cisco.restarts > 0, "{cisco:?}");

@@ -29,6 +29,9 @@ use crate::exit::Outcome;
 const SEED: u64 = 7;
 /// Days in the comparison.
 const COMPARISON_DAYS: i64 = 30;
+/// Where the compared month begins (a Monday): fixed, so that the table is
+/// the same on every run, whatever the date.
+const COMPARISON_START: &str = "2024-03-04T00:00:00Z";
 /// The demo's policy and window, as an operator would write them.
 const POLICY: &str = r#"
 [policy]
@@ -91,7 +94,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("wbguard-demo-").tempdir().context("a temporary directory")?;
     let policy = settings().policy;
     let start = next_morning(Utc::now());
-    let comparison = std::thread::spawn(move || compare::compare(&scenario(), SEED, start, COMPARISON_DAYS, &policy));
+    let month = DateTime::parse_from_rfc3339(COMPARISON_START).expect("a valid time").with_timezone(&Utc);
+    let comparison = std::thread::spawn(move || compare::compare(&scenario(), SEED, month, COMPARISON_DAYS, &policy));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let totals = runtime.block_on(live_demo(dir.path(), &listen_http, args.speed, start, duration))?;
     let outcomes = comparison.join().map_err(|_| anyhow::anyhow!("the comparison failed"))?;

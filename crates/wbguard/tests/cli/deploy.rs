@@ -63,3 +63,22 @@ fn alert_rules_and_the_dashboard_use_only_exported_metrics() {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
     }
 }
+
+#[test]
+fn the_documented_example_configuration_is_valid() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let text = std::fs::read_to_string(docs).unwrap();
+    let example = text.rsplit("```toml\n").next().unwrap().split("```").next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, example).unwrap();
+    let out = super::wbguard_env(
+        &["config", "check", "--config", s(&config)],
+        None,
+        &[("WBGUARD_RESTART_TOKEN", "a-token-of-sixteen-or-more"), ("WBGUARD_WEBEX_HOOK", "https://webexapis.com/x")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 server(s)") && stdout.contains("\"mode\": \"enforce\""), "{stdout}");
+    assert!(!stdout.contains("a-token-of-sixteen") && !stdout.contains("webexapis.com/x"), "{stdout}");
+}
