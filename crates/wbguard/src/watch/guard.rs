@@ -213,7 +213,7 @@ pub struct Guard {
 
 impl Guard {
     /// Runs the guard until the queue closes or `shutdown` turns true; new
-    /// rules arrive through `reloads`.
+    /// rules arrive through `reloads`, the page's "restart now" through `manual`.
     pub async fn run(
         self,
         mut messages: mpsc::Receiver<Batch>,
@@ -221,154 +221,217 @@ impl Guard {
         mut manual: mpsc::Receiver<Manual>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let Guard { mut rules, limit, shared, history, mut restarted, notifier } = self;
-        let (mut enforcer, mut finished) = super::enforce::Enforcer::new(history.clone(), notifier.clone());
-        let mut model = Deployment::new(ModelConfig { limit, ..ModelConfig::default() });
+        let Guard { rules, limit, shared, history, restarted, notifier } = self;
+        let (enforcer, mut finished) = super::enforce::Enforcer::new(history.clone(), notifier.clone());
+        let mut task = Task {
+            rules,
+            shared,
+            history,
+            restarted,
+            notifier,
+            enforcer,
+            model: Deployment::new(ModelConfig { limit, ..ModelConfig::default() }),
+            dirty: false,
+            samples: Vec::new(),
+            recorded: BTreeMap::new(),
+            alarms: Alarms::default(),
+            estimated: None,
+        };
         let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
         let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
-        let mut dirty = false;
-        let mut samples = Vec::new();
-        // The last decision recorded per web bridge: only changes are stored.
-        let mut recorded: BTreeMap<String, (policy::Action, String)> = BTreeMap::new();
-        let mut alarms = Alarms::default();
-        let mut estimated: Option<DateTime<Utc>> = None;
         loop {
             tokio::select! {
                 batch = messages.recv() => {
                     let Some(batch) = batch else { break };
-                    // A line without a host is named by its server, else by where
-                    // it came from; a year is inferred against the data's own
-                    // time when it runs ahead of the clock (a fast simulator).
-                    let default_host = match &batch.origin {
-                        Origin::Servers(hosts) if hosts.len() == 1 => hosts[0].to_string(),
-                        _ => batch.source.to_string(),
-                    };
-                    let ctx = ParseContext { zone: rules.zone, reference: data_now(&model), default_host: Some(default_host) };
-                    let (mut parsed, mut noise, mut malformed, mut rejected) = (0, 0, 0, 0);
-                    for message in batch.messages() {
-                        match parse_line(message, &ctx) {
-                            // Speaking for a server it is not: never moves a decision.
-                            Ok(Some(record)) if !rules.accepts(&batch.origin, &record.host) => rejected += 1,
-                            Ok(Some(record)) => {
-                                parsed += 1;
-                                model.observe(&record);
-                                samples.extend(sample(&record));
-                                dirty = true;
-                            }
-                            Ok(None) => noise += 1,
-                            Err(_) => malformed += 1,
-                        }
-                    }
-                    shared.parse.parsed.fetch_add(parsed, Ordering::Relaxed);
-                    shared.parse.noise.fetch_add(noise, Ordering::Relaxed);
-                    shared.parse.malformed.fetch_add(malformed, Ordering::Relaxed);
-                    shared.ingest.rejected.fetch_add(rejected, Ordering::Relaxed);
-                    // Keep the status current without rebuilding it per message;
-                    // hand samples over in bounded batches.
-                    if samples.len() >= SAMPLES_PER_WRITE {
-                        history.samples(std::mem::take(&mut samples));
-                    }
-                    if dirty && messages.is_empty() {
-                        publish(&model, &rules.policy, &restarted, &shared, None);
-                        history.samples(std::mem::take(&mut samples));
-                        dirty = false;
+                    task.ingest(&batch);
+                    // Keep the status current without rebuilding it per message.
+                    if task.dirty && messages.is_empty() {
+                        task.publish();
                     }
                 }
-                Some(new_rules) = reloads.recv() => {
-                    tracing::info!("reloaded: {:?} mode, {} server(s)", new_rules.policy.mode,
-                        new_rules.config.as_ref().map_or(0, |c| c.servers.len()));
-                    rules = new_rules;
-                    recorded.clear();
-                }
-                Some(Manual { webbridge, reply }) = manual.recv() => {
-                    let now = data_now(&model);
-                    let answer = match (&rules.config, rules.policy.mode) {
-                        (Some(config), Mode::Enforce) => {
-                            let current = shared.snapshot().decisions.iter().find(|d| d.webbridge == webbridge).cloned();
-                            match current {
-                                None => Err((404, format!("no web bridge {webbridge} in the guard's data"))),
-                                Some(_) if enforcer.busy => Err((409, "a restart is in progress: one at a time".to_owned())),
-                                Some(mut decision) => {
-                                    decision.action = policy::Action::Restart;
-                                    decision.reason = "requested by an operator on the status page".into();
-                                    tracing::warn!("{webbridge}: restart requested by an operator");
-                                    enforcer.act(config, &[decision], now, &mut restarted).await;
-                                    if enforcer.busy {
-                                        Ok(format!("restarting {webbridge}"))
-                                    } else {
-                                        Err((409, format!("{webbridge} could not be restarted: see the alerts")))
-                                    }
-                                }
-                            }
-                        }
-                        _ => Err((403, "restart now needs enforce mode and a configuration".to_owned())),
-                    };
-                    let _ = reply.send(answer);
-                }
-                Some(done) = finished.recv() => {
-                    let webbridge = done.webbridge().to_owned();
-                    let result = enforcer.finished(done, data_now(&model));
-                    shared.count_restart(&webbridge, result);
-                }
-                _ = decide_tick.tick() => {
-                    let now = data_now(&model);
-                    publish(&model, &rules.policy, &restarted, &shared, Some(enforcer.busy));
-                    let (seen, unseen) = enforcer.verify(&model, now);
-                    for webbridge in &seen {
-                        shared.count_restart(webbridge, "verified");
-                    }
-                    for webbridge in &unseen {
-                        shared.count_restart(webbridge, "unverified");
-                    }
-                    let mut decisions = shared.snapshot().decisions.clone();
-                    enforcer.hold_backed_off(&mut decisions, now);
-                    if let (Mode::Enforce, Some(config)) = (rules.policy.mode, &rules.config) {
-                        enforcer.act(config, &decisions, now, &mut restarted).await;
-                    }
-                    shared.set_decisions(decisions);
-                    history.samples(std::mem::take(&mut samples));
-                    let decisions = shared.snapshot().decisions.clone();
-                    for decision in &decisions {
-                        let key = (decision.action, decision.reason.clone());
-                        if recorded.get(&decision.webbridge) != Some(&key) {
-                            let numbers = serde_json::to_value(decision).unwrap_or_default();
-                            let action = serde_json::to_value(decision.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                            history.decision(now, &decision.webbridge, &action, &decision.reason, numbers);
-                            recorded.insert(decision.webbridge.clone(), key);
-                        }
-                    }
-                    alarms.notify(&decisions, rules.policy.mode, now, &notifier);
-                    // The leak range over time, for the page's chart: once a minute of data time.
-                    if estimated.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
-                        let snapshot = shared.snapshot();
-                        history.estimates(snapshot.webbridges.iter().map(|w| crate::store::Estimate {
-                            time: now,
-                            webbridge: w.webbridge.clone(),
-                            active: w.estimate.active,
-                            leaked_lower: w.estimate.leaked_lower,
-                            leaked_upper: w.estimate.leaked_upper,
-                            droppable_upper: w.estimate.droppable_upper,
-                            lockout_forecast: w.estimate.lockout_forecast,
-                        }).collect());
-                        estimated = Some(now);
-                    }
-                }
-                _ = prune_tick.tick() => history.prune(Utc::now() - rules.retention),
+                Some(rules) = reloads.recv() => task.reload(rules),
+                Some(request) = manual.recv() => task.manual(request).await,
+                Some(done) = finished.recv() => task.finished(done),
+                _ = decide_tick.tick() => task.decide().await,
+                _ = prune_tick.tick() => task.history.prune(Utc::now() - task.rules.retention),
                 _ = shutdown.changed() => break,
             }
         }
         // Stopping: a restart in flight gets time to finish (its intent is
         // journaled either way), and everything seen is written.
-        if enforcer.busy {
+        if task.enforcer.busy {
             tracing::info!("waiting up to {} s for the restart in flight", SHUTDOWN_GRACE.as_secs());
             if let Ok(Some(done)) = tokio::time::timeout(SHUTDOWN_GRACE, finished.recv()).await {
-                let webbridge = done.webbridge().to_owned();
-                let result = enforcer.finished(done, data_now(&model));
-                tracing::info!("the restart of {webbridge} ended: {result}");
+                task.finished(done);
             }
         }
-        history.samples(samples);
-        history.flush().await;
+        task.history.samples(std::mem::take(&mut task.samples));
+        task.history.flush().await;
+    }
+}
+
+/// The guard task's state between events (owned by the task: no lock).
+struct Task {
+    rules: Rules,
+    shared: Arc<Shared>,
+    history: History,
+    /// The last restart the guard made (or may have made) of each web bridge.
+    restarted: BTreeMap<String, DateTime<Utc>>,
+    notifier: Notifier,
+    enforcer: super::enforce::Enforcer,
+    model: Deployment,
+    /// The model changed since the snapshot was published.
+    dirty: bool,
+    /// Samples not yet handed to the history writer.
+    samples: Vec<Sample>,
+    /// The last decision recorded per web bridge: only changes are stored.
+    recorded: BTreeMap<String, (policy::Action, String)>,
+    alarms: Alarms,
+    /// When estimates were last stored (data time).
+    estimated: Option<DateTime<Utc>>,
+}
+
+impl Task {
+    /// Parses a batch and feeds the model.
+    fn ingest(&mut self, batch: &Batch) {
+        // A line without a host is named by its server, else by where it
+        // came from; a year is inferred against the data's own time when it
+        // runs ahead of the clock (a fast simulator).
+        let default_host = match &batch.origin {
+            Origin::Servers(hosts) if hosts.len() == 1 => hosts[0].to_string(),
+            _ => batch.source.to_string(),
+        };
+        let ctx =
+            ParseContext { zone: self.rules.zone, reference: data_now(&self.model), default_host: Some(default_host) };
+        let (mut parsed, mut noise, mut malformed, mut rejected) = (0, 0, 0, 0);
+        for message in batch.messages() {
+            match parse_line(message, &ctx) {
+                // Speaking for a server it is not: never moves a decision.
+                Ok(Some(record)) if !self.rules.accepts(&batch.origin, &record.host) => rejected += 1,
+                Ok(Some(record)) => {
+                    parsed += 1;
+                    self.model.observe(&record);
+                    self.samples.extend(sample(&record));
+                    self.dirty = true;
+                }
+                Ok(None) => noise += 1,
+                Err(_) => malformed += 1,
+            }
+        }
+        let shared = &self.shared;
+        shared.parse.parsed.fetch_add(parsed, Ordering::Relaxed);
+        shared.parse.noise.fetch_add(noise, Ordering::Relaxed);
+        shared.parse.malformed.fetch_add(malformed, Ordering::Relaxed);
+        shared.ingest.rejected.fetch_add(rejected, Ordering::Relaxed);
+        // Samples go to the history writer in bounded batches.
+        if self.samples.len() >= SAMPLES_PER_WRITE {
+            self.history.samples(std::mem::take(&mut self.samples));
+        }
+    }
+
+    /// Publishes the status (without new decisions) and hands over samples.
+    fn publish(&mut self) {
+        publish(&self.model, &self.rules.policy, &self.restarted, &self.shared, None);
+        self.history.samples(std::mem::take(&mut self.samples));
+        self.dirty = false;
+    }
+
+    fn reload(&mut self, rules: Rules) {
+        tracing::info!(
+            "reloaded: {:?} mode, {} server(s)",
+            rules.policy.mode,
+            rules.config.as_ref().map_or(0, |c| c.servers.len())
+        );
+        self.rules = rules;
+        self.recorded.clear();
+    }
+
+    /// An operator's "restart now": through the journal and the restart
+    /// machinery like any other, bypassing only the need and the safety.
+    async fn manual(&mut self, Manual { webbridge, reply }: Manual) {
+        let now = data_now(&self.model);
+        let answer = match (&self.rules.config, self.rules.policy.mode) {
+            (Some(config), Mode::Enforce) => {
+                let current = self.shared.snapshot().decisions.iter().find(|d| d.webbridge == webbridge).cloned();
+                match current {
+                    None => Err((404, format!("no web bridge {webbridge} in the guard's data"))),
+                    Some(_) if self.enforcer.busy => Err((409, "a restart is in progress: one at a time".to_owned())),
+                    Some(mut decision) => {
+                        decision.action = policy::Action::Restart;
+                        decision.reason = "requested by an operator on the status page".into();
+                        tracing::warn!("{webbridge}: restart requested by an operator");
+                        self.enforcer.act(config, &[decision], now, &mut self.restarted).await;
+                        if self.enforcer.busy {
+                            Ok(format!("restarting {webbridge}"))
+                        } else {
+                            Err((409, format!("{webbridge} could not be restarted: see the alerts")))
+                        }
+                    }
+                }
+            }
+            _ => Err((403, "restart now needs enforce mode and a configuration".to_owned())),
+        };
+        let _ = reply.send(answer);
+    }
+
+    fn finished(&mut self, done: super::enforce::Finished) {
+        let webbridge = done.webbridge().to_owned();
+        let result = self.enforcer.finished(done, data_now(&self.model));
+        tracing::info!("the restart of {webbridge} ended: {result}");
+        self.shared.count_restart(&webbridge, result);
+    }
+
+    /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and
+    /// started, changes recorded and announced, estimates stored.
+    async fn decide(&mut self) {
+        let now = data_now(&self.model);
+        publish(&self.model, &self.rules.policy, &self.restarted, &self.shared, Some(self.enforcer.busy));
+        let (seen, unseen) = self.enforcer.verify(&self.model, now);
+        for webbridge in &seen {
+            self.shared.count_restart(webbridge, "verified");
+        }
+        for webbridge in &unseen {
+            self.shared.count_restart(webbridge, "unverified");
+        }
+        let mut decisions = self.shared.snapshot().decisions.clone();
+        self.enforcer.hold_backed_off(&mut decisions, now);
+        if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
+            self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
+        }
+        self.shared.set_decisions(decisions.clone());
+        self.history.samples(std::mem::take(&mut self.samples));
+        for decision in &decisions {
+            let key = (decision.action, decision.reason.clone());
+            if self.recorded.get(&decision.webbridge) != Some(&key) {
+                let numbers = serde_json::to_value(decision).unwrap_or_default();
+                let action = serde_json::to_value(decision.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.history.decision(now, &decision.webbridge, &action, &decision.reason, numbers);
+                self.recorded.insert(decision.webbridge.clone(), key);
+            }
+        }
+        self.alarms.notify(&decisions, self.rules.policy.mode, now, &self.notifier);
+        // The leak range over time, for the page's chart: once a minute of data time.
+        if self.estimated.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
+            let snapshot = self.shared.snapshot();
+            let estimates = snapshot
+                .webbridges
+                .iter()
+                .map(|w| crate::store::Estimate {
+                    time: now,
+                    webbridge: w.webbridge.clone(),
+                    active: w.estimate.active,
+                    leaked_lower: w.estimate.leaked_lower,
+                    leaked_upper: w.estimate.leaked_upper,
+                    droppable_upper: w.estimate.droppable_upper,
+                    lockout_forecast: w.estimate.lockout_forecast,
+                })
+                .collect();
+            self.history.estimates(estimates);
+            self.estimated = Some(now);
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! `wbguard watch`: the guard.
 //!
-//! The stages, in flow order: syslog listeners ([`ingest`]) hand messages
-//! through one bounded queue to the guard task ([`guard`]), which parses
-//! them with the core, feeds the leak model and takes decisions with the
-//! core's policy; the HTTP side ([`http`]) serves what it knows. One
-//! shutdown signal (SIGTERM or SIGINT) stops every stage.
+//! The stages, in flow order: syslog listeners ([`ingest`]) and followed
+//! files ([`follow`]) hand batches of messages through one bounded queue to
+//! the guard task ([`guard`]), which parses them with the core, feeds the
+//! leak model and takes decisions with the core's policy; it keeps history
+//! ([`history`]) and tells webhooks ([`notify`]); the HTTP side ([`http`])
+//! serves the page, the metrics and the API. One stop (SIGTERM or SIGINT
+//! for `wbguard watch`) ends every stage; SIGHUP rereads the configuration.
 //!
 //! In observe mode (the default) it decides and reports; in enforce mode it
 //! also acts, one restart at a time, through [`enforce`].
