@@ -1,0 +1,35 @@
+//! `wbguard demo` on its own: it ends by itself, prints the comparison and
+//! writes it as the JSON that `--summary-json` promises.
+
+use super::{s, wbguard};
+
+#[test]
+fn the_demo_ends_by_itself_and_writes_the_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let out =
+        wbguard(&["demo", "--duration", "5s", "--listen-http", "127.0.0.1:0", "--summary-json", s(&summary)], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Status page: http://127.0.0.1:") && stdout.contains("REFUSED JOINS"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let strategies = json["strategies"].as_array().unwrap();
+    let names: Vec<&str> = strategies.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["no workaround", "Cisco's script, Saturdays 02:00", "wbguard"]);
+    for strategy in strategies {
+        for field in ["refused_joins", "dropped_calls", "restarts"] {
+            assert!(strategy[field].is_u64(), "{strategy}");
+        }
+    }
+    let (none, cisco, guard) = (&strategies[0], &strategies[1], &strategies[2]);
+    assert_eq!((&guard["refused_joins"], &guard["dropped_calls"]), (&0.into(), &0.into()), "{json}");
+    assert!(
+        cisco["refused_joins"].as_u64() > Some(0) && none["refused_joins"].as_u64() > cisco["refused_joins"].as_u64()
+    );
+    // A page address that is taken is named.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = wbguard(&["demo", "--duration", "1s", "--listen-http", &address], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&address), "{}", String::from_utf8_lossy(&out.stderr));
+}
