@@ -8,8 +8,9 @@
 //! comparison of three strategies over a simulated month ([`compare`]).
 //!
 //! Everything goes through the real parts: the simulator's MMP over SSH
-//! (strict host keys, recorded on first use in a throwaway known_hosts),
-//! syslog over loopback TCP, the configuration parser, the SQLite history.
+//! (its host keys recorded on first use, `accept-new`, in a throwaway
+//! known_hosts: a changed key would still be refused), syslog over loopback
+//! TCP, the configuration parser, the SQLite history.
 
 pub mod compare;
 
