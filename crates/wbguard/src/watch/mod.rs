@@ -274,9 +274,10 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Outcome> {
         println!(
             "{:<16} {:>6} {:>9} {:>9}  {:<17}  {}",
             host,
-            wb["active"],
+            // serde_json's Display ignores widths: format the numbers as text.
+            wb["active"].to_string(),
             format!("{}-{}", wb["leaked_lower"], wb["leaked_upper"]),
-            wb["droppable_upper"],
+            wb["droppable_upper"].to_string(),
             wb["lockout_forecast"].as_str().map_or("-".to_owned(), |t| t.chars().take(16).collect()),
             decision
         );

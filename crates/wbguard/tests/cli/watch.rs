@@ -131,7 +131,10 @@ fn logger_over_udp_and_tcp_in_both_formats_reaches_the_metrics() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("observe mode"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("observe mode"), "{table}");
+    // Columns line up: the session count is right-aligned under ACTIVE.
+    assert!(table.lines().any(|l| l.contains("      7 ") || l.contains("      8 ")), "{table}");
     assert_eq!(guard.get("/healthz"), "ok\n");
     assert_eq!(guard.stop(), 0);
 }
