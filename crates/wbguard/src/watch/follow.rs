@@ -148,8 +148,7 @@ async fn flush_partial(partial: &mut Vec<u8>, intake: &Intake) {
 
 /// A local file speaks for every configured server, like a relay.
 fn batch(intake: &Intake) -> Batch {
-    let sources = intake.sources.read().expect("the sources lock is never poisoned").clone();
-    let origin = if sources.open { Origin::Anyone } else { Origin::Relay };
+    let origin = if intake.sources().open { Origin::Anyone } else { Origin::Relay };
     Batch::new(IpAddr::V4(Ipv4Addr::LOCALHOST), origin)
 }
 

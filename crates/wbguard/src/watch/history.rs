@@ -34,7 +34,8 @@ enum Command {
 #[derive(Clone)]
 pub struct History {
     queue: SyncSender<Command>,
-    /// Sample batches dropped because the writer was behind.
+    /// Batches of samples or estimates dropped because the writer was
+    /// behind (`wbguard_history_dropped_batches_total`).
     pub dropped: Arc<AtomicU64>,
 }
 
@@ -68,17 +69,22 @@ impl History {
 
     /// Queues samples; drops them (counted) when the writer is behind.
     pub fn samples(&self, samples: Vec<Sample>) {
-        if samples.is_empty() {
-            return;
-        }
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(Command::Samples(samples)) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if !samples.is_empty() {
+            self.queue_or_drop(Command::Samples(samples));
         }
     }
 
-    /// Records estimates (dropped and counted, like samples, when the writer is behind).
+    /// Queues estimates, dropped and counted like samples.
     pub fn estimates(&self, estimates: Vec<Estimate>) {
-        if !estimates.is_empty() && self.queue.try_send(Command::Estimates(estimates)).is_err() {
+        if !estimates.is_empty() {
+            self.queue_or_drop(Command::Estimates(estimates));
+        }
+    }
+
+    /// What the model already holds may be lost when the writer is behind:
+    /// counted, never waited for.
+    fn queue_or_drop(&self, command: Command) {
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(command) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

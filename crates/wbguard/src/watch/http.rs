@@ -127,6 +127,7 @@ fn label(value: &str) -> String {
 
 async fn metrics(State(web): State<Web>) -> impl IntoResponse {
     let shared = web.shared;
+    let history_dropped = web.history.dropped.load(Ordering::Relaxed);
     let snapshot = shared.snapshot();
     let mut out = String::new();
     let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {
@@ -217,6 +218,12 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
             .into_iter()
             .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.load(Ordering::Relaxed).to_string()))
             .collect(),
+    );
+    family(
+        "wbguard_history_dropped_batches_total",
+        "Batches of samples or estimates not written to the history because its writer was behind.",
+        "counter",
+        vec![(String::new(), history_dropped.to_string())],
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }

@@ -219,7 +219,7 @@ pub struct Intake {
 
 impl Intake {
     /// The allow list as of now.
-    fn sources(&self) -> Arc<Sources> {
+    pub fn sources(&self) -> Arc<Sources> {
         self.sources.read().expect("the sources lock is never poisoned").clone()
     }
 

@@ -252,14 +252,14 @@ fn reloaded(args: &WatchArgs, running: &WatchSettings) -> anyhow::Result<(Option
 /// Runs `wbguard status`: asks a running guard and prints what it knows.
 pub fn status(args: &StatusArgs) -> anyhow::Result<Outcome> {
     let url = args.url.trim_end_matches('/');
-    let address = url.strip_prefix("http://").context("--url must start with http://")?;
-    let mut stream = std::net::TcpStream::connect(address).with_context(|| format!("no guard answers at {url}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    std::io::Write::write_all(&mut stream, format!("GET /api/status HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())?;
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response)?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).context("no answer")?;
-    let status: serde_json::Value = serde_json::from_str(body).context("not a wbguard status")?;
+    if !url.starts_with("http://") {
+        anyhow::bail!("--url must start with http://");
+    }
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(10))).build().into();
+    let mut response =
+        agent.get(&format!("{url}/api/status")).call().with_context(|| format!("no guard answers at {url}"))?;
+    let status: serde_json::Value = response.body_mut().read_json().context("not a wbguard status")?;
     println!(
         "guard at {url}: {} mode, as of {}",
         status["mode"].as_str().unwrap_or("?"),
