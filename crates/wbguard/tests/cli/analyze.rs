@@ -333,7 +333,7 @@ fn analyze_agrees_with_the_live_simulators_truth() {
     use std::io::Read;
 
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = super::free_port();
     let received = dir.path().join("received.log");
     let mut nc = Command::new("nc")
         .args(["-l", "127.0.0.1", &port.to_string()])

@@ -36,6 +36,11 @@ pub fn wbguard_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) ->
     child.wait_with_output().unwrap()
 }
 
+/// A free TCP port on loopback (for a server the test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A path as a `&str` argument.
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -21,10 +21,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn get(url: &str) -> Value {
     ureq::get(url).call().unwrap().body_mut().read_json().unwrap()
 }
@@ -71,7 +67,7 @@ fn expected(wb: &Value) -> Value {
 fn the_status_page_shows_what_the_api_says_and_draws_its_charts() {
     let chromedriver = which("chromedriver").expect("chromedriver (apt-get install chromium-driver)");
     let chromium = which("chromium").expect("chromium (apt-get install chromium)");
-    let http_port = free_port();
+    let http_port = super::free_port();
     let mut demo = Killed(
         Command::new(env!("CARGO_BIN_EXE_wbguard"))
             .args(["demo", "--duration", "600s", "--listen-http", &format!("127.0.0.1:{http_port}")])
@@ -103,7 +99,7 @@ fn the_status_page_shows_what_the_api_says_and_draws_its_charts() {
     super::control(control, r#"{"paused": true}"#);
     std::thread::sleep(Duration::from_secs(3));
 
-    let driver_port = free_port();
+    let driver_port = super::free_port();
     let _driver = Killed(
         Command::new(chromedriver)
             .arg(format!("--port={driver_port}"))

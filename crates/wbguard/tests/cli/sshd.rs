@@ -5,7 +5,6 @@
 //! Needs Debian's openssh-server (`.ci/run` installs it) and root, to run
 //! sshd and to make the MMP user with a password.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +38,7 @@ struct Sshd {
 impl Sshd {
     /// An sshd on a free loopback port with a fresh host key.
     fn start(dir: &Path, name: &str, authorized_key: &Path) -> Sshd {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = super::free_port();
         Self::start_on(dir, name, authorized_key, port, true)
     }
 
@@ -125,7 +124,7 @@ fn against_openssh_sshd_password_key_host_keys_and_a_host_down() {
     Command::new("chmod").arg("0644").arg(&authorized).status().unwrap();
     let with_password = Sshd::start(dir.path(), "a", &authorized);
     let with_key = Sshd::start(dir.path(), "b", &authorized);
-    let down = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = super::free_port();
 
     let config = dir.path().join("wbguard.toml");
     std::fs::write(

@@ -333,9 +333,7 @@ fn simulated(
 fn enforce_mode_keeps_every_web_bridge_open_without_dropping_a_call() {
     let dir = tempfile::tempdir().unwrap();
     // The configuration names the simulator's ports, so the simulator starts first.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = super::free_port();
     // About 80 leaks a day per web bridge: a day's leaks and the busy hour
     // fit under the limit, two days' do not.
     let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.12, dir.path(), |_| {});
@@ -373,9 +371,7 @@ fn enforce_mode_keeps_every_web_bridge_open_without_dropping_a_call() {
 #[test]
 fn observe_mode_restarts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = super::free_port();
     let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path(), |_| {});
     let guard = Guard::start(&["--config", s(&config), "--listen-syslog", &format!("tcp://127.0.0.1:{port}")]);
     std::thread::sleep(Duration::from_secs(25));
@@ -448,9 +444,7 @@ fn night_with_a_slow_mmp(
     dir: &std::path::Path,
     slow_seconds: u32,
 ) -> (tokio::runtime::Runtime, cms_sim::live::Running, Vec<String>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = super::free_port();
     let now = chrono::Utc::now();
     let night = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
     let start = if night >= now { night } else { night + chrono::Duration::days(1) };
@@ -512,9 +506,7 @@ fn restart_now_needs_the_token_and_enforce_mode() {
     drop(plain);
 
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = super::free_port();
     let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 1, 60.0, 0.3, dir.path(), |_| {});
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[watch]\nrestart_token_env = \"WBGUARD_TEST_RESTART_TOKEN\"\n");
