@@ -229,3 +229,18 @@ fn sighup_rereads_the_configuration_and_a_broken_one_changes_nothing() {
     assert_eq!(mode(), "enforce");
     assert_eq!(guard.stop(), 0);
 }
+
+/// At most 256 TCP senders are served at once: the next one waits for a
+/// place, and is served as soon as one closes.
+#[test]
+fn tcp_senders_beyond_the_bound_wait_for_a_place() {
+    let guard = Guard::start(&[]);
+    let to = format!("127.0.0.1:{}", guard.port("tcp"));
+    let idle: Vec<std::net::TcpStream> = (0..256).map(|_| std::net::TcpStream::connect(&to).unwrap()).collect();
+    let mut waiting = std::net::TcpStream::connect(&to).unwrap();
+    writeln!(waiting, "{}", stats("cmswait", 5)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!guard.get("/metrics").contains("cmswait"), "served beyond the bound");
+    drop(idle);
+    wait_for(&guard, &active("cmswait"), 5.0);
+}
