@@ -1,18 +1,43 @@
-//! The command line, as clap derive types. Only syntax lives here; what the
-//! flags mean is resolved by each command.
+//! The command line, as clap derive types. Values are checked here, at the
+//! edge, by typed value parsers (a listener, an address, a mode, a
+//! duration); what the flags mean is resolved by each command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use wbguard_core::policy::Mode;
+
+use crate::config::address::Listen;
 
 /// Keeps Cisco Meeting Server web bridges open despite the Web Bridge 2
 /// session leak (CSCvt73723).
 #[derive(Debug, Parser)]
 #[command(name = "wbguard", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// The configuration file, before or after the command [default:
+    /// $WBGUARD_CONFIG, ~/.config/wbguard/config.toml,
+    /// /etc/wbguard/config.toml; `watch` runs without one].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--mode`: observe or enforce.
+fn mode(text: &str) -> Result<Mode, String> {
+    match text {
+        "observe" => Ok(Mode::Observe),
+        "enforce" => Ok(Mode::Enforce),
+        other => Err(format!("'{other}' is neither observe nor enforce")),
+    }
+}
+
+/// `--duration`: a demo lasts between a second and a year.
+fn demo_duration(text: &str) -> Result<Duration, String> {
+    crate::config::duration::parse_within(text, Duration::from_secs(1), Duration::from_secs(366 * 86_400))
 }
 
 /// wbguard's commands.
@@ -34,7 +59,9 @@ pub enum Command {
     /// Ask a running guard what it knows.
     Status(StatusArgs),
     /// See it work: a simulated leaking deployment, the guard in enforce
-    /// mode, the status page, and a month of three strategies compared.
+    /// mode, the status page, and a month of three strategies compared
+    /// (left out of builds without the cargo feature "demo").
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -55,11 +82,11 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// End by itself after this long (e.g. 90s, 5m) [default: at Ctrl-C].
-    #[arg(long, value_name = "DURATION")]
-    pub duration: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = demo_duration)]
+    pub duration: Option<Duration>,
     /// Serve the status page here [default: 127.0.0.1:9149].
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen_http: Option<String>,
+    pub listen_http: Option<SocketAddr>,
     /// Also write the comparison as JSON: {"strategies": [{"name",
     /// "refused_joins", "dropped_calls", "restarts"}]}.
     #[arg(long, value_name = "FILE")]
@@ -72,29 +99,26 @@ pub struct DemoArgs {
 /// `wbguard watch`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct WatchArgs {
-    /// The configuration: its servers (the allow list of syslog sources and
-    /// what enforce mode restarts), [watch], [policy] and [[webhook]].
-    /// Reread on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Receive syslog here: udp://ADDR:PORT, tcp://ADDR:PORT or
     /// tls://ADDR:PORT. Repeatable; replaces the configuration's
     /// [default: udp and tcp on 127.0.0.1:5514].
     #[arg(long = "listen-syslog", value_name = "URL")]
-    pub listen_syslog: Vec<String>,
+    pub listen_syslog: Vec<Listen>,
     /// Follow this log file, as written by a local syslog server (survives
     /// rotation). Repeatable; adds to the configuration's.
     #[arg(long, value_name = "FILE")]
     pub follow: Vec<PathBuf>,
     /// Serve /metrics, /api/status and /healthz here [default: 127.0.0.1:9149].
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen_http: Option<String>,
+    pub listen_http: Option<SocketAddr>,
     /// Where the guard keeps its state.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// observe (decide and report) or enforce (act) [default: observe].
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
+    /// The configuration (--config: its servers, [watch], [policy] and
+    /// [[webhook]]) is reread on SIGHUP.
+    #[arg(long, value_name = "MODE", value_parser = mode)]
+    pub mode: Option<Mode>,
 }
 
 /// `wbguard status`.
@@ -108,9 +132,6 @@ pub struct StatusArgs {
 /// `wbguard restart`.
 #[derive(Debug, clap::Args)]
 pub struct RestartArgs {
-    /// The configuration file [default: $WBGUARD_CONFIG, ~/.config/wbguard/config.toml, /etc/wbguard/config.toml].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// One web bridge at a time, each back before the next (the default).
     #[arg(long, conflicts_with = "parallel")]
     pub rolling: bool,
@@ -146,9 +167,6 @@ pub struct RestartArgs {
 /// `wbguard trust`.
 #[derive(Debug, clap::Args)]
 pub struct TrustArgs {
-    /// The configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Record without asking (for scripts).
     #[arg(long)]
     pub yes: bool,
@@ -160,12 +178,9 @@ pub struct TrustArgs {
 /// `wbguard config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print the resolved inventory.
-    Check {
-        /// The configuration file.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
+    /// Validate the configuration and print the resolved inventory (no
+    /// secret is fetched or shown; missing ones are warnings).
+    Check,
     /// Read Cisco's restart script and write an equivalent configuration
     /// (without the password) to standard output.
     ImportCiscoScript {

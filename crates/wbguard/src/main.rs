@@ -2,31 +2,48 @@
 //!
 //! `main` only parses the command line, runs the command and turns its
 //! outcome into one exit code (see [`exit`]).
+//!
+//! The binary is three layers; a module imports only from its own layer
+//! downward (`tests/cli/layers.rs` checks it):
+//!
+//! - commands ([`commands`]): one module per command, each using services
+//!   and leaves, never another command;
+//! - services: [`mmp`] (SSH), [`store`] (SQLite), [`logs`] (files into the
+//!   model), [`restarter`] (one restart, verified, audited), [`ingest`]
+//!   (syslog in), [`guard`] (the running guard and its HTTP side);
+//! - leaves: [`config`] (TOML in, typed values out), [`secret`] (where a
+//!   secret lives; fetched at use), [`dirs`], [`cli`], [`exit`].
 
-mod analyze;
 mod cli;
+mod commands;
 mod config;
-mod config_cmd;
-mod demo;
+mod dirs;
 mod exit;
+mod guard;
+mod ingest;
+mod logs;
 mod mmp;
-mod restart;
+mod restarter;
+mod secret;
 mod store;
-mod trust;
-mod watch;
 
 use clap::Parser;
 
+use commands::{analyze, restart, status, trust, watch};
+
 fn main() {
     let cli = cli::Cli::parse();
+    init_logging();
+    let config = cli.config.as_deref();
     let result = match cli.command {
         cli::Command::Analyze(args) => analyze::run(&args),
-        cli::Command::Restart(args) => restart::run(&args),
-        cli::Command::Trust(args) => trust::run(&args),
-        cli::Command::Config(command) => config_cmd::run(&command),
-        cli::Command::Watch(args) => watch::run(&args),
-        cli::Command::Status(args) => watch::status(&args),
-        cli::Command::Demo(args) => demo::run(&args),
+        cli::Command::Restart(args) => restart::run(config, &args),
+        cli::Command::Trust(args) => trust::run(config, &args),
+        cli::Command::Config(command) => commands::config::run(config, &command),
+        cli::Command::Watch(args) => watch::run(config, &args),
+        cli::Command::Status(args) => status::run(&args),
+        #[cfg(feature = "demo")]
+        cli::Command::Demo(args) => commands::demo::run(&args),
         cli::Command::Completions { shell } => {
             let mut command = <cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "wbguard", &mut std::io::stdout());
@@ -35,6 +52,18 @@ fn main() {
         cli::Command::Man { dir } => man(dir.as_deref()),
     };
     std::process::exit(exit::code(result));
+}
+
+/// Logs through tracing to standard error; `WBGUARD_LOG` filters (`info`
+/// by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WBGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// The manual pages, from the same definitions as `--help`: the command's

@@ -29,7 +29,7 @@ mod webbridge;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::log::{AuditCommand, CallBridgeStats, Record, RecordBody, WebBridgeStats};
 pub use pairing::CallBridgeState;
@@ -81,7 +81,7 @@ impl Default for ModelConfig {
 }
 
 /// The cluster-wide figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterEstimate {
     /// Sum of every web bridge's latest active count.
     pub active_total: u32,

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ModelConfig;
 use crate::log::WebBridgeStats;
@@ -46,7 +46,7 @@ pub struct WebBridgeSample {
 }
 
 /// The model's answer for one web bridge at one time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebBridgeEstimate {
     /// Sessions now, leaked ones included (the latest sample).
     pub active: u32,

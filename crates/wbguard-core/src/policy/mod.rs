@@ -15,13 +15,13 @@ pub mod window;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::Deployment;
 pub use window::{Window, WindowError};
 
 /// Whether the guard acts on its decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Decide and report, never act (the default).
@@ -82,7 +82,7 @@ impl Default for Policy {
 }
 
 /// Why a restart is needed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Need {
     /// At the limit: users are refused now.
@@ -100,7 +100,7 @@ pub enum Need {
 }
 
 /// What to do about one web bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Restart it now (in observe mode: it would be restarted).
@@ -112,7 +112,7 @@ pub enum Action {
 }
 
 /// One decision, with its reason and the numbers behind it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// The web bridge (its log host name).
     pub webbridge: String,

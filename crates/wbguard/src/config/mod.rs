@@ -1,10 +1,13 @@
 //! The configuration file: raw TOML in, a validated [`Config`] out.
 //!
-//! Two steps, as in fd and ripgrep: [`RawConfig`] mirrors the file with
-//! every field optional, and [`Config::from_raw`] checks it and fills in the
-//! defaults, so the rest of wbguard only ever sees a complete, valid
-//! inventory. Secrets never live here: the file only says *where* a password
-//! or key comes from.
+//! A leaf of the binary, pure data: it reads the file it is given and
+//! nothing else (no environment, no secret; paths are resolved against the
+//! [`Dirs`] handed in). Two steps, as in fd and ripgrep: [`RawConfig`]
+//! mirrors the file with every field optional, and [`Config::from_raw`]
+//! checks it and fills in the defaults, so the rest of wbguard only ever
+//! sees a complete, valid inventory. Secrets never live here: the file only
+//! says *where* a password, key, webhook URL or token comes from
+//! ([`crate::secret`]), and the command that needs one fetches it.
 //!
 //! ```toml
 //! [auth]
@@ -19,7 +22,9 @@
 //! legacy_algorithms = true      # only for old appliances
 //! ```
 
-pub mod watch;
+pub mod address;
+pub mod duration;
+pub mod guard_settings;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -28,35 +33,27 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-/// Where the configuration is looked for, in order, when not named.
-pub fn search_path() -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    if let Some(path) = std::env::var_os("WBGUARD_CONFIG") {
-        paths.push(PathBuf::from(path));
-        return paths;
+pub use crate::dirs::Dirs;
+use crate::secret::AuthSource;
+use address::split_host_port;
+
+/// Finds the configuration: `explicit`, else the first of the search path
+/// that exists.
+pub fn find(explicit: Option<&Path>, dirs: &Dirs) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path.to_path_buf()),
+        None => dirs.config_search_path().into_iter().find(|p| p.exists()).with_context(|| {
+            let tried: Vec<String> = dirs.config_search_path().iter().map(|p| p.display().to_string()).collect();
+            format!("no configuration found (give --config FILE; tried {})", tried.join(", "))
+        }),
     }
-    if let Some(base) = std::env::var_os("XDG_CONFIG_HOME") {
-        paths.push(PathBuf::from(base).join("wbguard/config.toml"));
-    } else if let Some(home) = std::env::var_os("HOME") {
-        paths.push(PathBuf::from(home).join(".config/wbguard/config.toml"));
-    }
-    paths.push(PathBuf::from("/etc/wbguard/config.toml"));
-    paths
 }
 
 /// Finds and loads the configuration: `explicit`, else the search path.
-pub fn load(explicit: Option<&Path>) -> anyhow::Result<(PathBuf, Config)> {
-    let path = match explicit {
-        Some(path) => path.to_path_buf(),
-        None => search_path().into_iter().find(|p| p.exists()).with_context(|| {
-            let tried: Vec<String> = search_path().iter().map(|p| p.display().to_string()).collect();
-            format!("no configuration found (give --config FILE; tried {})", tried.join(", "))
-        })?,
-    };
+pub fn load(explicit: Option<&Path>, dirs: &Dirs) -> anyhow::Result<(PathBuf, Config)> {
+    let path = find(explicit, dirs)?;
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let raw = RawConfig::parse(&text).with_context(|| format!("in {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let config = Config::from_raw(raw, base).with_context(|| format!("in {}", path.display()))?;
+    let config = Config::parse(&text, &path, dirs).with_context(|| format!("in {}", path.display()))?;
     Ok((path, config))
 }
 
@@ -67,12 +64,12 @@ pub struct RawConfig {
     /// MMP user for every server (default `admin`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// `exec` (default) or `shell`.
+    /// `exec` (default) or `shell`: how commands reach the MMP.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<Channel>,
     /// `strict` (default) or `accept-new`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_key_policy: Option<String>,
+    pub host_key_policy: Option<HostKeyPolicy>,
     /// The known_hosts file (default: wbguard's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<PathBuf>,
@@ -88,13 +85,13 @@ pub struct RawConfig {
     pub auth: Option<RawAuth>,
     /// The guard: listeners, files, history.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub watch: Option<watch::RawWatch>,
+    pub watch: Option<guard_settings::RawWatch>,
     /// When the guard restarts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<watch::RawPolicy>,
+    pub policy: Option<guard_settings::RawPolicy>,
     /// Whom the guard tells.
     #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
-    pub webhooks: Vec<watch::RawWebhook>,
+    pub webhooks: Vec<guard_settings::RawWebhook>,
     /// The servers.
     #[serde(default, rename = "server")]
     pub servers: Vec<RawServer>,
@@ -157,7 +154,7 @@ pub struct RawServer {
     pub user: Option<String>,
     /// `exec` or `shell` for this server.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<Channel>,
     /// Allow old SSH algorithms for this server only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_algorithms: Option<bool>,
@@ -179,51 +176,25 @@ impl RawConfig {
     }
 }
 
-/// How a command reaches the MMP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How a command reaches the MMP (the file's `mode` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub enum Channel {
     /// One SSH `exec` request per command (as Cisco's script does).
     Exec,
     /// An interactive shell: send the command, read to the prompt, `exit`.
     Shell,
 }
 
-/// What to do with a host key that is not in known_hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What to do with a host key that is not in known_hosts (there is no
+/// policy that accepts any key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// Refuse it (the default): the operator trusts it with `wbguard trust`.
     Strict,
     /// Record it on first sight; a *changed* key is still refused.
     AcceptNew,
-}
-
-/// Where a server's credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "from", rename_all = "snake_case")]
-pub enum AuthSource {
-    /// The password is in this environment variable.
-    PasswordEnv {
-        /// Variable name.
-        variable: String,
-    },
-    /// The password is in this file.
-    PasswordFile {
-        /// Path.
-        path: PathBuf,
-    },
-    /// The password is asked for on the terminal.
-    PasswordPrompt,
-    /// A private key file, its passphrase (if any) from this variable.
-    KeyFile {
-        /// Path.
-        path: PathBuf,
-        /// Variable holding the passphrase.
-        passphrase_env: Option<String>,
-    },
-    /// The ssh-agent.
-    Agent,
 }
 
 /// Timeouts, resolved.
@@ -237,6 +208,17 @@ pub struct Timeouts {
     pub command: Duration,
     /// Waiting for the web page to answer after a restart.
     pub verify: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            auth: Duration::from_secs(15),
+            command: Duration::from_secs(60),
+            verify: Duration::from_secs(120),
+        }
+    }
 }
 
 /// One server, resolved.
@@ -255,7 +237,7 @@ pub struct Server {
     /// MMP user.
     pub user: String,
     /// Exec or shell.
-    pub mode: Mode,
+    pub channel: Channel,
     /// Old SSH algorithms allowed.
     pub legacy_algorithms: bool,
     /// Where its credentials come from, tried in order.
@@ -290,32 +272,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// The guard's settings.
     #[serde(skip)]
-    pub watch: watch::WatchSettings,
-}
-
-/// The user's state directory for wbguard (`~/.local/state/wbguard`).
-pub fn default_state_dir() -> PathBuf {
-    match std::env::var_os("XDG_STATE_HOME") {
-        Some(base) => PathBuf::from(base).join("wbguard"),
-        None => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".local/state/wbguard"),
-            None => PathBuf::from("/var/lib/wbguard"),
-        },
-    }
-}
-
-/// `~/...` expanded; relative paths taken from the config file's folder.
-pub(crate) fn resolve_path(path: &Path, base: &Path) -> PathBuf {
-    if let Ok(rest) = path.strip_prefix("~") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
-    }
-    if path.is_relative() {
-        base.join(path)
-    } else {
-        path.to_path_buf()
-    }
+    pub guard: guard_settings::GuardSettings,
 }
 
 fn seconds(value: Option<f64>, default: f64, name: &str) -> anyhow::Result<Duration> {
@@ -326,23 +283,14 @@ fn seconds(value: Option<f64>, default: f64, name: &str) -> anyhow::Result<Durat
     Ok(Duration::from_secs_f64(value))
 }
 
-fn mode(text: Option<&str>, what: &str) -> anyhow::Result<Option<Mode>> {
-    Ok(match text {
-        None => None,
-        Some("exec") => Some(Mode::Exec),
-        Some("shell") => Some(Mode::Shell),
-        Some(other) => bail!("{what}: mode '{other}' is neither \"exec\" nor \"shell\""),
-    })
-}
-
-fn auth_sources(raw: &RawAuth, base: &Path) -> Vec<AuthSource> {
+fn auth_sources(raw: &RawAuth, base: &Path, dirs: &Dirs) -> Vec<AuthSource> {
     let mut sources = Vec::new();
     if raw.agent == Some(true) {
         sources.push(AuthSource::Agent);
     }
     if let Some(path) = &raw.key_file {
         sources.push(AuthSource::KeyFile {
-            path: resolve_path(path, base),
+            path: dirs.resolve(path, base),
             passphrase_env: raw.key_passphrase_env.clone(),
         });
     }
@@ -350,7 +298,7 @@ fn auth_sources(raw: &RawAuth, base: &Path) -> Vec<AuthSource> {
         sources.push(AuthSource::PasswordEnv { variable: variable.clone() });
     }
     if let Some(path) = &raw.password_file {
-        sources.push(AuthSource::PasswordFile { path: resolve_path(path, base) });
+        sources.push(AuthSource::PasswordFile { path: dirs.resolve(path, base) });
     }
     if raw.password_prompt == Some(true) {
         sources.push(AuthSource::PasswordPrompt);
@@ -362,13 +310,19 @@ fn auth_sources(raw: &RawAuth, base: &Path) -> Vec<AuthSource> {
 }
 
 impl Config {
+    /// Parses and checks the text of the file at `path`.
+    pub fn parse(text: &str, path: &Path, dirs: &Dirs) -> anyhow::Result<Config> {
+        let raw = RawConfig::parse(text)?;
+        Config::from_raw(raw, path.parent().unwrap_or(Path::new(".")), dirs)
+    }
+
     /// Checks `raw` and fills in the defaults; `base` is the folder of the
     /// file, for relative paths.
-    pub fn from_raw(raw: RawConfig, base: &Path) -> anyhow::Result<Config> {
+    pub fn from_raw(raw: RawConfig, base: &Path, dirs: &Dirs) -> anyhow::Result<Config> {
         if raw.servers.is_empty() {
             bail!("no [[server]] entries: list the deployment's servers");
         }
-        let default_mode = mode(raw.mode.as_deref(), "mode")?.unwrap_or(Mode::Exec);
+        let default_channel = raw.mode.unwrap_or(Channel::Exec);
         let default_user = raw.user.clone().unwrap_or_else(|| "admin".into());
         let default_auth = raw.auth.clone().unwrap_or_default();
         let mut servers = Vec::new();
@@ -393,22 +347,16 @@ impl Config {
                 log_host: s.log_host.clone().unwrap_or_else(|| s.name.clone()),
                 webbridge_url: s.webbridge_url.clone(),
                 user: s.user.clone().unwrap_or_else(|| default_user.clone()),
-                mode: mode(s.mode.as_deref(), &what)?.unwrap_or(default_mode),
+                channel: s.mode.unwrap_or(default_channel),
                 legacy_algorithms: s.legacy_algorithms.unwrap_or(false),
-                auth: auth_sources(s.auth.as_ref().unwrap_or(&default_auth), base),
+                auth: auth_sources(s.auth.as_ref().unwrap_or(&default_auth), base, dirs),
                 syslog_from: s.syslog_from.clone().unwrap_or_default(),
             });
         }
-        let host_key_policy = match raw.host_key_policy.as_deref() {
-            None | Some("strict") => HostKeyPolicy::Strict,
-            Some("accept-new") => HostKeyPolicy::AcceptNew,
-            Some(other) => bail!(
-                "host_key_policy '{other}' is neither \"strict\" nor \"accept-new\" (there is no policy that accepts any key)"
-            ),
-        };
-        let state_dir = raw.state_dir.as_deref().map_or_else(default_state_dir, |p| resolve_path(p, base));
+        let host_key_policy = raw.host_key_policy.unwrap_or(HostKeyPolicy::Strict);
+        let state_dir = raw.state_dir.as_deref().map_or_else(|| dirs.state_dir(), |p| dirs.resolve(p, base));
         let known_hosts =
-            raw.known_hosts.as_deref().map_or_else(|| state_dir.join("known_hosts"), |p| resolve_path(p, base));
+            raw.known_hosts.as_deref().map_or_else(|| state_dir.join("known_hosts"), |p| dirs.resolve(p, base));
         let t = raw.timeouts.clone().unwrap_or_default();
         let timeouts = Timeouts {
             connect: seconds(t.connect, 10.0, "connect")?,
@@ -416,8 +364,14 @@ impl Config {
             command: seconds(t.command, 60.0, "command")?,
             verify: seconds(t.verify, 120.0, "verify")?,
         };
-        let watch = watch::WatchSettings::from_raw(raw.watch.as_ref(), raw.policy.as_ref(), &raw.webhooks, base)?;
-        Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts, watch })
+        let guard = guard_settings::GuardSettings::from_raw(
+            raw.watch.as_ref(),
+            raw.policy.as_ref(),
+            &raw.webhooks,
+            base,
+            dirs,
+        )?;
+        Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts, guard })
     }
 
     /// The servers named in `only` (all when empty); unknown names are an error.
@@ -436,33 +390,6 @@ impl Config {
     }
 }
 
-/// `host`, `host:port`, `[v6]:port`.
-pub fn split_host_port(text: &str) -> anyhow::Result<(String, u16)> {
-    let text = text.trim();
-    if text.is_empty() {
-        bail!("empty address");
-    }
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').context("unclosed [")?;
-        let port = match after.strip_prefix(':') {
-            Some(port) => port.parse().with_context(|| format!("bad port in '{text}'"))?,
-            None if after.is_empty() => 22,
-            None => bail!("unexpected '{after}' in '{text}'"),
-        };
-        return Ok((host.to_owned(), port));
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            let port: u16 = port.parse().with_context(|| format!("bad port in '{text}'"))?;
-            if port == 0 {
-                bail!("port 0 in '{text}'");
-            }
-            Ok((host.to_owned(), port))
-        }
-        _ => Ok((text.to_owned(), 22)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,12 +397,12 @@ mod tests {
     #[test]
     fn a_minimal_and_a_full_config() {
         let raw = RawConfig::parse("[[server]]\nname = \"cms1\"\nmmp = \"10.0.0.1\"\n").unwrap();
-        let config = Config::from_raw(raw, Path::new("/etc/wbguard")).unwrap();
+        let config = Config::from_raw(raw, Path::new("/etc/wbguard"), &Dirs::default()).unwrap();
         let server = &config.servers[0];
         assert_eq!((server.host.as_str(), server.port, server.user.as_str()), ("10.0.0.1", 22, "admin"));
         assert_eq!(server.auth, vec![AuthSource::PasswordEnv { variable: "WBGUARD_MMP_PASSWORD".into() }]);
         assert_eq!(config.host_key_policy, HostKeyPolicy::Strict);
-        assert_eq!(server.mode, Mode::Exec);
+        assert_eq!(server.channel, Channel::Exec);
 
         let raw = RawConfig::parse(
             "host_key_policy = \"accept-new\"\nknown_hosts = \"kh\"\nmode = \"shell\"\n[timeouts]\ncommand = 5\n\
@@ -483,13 +410,13 @@ mod tests {
              legacy_algorithms = true\n[server.auth]\npassword_file = \"/run/pw\"\n[[server]]\nname = \"b\"\nmmp = \"[::1]:22\"\n",
         )
         .unwrap();
-        let config = Config::from_raw(raw, Path::new("/etc/wbguard")).unwrap();
+        let config = Config::from_raw(raw, Path::new("/etc/wbguard"), &Dirs::default()).unwrap();
         assert_eq!(config.known_hosts, PathBuf::from("/etc/wbguard/kh"));
         assert_eq!(config.timeouts.command, Duration::from_secs(5));
         let (a, b) = (&config.servers[0], &config.servers[1]);
-        assert_eq!((a.port, a.log_host.as_str(), a.mode, a.legacy_algorithms), (2222, "cmsA", Mode::Exec, true));
+        assert_eq!((a.port, a.log_host.as_str(), a.channel, a.legacy_algorithms), (2222, "cmsA", Channel::Exec, true));
         assert_eq!(a.auth, vec![AuthSource::PasswordFile { path: "/run/pw".into() }]);
-        assert_eq!((b.host.as_str(), b.mode), ("::1", Mode::Shell));
+        assert_eq!((b.host.as_str(), b.channel), ("::1", Channel::Shell));
         assert_eq!(b.auth, vec![AuthSource::KeyFile { path: "/etc/wbguard/id".into(), passphrase_env: None }]);
     }
 
@@ -497,12 +424,12 @@ mod tests {
     fn bad_configs_say_what_is_wrong() {
         let error = |text: &str| match RawConfig::parse(text) {
             Err(e) => format!("{e:#}"),
-            Ok(raw) => format!("{:#}", Config::from_raw(raw, Path::new(".")).unwrap_err()),
+            Ok(raw) => format!("{:#}", Config::from_raw(raw, Path::new("."), &Dirs::default()).unwrap_err()),
         };
         assert!(error("[[server]]\nname = \"a\"\nmmp = \"h\"\npassword = \"x\"\n").contains("line 4"));
         assert!(error("").contains("no [[server]]"));
         assert!(
-            error("host_key_policy = \"accept-any\"\n[[server]]\nname = \"a\"\nmmp = \"h\"\n").contains("no policy")
+            error("host_key_policy = \"accept-any\"\n[[server]]\nname = \"a\"\nmmp = \"h\"\n").contains("accept-any")
         );
         assert!(error("[[server]]\nname = \"a\"\nmmp = \"h:99999\"\n").contains("bad port"));
         assert!(

@@ -8,7 +8,6 @@
 //! timeout; it is never re-sent: a command that may have run is reported,
 //! not repeated.
 
-pub mod credentials;
 pub mod known_hosts;
 
 use std::borrow::Cow;
@@ -20,8 +19,8 @@ use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use russh::ChannelMsg;
 
-use crate::config::{Config, HostKeyPolicy, Mode, Server};
-use credentials::Secret;
+use crate::config::{Channel, Config, HostKeyPolicy, Server};
+use crate::secret::{self, Secret};
 use known_hosts::Verdict;
 
 /// Why talking to an MMP failed. Host key problems are their own kinds:
@@ -226,7 +225,7 @@ impl client::Handler for HostKeyCheck {
 pub struct Session {
     handle: client::Handle<HostKeyCheck>,
     name: String,
-    mode: Mode,
+    channel: Channel,
     command_timeout: Duration,
 }
 
@@ -338,9 +337,8 @@ pub async fn connect(server: &Server, config: &Config) -> Result<Session, MmpErr
     let mut tried = Vec::new();
     let authenticated = tokio::time::timeout(config.timeouts.auth, async {
         for source in &server.auth {
-            tried.push(credentials::describe(source));
-            let secret =
-                credentials::fetch(source).map_err(|e| MmpError::Credentials(format!("{}: {e:#}", server.name)))?;
+            tried.push(secret::describe(source));
+            let secret = secret::fetch(source).map_err(|e| MmpError::Credentials(format!("{}: {e:#}", server.name)))?;
             let ok = match secret {
                 Secret::Password(password) => {
                     handle.authenticate_password(server.user.clone(), password).await.map(|r| r.success())
@@ -378,7 +376,7 @@ pub async fn connect(server: &Server, config: &Config) -> Result<Session, MmpErr
             tried: tried.join(", then "),
         });
     }
-    Ok(Session { handle, name: server.name.clone(), mode: server.mode, command_timeout: config.timeouts.command })
+    Ok(Session { handle, name: server.name.clone(), channel: server.channel, command_timeout: config.timeouts.command })
 }
 
 async fn authenticate_with_agent(handle: &mut client::Handle<HostKeyCheck>, user: &str) -> Result<bool, russh::Error> {
@@ -406,9 +404,9 @@ impl Session {
         let timeout = self.command_timeout;
         let name = self.name.clone();
         let work = async {
-            match self.mode {
-                Mode::Exec => self.exec(command).await,
-                Mode::Shell => self.shell(command).await,
+            match self.channel {
+                Channel::Exec => self.exec(command).await,
+                Channel::Shell => self.shell(command).await,
             }
         };
         tokio::time::timeout(timeout, work).await.map_err(|_| MmpError::Timeout {

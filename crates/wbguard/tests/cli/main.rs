@@ -5,6 +5,7 @@
 mod analyze;
 mod demo;
 mod deploy;
+mod layers;
 mod page;
 mod restart;
 mod sshd;

@@ -1,29 +1,32 @@
-//! The guard's state: messages in, the leak model fed, decisions made, and
-//! a snapshot for the HTTP side.
+//! The guard task: messages in, the leak model fed, decisions taken once
+//! per round and published once, restarts started and verified.
 //!
 //! One task owns the model (no lock around it); it publishes an immutable
 //! [`Snapshot`] after every change, which readers clone cheaply. Decisions
-//! are taken every few seconds on the latest data, with `now` from the
+//! are taken every [`DECIDE_EVERY`] on the latest data, with `now` from the
 //! clock: the core stays pure, time enters here.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use wbguard_core::log::scan::parse_line;
 use wbguard_core::log::ParseContext;
-use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig, WebBridgeEstimate};
+use wbguard_core::model::{Deployment, ModelConfig};
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
+use super::alerts::Alarms;
+use super::enforce::{Enforcer, Finished};
 use super::history::History;
-use super::ingest::{Batch, IngestCounters, Origin};
-use super::notify::{Notice, Notifier, NotifyCounters};
-use crate::config::watch::Event;
-use crate::store::Sample;
+use super::notify::Notifier;
+use super::snapshot::{Shared, Snapshot};
+use super::Setup;
+use crate::config::Config;
+use crate::ingest::{Batch, Origin};
+use crate::store::{Estimate, Sample};
 
 /// How often decisions are taken.
 const DECIDE_EVERY: Duration = Duration::from_secs(1);
@@ -51,114 +54,6 @@ fn sample(record: &wbguard_core::log::Record) -> Option<Sample> {
     })
 }
 
-/// Parse outcomes, exported with the ingest's as `wbguard_syslog_messages_total`.
-#[derive(Debug, Default)]
-pub struct ParseCounters {
-    /// Messages that became records.
-    pub parsed: AtomicU64,
-    /// Messages that are not records.
-    pub noise: AtomicU64,
-    /// Messages that looked like records and were not.
-    pub malformed: AtomicU64,
-}
-
-/// One web bridge as the status shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct WebBridgeView {
-    /// Log host name.
-    pub webbridge: String,
-    /// Time of its last Stats line.
-    pub last_seen: DateTime<Utc>,
-    /// The model's estimate (sessions, leak bounds, droppable calls, rate,
-    /// forecast), flattened into the same JSON object.
-    #[serde(flatten)]
-    pub estimate: WebBridgeEstimate,
-    /// Restarts seen (any cause), by the time they happened.
-    pub restarts: Vec<DateTime<Utc>>,
-}
-
-/// What the guard knows, as of `now`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// When it was taken.
-    pub now: DateTime<Utc>,
-    /// Observe or enforce.
-    pub mode: Mode,
-    /// Sessions at which a web bridge refuses new ones.
-    pub limit: u32,
-    /// Per web bridge.
-    pub webbridges: Vec<WebBridgeView>,
-    /// CMA sessions per call bridge (the latest report).
-    pub callbridges: BTreeMap<String, u32>,
-    /// The cluster.
-    pub cluster: ClusterEstimate,
-    /// The latest decisions.
-    pub decisions: Vec<Decision>,
-}
-
-impl Snapshot {
-    fn empty(mode: Mode) -> Snapshot {
-        Snapshot {
-            now: Utc::now(),
-            mode,
-            limit: ModelConfig::default().limit,
-            webbridges: Vec::new(),
-            callbridges: BTreeMap::new(),
-            cluster: ClusterEstimate { active_total: 0, cma_total: None, leaked_lower: 0, leaked_upper: 0 },
-            decisions: Vec::new(),
-        }
-    }
-}
-
-/// Shared between the guard task and its readers.
-pub struct Shared {
-    /// The latest snapshot.
-    pub snapshot: RwLock<Arc<Snapshot>>,
-    /// Parse outcomes.
-    pub parse: ParseCounters,
-    /// Ingest outcomes.
-    pub ingest: Arc<IngestCounters>,
-    /// Webhook outcomes.
-    pub notify: Arc<NotifyCounters>,
-    /// The page's "restart now" token (replaced on reload).
-    pub restart_token: RwLock<Option<crate::config::watch::Token>>,
-    /// Restarts by web bridge and result, for `wbguard_restarts_total`.
-    pub restarts: std::sync::Mutex<BTreeMap<(String, String), u64>>,
-}
-
-impl Shared {
-    /// A fresh state for `mode`.
-    pub fn new(mode: Mode, ingest: Arc<IngestCounters>, notify: Arc<NotifyCounters>) -> Shared {
-        Shared {
-            snapshot: RwLock::new(Arc::new(Snapshot::empty(mode))),
-            parse: ParseCounters::default(),
-            ingest,
-            notify,
-            restart_token: RwLock::new(None),
-            restarts: Default::default(),
-        }
-    }
-
-    /// Counts one restart outcome.
-    pub fn count_restart(&self, webbridge: &str, result: &str) {
-        *self.restarts.lock().expect("never poisoned").entry((webbridge.to_owned(), result.to_owned())).or_default() +=
-            1;
-    }
-
-    /// Replaces the latest decisions (after enforcement adjusted them).
-    pub fn set_decisions(&self, decisions: Vec<Decision>) {
-        let mut slot = self.snapshot.write().expect("the snapshot lock is never poisoned");
-        let mut snapshot = (**slot).clone();
-        snapshot.decisions = decisions;
-        *slot = Arc::new(snapshot);
-    }
-
-    /// The latest snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().expect("the snapshot lock is never poisoned").clone()
-    }
-}
-
 /// What a reload (SIGHUP) may change while the guard runs.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -170,10 +65,21 @@ pub struct Rules {
     pub retention: chrono::Duration,
     /// The configuration (servers to restart, log hosts to accept); none:
     /// observe only, every host accepted.
-    pub config: Option<crate::config::Config>,
+    pub config: Option<Config>,
 }
 
 impl Rules {
+    /// The rules of a setup.
+    pub fn of(setup: &Setup) -> Rules {
+        let settings = &setup.settings;
+        Rules {
+            policy: settings.policy.clone(),
+            zone: settings.log_timezone,
+            retention: settings.retention,
+            config: setup.config.clone(),
+        }
+    }
+
     /// Whether a record of `host`, arrived with `origin`, may be used.
     fn accepts(&self, origin: &Origin, host: &str) -> bool {
         match origin {
@@ -222,7 +128,8 @@ impl Guard {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let Guard { rules, limit, shared, history, restarted, notifier } = self;
-        let (enforcer, mut finished) = super::enforce::Enforcer::new(history.clone(), notifier.clone());
+        let (enforcer, mut finished) =
+            Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit());
         let mut task = Task {
             rules,
             shared,
@@ -236,6 +143,7 @@ impl Guard {
             recorded: BTreeMap::new(),
             alarms: Alarms::default(),
             estimated: None,
+            decisions: Vec::new(),
         };
         let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
         let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
@@ -278,8 +186,10 @@ struct Task {
     /// The last restart the guard made (or may have made) of each web bridge.
     restarted: BTreeMap<String, DateTime<Utc>>,
     notifier: Notifier,
-    enforcer: super::enforce::Enforcer,
+    enforcer: Enforcer,
     model: Deployment,
+    /// The decisions of the last round, as published.
+    decisions: Vec<Decision>,
     /// The model changed since the snapshot was published.
     dirty: bool,
     /// Samples not yet handed to the history writer.
@@ -331,7 +241,8 @@ impl Task {
 
     /// Publishes the status (without new decisions) and hands over samples.
     fn publish(&mut self) {
-        publish(&self.model, &self.rules.policy, &self.restarted, &self.shared, None);
+        let now = data_now(&self.model);
+        self.shared.publish(Snapshot::build(&self.model, self.rules.policy.mode, now, self.decisions.clone()));
         self.history.samples(std::mem::take(&mut self.samples));
         self.dirty = false;
     }
@@ -352,7 +263,7 @@ impl Task {
         let now = data_now(&self.model);
         let answer = match (&self.rules.config, self.rules.policy.mode) {
             (Some(config), Mode::Enforce) => {
-                let current = self.shared.snapshot().decisions.iter().find(|d| d.webbridge == webbridge).cloned();
+                let current = self.decisions.iter().find(|d| d.webbridge == webbridge).cloned();
                 match current {
                     None => Err((404, format!("no web bridge {webbridge} in the guard's data"))),
                     Some(_) if self.enforcer.busy => Err((409, "a restart is in progress: one at a time".to_owned())),
@@ -374,7 +285,7 @@ impl Task {
         let _ = reply.send(answer);
     }
 
-    fn finished(&mut self, done: super::enforce::Finished) {
+    fn finished(&mut self, done: Finished) {
         let webbridge = done.webbridge().to_owned();
         let result = self.enforcer.finished(done, data_now(&self.model));
         tracing::info!("the restart of {webbridge} ended: {result}");
@@ -385,7 +296,6 @@ impl Task {
     /// started, changes recorded and announced, estimates stored.
     async fn decide(&mut self) {
         let now = data_now(&self.model);
-        publish(&self.model, &self.rules.policy, &self.restarted, &self.shared, Some(self.enforcer.busy));
         let (seen, unseen) = self.enforcer.verify(&self.model, now);
         for webbridge in &seen {
             self.shared.count_restart(webbridge, "verified");
@@ -393,12 +303,11 @@ impl Task {
         for webbridge in &unseen {
             self.shared.count_restart(webbridge, "unverified");
         }
-        let mut decisions = self.shared.snapshot().decisions.clone();
-        self.enforcer.hold_backed_off(&mut decisions, now);
+        let decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, now);
         if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
             self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
         }
-        self.shared.set_decisions(decisions.clone());
+        let snapshot = Snapshot::build(&self.model, self.rules.policy.mode, now, decisions.clone());
         self.history.samples(std::mem::take(&mut self.samples));
         for decision in &decisions {
             let key = (decision.action, decision.reason.clone());
@@ -415,11 +324,10 @@ impl Task {
         self.alarms.notify(&decisions, self.rules.policy.mode, now, &self.notifier);
         // The leak range over time, for the page's chart: once a minute of data time.
         if self.estimated.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
-            let snapshot = self.shared.snapshot();
             let estimates = snapshot
                 .webbridges
                 .iter()
-                .map(|w| crate::store::Estimate {
+                .map(|w| Estimate {
                     time: now,
                     webbridge: w.webbridge.clone(),
                     active: w.estimate.active,
@@ -432,54 +340,8 @@ impl Task {
             self.history.estimates(estimates);
             self.estimated = Some(now);
         }
-    }
-}
-
-/// Edge detection for notifications: a web bridge is announced when it
-/// comes to need a restart, and when it reaches its limit, not every second.
-#[derive(Default)]
-struct Alarms {
-    /// Web bridges whose need was announced, with the action announced.
-    needed: BTreeMap<String, policy::Action>,
-    /// Web bridges announced at their limit.
-    at_limit: std::collections::BTreeSet<String>,
-}
-
-impl Alarms {
-    fn notify(&mut self, decisions: &[Decision], mode: Mode, now: DateTime<Utc>, notifier: &Notifier) {
-        for decision in decisions {
-            let details = serde_json::to_value(decision).unwrap_or_default();
-            let at_limit = decision.needs.contains(&policy::Need::AtLimit);
-            if at_limit && self.at_limit.insert(decision.webbridge.clone()) {
-                notifier.send(Notice {
-                    event: Event::Lockout,
-                    webbridge: decision.webbridge.clone(),
-                    time: now,
-                    text: format!("at its limit ({} sessions): users cannot join through it", decision.active),
-                    details: details.clone(),
-                });
-            } else if !at_limit {
-                self.at_limit.remove(&decision.webbridge);
-            }
-            if decision.action == policy::Action::None {
-                self.needed.remove(&decision.webbridge);
-            } else if self.needed.get(&decision.webbridge) != Some(&decision.action) {
-                self.needed.insert(decision.webbridge.clone(), decision.action);
-                let text = match (decision.action, mode) {
-                    (policy::Action::Restart, Mode::Observe) => {
-                        format!("would be restarted (observe mode): {}", decision.reason)
-                    }
-                    _ => decision.reason.clone(),
-                };
-                notifier.send(Notice {
-                    event: Event::Decision,
-                    webbridge: decision.webbridge.clone(),
-                    time: now,
-                    text,
-                    details,
-                });
-            }
-        }
+        self.shared.publish(snapshot);
+        self.decisions = decisions;
     }
 }
 
@@ -490,43 +352,16 @@ fn data_now(model: &Deployment) -> DateTime<Utc> {
     model.latest().map_or(wall, |latest| latest.max(wall))
 }
 
-/// Rebuilds the snapshot; with `decide` (whether a restart is in flight),
-/// takes fresh decisions too.
-fn publish(
+/// One round's decisions: the core's policy, then the enforcer's holds
+/// (web bridges backing off after a failure).
+fn decide(
     model: &Deployment,
     policy: &Policy,
     restarted: &BTreeMap<String, DateTime<Utc>>,
-    shared: &Shared,
-    decide: Option<bool>,
-) {
-    let now = data_now(model);
-    let previous = shared.snapshot();
-    let decisions = match decide {
-        Some(busy) => policy::decide(model, policy, restarted, busy, now),
-        None => previous.decisions.clone(),
-    };
-    let webbridges = model
-        .webbridges()
-        .filter_map(|state| {
-            let last = state.last()?;
-            let estimate = model.estimate(&state.host, now)?;
-            Some(WebBridgeView {
-                webbridge: state.host.clone(),
-                last_seen: last.time,
-                estimate,
-                restarts: state.restarts.iter().map(|r| r.time).collect(),
-            })
-        })
-        .collect();
-    let callbridges = model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();
-    let snapshot = Snapshot {
-        now,
-        mode: policy.mode,
-        limit: model.config().limit,
-        webbridges,
-        callbridges,
-        cluster: model.cluster_estimate(now),
-        decisions,
-    };
-    *shared.snapshot.write().expect("the snapshot lock is never poisoned") = Arc::new(snapshot);
+    enforcer: &Enforcer,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    let mut decisions = policy::decide(model, policy, restarted, enforcer.busy, now);
+    enforcer.hold_backed_off(&mut decisions, now);
+    decisions
 }

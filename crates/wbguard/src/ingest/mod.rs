@@ -9,7 +9,9 @@
 //! cannot wait, so a datagram that finds the queue full is dropped and
 //! counted.
 
-use std::net::{IpAddr, SocketAddr};
+pub mod follow;
+
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,50 +22,15 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::address::Listen;
+use crate::config::Config;
+
 /// Messages longer than this are dropped (and counted).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// The UDP socket's receive buffer asked of the kernel.
 const UDP_RECEIVE_BUFFER: usize = 8 << 20;
 /// TCP and TLS senders served at once; more wait for a place.
 pub const MAX_CONNECTIONS: usize = 256;
-
-/// Where a listener listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    /// `udp://ADDR:PORT`
-    Udp(SocketAddr),
-    /// `tcp://ADDR:PORT`
-    Tcp(SocketAddr),
-    /// `tls://ADDR:PORT` (RFC 5425; certificate and key from the configuration)
-    Tls(SocketAddr),
-}
-
-impl std::str::FromStr for Listen {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = |why: &str| {
-            format!("bad syslog listener '{text}': {why} (udp://ADDR:PORT, tcp://ADDR:PORT or tls://ADDR:PORT)")
-        };
-        let (scheme, address) = text.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let address: SocketAddr = address.parse().map_err(|_| bad("the address must be IP:PORT"))?;
-        match scheme {
-            "udp" => Ok(Listen::Udp(address)),
-            "tcp" => Ok(Listen::Tcp(address)),
-            "tls" => Ok(Listen::Tls(address)),
-            _ => Err(bad("unknown scheme")),
-        }
-    }
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Udp(address) => write!(f, "udp://{address}"),
-            Listen::Tcp(address) => write!(f, "tcp://{address}"),
-            Listen::Tls(address) => write!(f, "tls://{address}"),
-        }
-    }
-}
 
 /// Who a message may speak for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +130,7 @@ impl Sources {
 
     /// The allow list of a configuration: each server's `syslog_from`, else
     /// the addresses its MMP host resolves to; and the relays.
-    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Sources> {
+    pub fn from_config(config: &Config) -> anyhow::Result<Sources> {
         let mut by_address: std::collections::BTreeMap<IpAddr, Vec<Arc<str>>> = Default::default();
         for server in &config.servers {
             let addresses: Vec<IpAddr> = if server.syslog_from.is_empty() {
@@ -182,7 +149,7 @@ impl Sources {
             }
         }
         let servers = by_address.into_iter().map(|(ip, hosts)| (ip, hosts.into())).collect();
-        let relays = config.watch.relays.iter().map(|&ip| canonical(ip)).collect();
+        let relays = config.guard.relays.iter().map(|&ip| canonical(ip)).collect();
         Ok(Sources { open: false, servers, relays })
     }
 
@@ -249,7 +216,7 @@ pub fn tls_acceptor(certificate: &Path, key: &Path) -> anyhow::Result<TlsAccepto
     if chain.is_empty() {
         anyhow::bail!("{}: no certificate in it", certificate.display());
     }
-    crate::mmp::credentials::check_private(key).context("the TLS key")?;
+    crate::secret::check_private(key).context("the TLS key")?;
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}: not a PEM private key", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -524,15 +491,6 @@ async fn stream_messages<S: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listeners_parse() {
-        assert_eq!("udp://127.0.0.1:514".parse(), Ok(Listen::Udp("127.0.0.1:514".parse().unwrap())));
-        assert_eq!("tcp://[::1]:601".parse(), Ok(Listen::Tcp("[::1]:601".parse().unwrap())));
-        assert_eq!("tls://127.0.0.1:6514".parse(), Ok(Listen::Tls("127.0.0.1:6514".parse().unwrap())));
-        assert_eq!("tls://127.0.0.1:6514".parse::<Listen>().unwrap().to_string(), "tls://127.0.0.1:6514");
-        assert!("udp://localhost:514".parse::<Listen>().is_err());
-    }
 
     fn framed(chunks: &[&[u8]]) -> (Vec<String>, u64, Result<(), NotSyslog>) {
         let mut framer = Framer::default();

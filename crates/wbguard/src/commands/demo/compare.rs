@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn over_a_month_wbguard_locks_nobody_out_and_drops_nothing() {
-        let policy = super::super::settings().policy;
+        let policy = super::super::policy();
         let start = DateTime::parse_from_rfc3339(super::super::COMPARISON_START).unwrap().with_timezone(&Utc);
         let outcomes = compare(&super::super::scenario(), super::super::SEED, start, 30, &policy);
         let [none, cisco, guarded] = &outcomes[..] else { panic!("{outcomes:?}") };

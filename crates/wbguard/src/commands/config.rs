@@ -1,4 +1,8 @@
 //! `wbguard config check` and `wbguard config import-cisco-script`.
+//!
+//! `check` reads what the commands will read and checks what they will
+//! check when they use it, without fetching any secret: a secret that is
+//! missing is a warning (only the command that needs it fails).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -6,14 +10,14 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use crate::cli::ConfigCommand;
-use crate::config;
+use crate::config::{self, Dirs};
 use crate::exit::Outcome;
-use crate::mmp::credentials;
+use crate::secret;
 
 /// Runs a `wbguard config` command.
-pub fn run(command: &ConfigCommand) -> anyhow::Result<Outcome> {
+pub fn run(config_path: Option<&Path>, command: &ConfigCommand) -> anyhow::Result<Outcome> {
     match command {
-        ConfigCommand::Check { config } => check(config.as_deref()),
+        ConfigCommand::Check => check(config_path),
         ConfigCommand::ImportCiscoScript { script } => {
             let text = std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
             print!("{}", import_cisco_script(&text, script)?);
@@ -23,7 +27,7 @@ pub fn run(command: &ConfigCommand) -> anyhow::Result<Outcome> {
 }
 
 fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
-    let (path, config) = config::load(path)?;
+    let (path, config) = config::load(path, &Dirs::from_env())?;
     println!("{}: valid, {} server(s)", path.display(), config.servers.len());
     println!("host keys: {:?} policy, known_hosts {}", config.host_key_policy, config.known_hosts.display());
     println!("restart log, audit and lock in {}", config.state_dir.display());
@@ -36,21 +40,33 @@ fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
         t.verify.as_secs_f64()
     );
     for server in &config.servers {
-        let auth: Vec<String> = server.auth.iter().map(credentials::describe).collect();
+        let auth: Vec<String> = server.auth.iter().map(secret::describe).collect();
         println!(
             "  {}: mmp {}:{} as {} by {:?}{}; logs as {}; credentials: {}; page: {}",
             server.name,
             server.host,
             server.port,
             server.user,
-            server.mode,
+            server.channel,
             if server.legacy_algorithms { ", legacy algorithms allowed" } else { "" },
             server.log_host,
             auth.join(", then "),
             server.webbridge_url.as_deref().unwrap_or("none")
         );
     }
-    println!("guard (wbguard watch): {}", serde_json::to_string_pretty(&config.watch.describe())?);
+    println!("guard (wbguard watch): {}", serde_json::to_string_pretty(&config.guard.describe())?);
+    let missing: Vec<(String, String)> = config
+        .guard
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, webhook)| (format!("webhook[{i}]"), &webhook.url))
+        .chain(config.guard.restart_token.iter().map(|token| ("watch.restart_token_env".to_owned(), token)))
+        .filter_map(|(key, location)| Some((key, location.problem()?)))
+        .collect();
+    for (key, problem) in &missing {
+        println!("warning: {key}: {problem} (wbguard watch will refuse to start; restart and trust do not need it)");
+    }
     Ok(Outcome::Success)
 }
 
@@ -107,7 +123,7 @@ mod tests {
         let config = import_cisco_script(script, Path::new("restart.py")).unwrap();
         assert!(!config.contains("hunter2"));
         let raw = config::RawConfig::parse(&config).unwrap();
-        let parsed = config::Config::from_raw(raw, Path::new(".")).unwrap();
+        let parsed = config::Config::from_raw(raw, Path::new("."), &Dirs::default()).unwrap();
         let names: Vec<&str> = parsed.servers.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
         assert!(parsed.servers.iter().all(|s| s.user == "ops" && s.port == 22));

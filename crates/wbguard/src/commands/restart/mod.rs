@@ -7,10 +7,9 @@
 //! several at once (`--parallel N`). Every attempt is logged in Cisco's
 //! format and audited; the exit code says how it went (see [`crate::exit`]).
 
-mod log;
 mod progress;
-pub(crate) mod verify;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,32 +18,20 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 
 use crate::cli::RestartArgs;
-use crate::config::{self, Config, Server};
+use crate::config::{self, Config, Dirs, Server};
 use crate::exit::Outcome;
-use crate::mmp::{self, credentials, MmpError};
-use log::{AuditRecord, RestartLog};
+use crate::restarter::audit::RestartLog;
+use crate::restarter::verify::Verification;
+use crate::restarter::{self, restart_one, Attempt, Requester};
+use crate::{logs, secret};
 use progress::Progress;
-use verify::Verification;
-
-/// How one server's restart ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// Restarted, and seen back (or nothing to check).
-    Restarted { verification: Verification },
-    /// Not attempted: release 3.x, or not safe.
-    Skipped(String),
-    /// Refused over its host key.
-    Refused(String),
-    /// Tried and failed.
-    Failed(String),
-}
 
 /// Live sessions data older than this cannot vouch for safety.
 const FRESH: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
 /// Runs `wbguard restart`.
-pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
-    let (path, config) = config::load(args.config.as_deref())?;
+pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Outcome> {
+    let (path, config) = config::load(config_path, &Dirs::from_env())?;
     let only: Vec<String> =
         args.only.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     let servers: Vec<Server> = config.select(&only)?.into_iter().cloned().collect();
@@ -57,7 +44,7 @@ pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
         if parallel > 1 { format!("{parallel} at a time") } else { "one at a time (rolling)".into() }
     );
     for (i, server) in servers.iter().enumerate() {
-        let auth: Vec<String> = server.auth.iter().map(credentials::describe).collect();
+        let auth: Vec<String> = server.auth.iter().map(secret::describe).collect();
         println!(
             "  {}. {} at {}:{} as {} ({:?}, {}), then {}",
             i + 1,
@@ -65,7 +52,7 @@ pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
             server.host,
             server.port,
             server.user,
-            server.mode,
+            server.channel,
             auth.join(" or "),
             server.webbridge_url.as_deref().map_or("no page check".into(), |u| format!("wait for {u}"))
         );
@@ -75,8 +62,8 @@ pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
 
-    let unsafe_servers = safety(args, &servers)?;
-    let _lock = lock(&config)?;
+    let unsafe_servers = safety(args, &config, &servers)?;
+    let _lock = restarter::lock(&config.state_dir)?;
     let mut log = RestartLog::open(&config.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let results = runtime.block_on(restart_all(args, &config, &servers, &unsafe_servers, parallel, &mut log))?;
@@ -116,7 +103,7 @@ pub fn run(args: &RestartArgs) -> anyhow::Result<Outcome> {
 
 /// Which servers may not be restarted now, and whether that is a refusal
 /// (with `--require-safe` and no data) rather than a skip.
-fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String, bool)>> {
+fn safety(args: &RestartArgs, config: &Config, servers: &[Server]) -> anyhow::Result<Vec<(String, bool)>> {
     let mut blocked = Vec::new();
     if args.stats.is_empty() {
         if args.force {
@@ -131,7 +118,9 @@ fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String,
         }
         return Ok(blocked);
     }
-    let (model, errors) = crate::analyze::model_from_logs(&args.stats, 149);
+    // Read as the guard reads them: the configured zone and limit.
+    let reading = logs::Reading { zone: config.guard.log_timezone, limit: config.guard.limit };
+    let (model, errors) = logs::model_from_files(&args.stats, &reading);
     for error in errors {
         eprintln!("wbguard: {error}");
     }
@@ -171,24 +160,6 @@ fn safety(args: &RestartArgs, servers: &[Server]) -> anyhow::Result<Vec<(String,
     Ok(blocked)
 }
 
-/// Holds the lock file; two runs at once wait for each other.
-fn lock(config: &Config) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
-    let path = config.state_dir.join("restart.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    if file.try_lock().is_err() {
-        println!("waiting for another wbguard restart to finish ({})", path.display());
-        file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
-    }
-    Ok(file)
-}
-
 async fn restart_all(
     args: &RestartArgs,
     config: &Config,
@@ -199,8 +170,10 @@ async fn restart_all(
 ) -> anyhow::Result<Vec<Option<Attempt>>> {
     let mut results: Vec<Option<Attempt>> = vec![None; servers.len()];
     let progress = Arc::new(Progress::new(servers.iter().map(|s| s.name.clone()).collect()));
-    let operator = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let reason = args.reason.clone().unwrap_or_else(|| "manual".into());
+    let requester = Requester {
+        operator: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()),
+        reason: args.reason.clone().unwrap_or_else(|| "manual".into()),
+    };
     let semaphore = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, server) in servers.iter().enumerate() {
@@ -210,15 +183,15 @@ async fn restart_all(
             } else {
                 Attempt::Skipped("may carry live calls".into())
             };
-            progress.set(index, &describe(&attempt, Duration::ZERO));
+            progress.set(index, &attempt.describe(Duration::ZERO));
             results[index] = Some(attempt);
             continue;
         }
         if parallel == 1 {
             let started = Instant::now();
             let result = restart_one(server, config, args.include_webbridge3, &|what| progress.set(index, what)).await;
-            progress.set(index, &describe(&result, started.elapsed()));
-            record(log, server, &result, started.elapsed(), &operator, &reason)?;
+            progress.set(index, &result.describe(started.elapsed()));
+            restarter::record(log, server, &result, started.elapsed(), &requester)?;
             let stop = matches!(result, Attempt::Failed(_) | Attempt::Refused(_))
                 || matches!(&result, Attempt::Restarted { verification } if matches!(verification, Verification::Failed(_)));
             results[index] = Some(result);
@@ -236,101 +209,14 @@ async fn restart_all(
             let _permit = permit.acquire_owned().await.expect("never closed");
             let started = Instant::now();
             let result = restart_one(&server, &config, include, &|what| progress.set(index, what)).await;
-            progress.set(index, &describe(&result, started.elapsed()));
+            progress.set(index, &result.describe(started.elapsed()));
             (index, result, started.elapsed())
         });
     }
     while let Some(done) = tasks.join_next().await {
         let (index, result, took) = done.context("a restart task failed")?;
-        record(log, &servers[index], &result, took, &operator, &reason)?;
+        restarter::record(log, &servers[index], &result, took, &requester)?;
         results[index] = Some(result);
     }
     Ok(results)
-}
-
-/// The final word on one attempt, for the progress display.
-fn describe(result: &Attempt, took: Duration) -> String {
-    match result {
-        Attempt::Restarted { verification } => {
-            format!("restarted in {:.1} s, {}", took.as_secs_f64(), verification.describe())
-        }
-        Attempt::Skipped(why) => format!("skipped: {why}"),
-        Attempt::Refused(why) => format!("REFUSED: {why}"),
-        Attempt::Failed(why) => format!("FAILED: {why}"),
-    }
-}
-
-fn record(
-    log: &mut RestartLog,
-    server: &Server,
-    result: &Attempt,
-    took: Duration,
-    operator: &str,
-    reason: &str,
-) -> anyhow::Result<()> {
-    let (kind, detail, verification) = match result {
-        Attempt::Restarted { verification } => ("restarted", None, Some(verification.clone())),
-        Attempt::Skipped(why) => ("skipped", Some(why.clone()), None),
-        Attempt::Refused(why) => ("refused", Some(why.clone()), None),
-        Attempt::Failed(why) => ("failed", Some(why.clone()), None),
-    };
-    log.record(&AuditRecord {
-        time: Utc::now(),
-        server: server.name.clone(),
-        address: server.address(),
-        mmp_user: server.user.clone(),
-        operator: operator.to_owned(),
-        reason: reason.to_owned(),
-        result: kind,
-        detail,
-        duration_ms: took.as_millis() as u64,
-        verified: verification.as_ref().is_some_and(Verification::passed),
-        verification: verification.map(|v| v.describe()),
-    })
-}
-
-/// One server: connect, check the release, restart, verify.
-pub(crate) async fn restart_one(
-    server: &Server,
-    config: &Config,
-    include_webbridge3: bool,
-    report: &(dyn Fn(&str) + Sync),
-) -> Attempt {
-    report("connecting");
-    let mut session = match mmp::connect(server, config).await {
-        Ok(session) => session,
-        Err(e) if e.is_host_key_refusal() => return Attempt::Refused(e.to_string()),
-        Err(e) => return Attempt::Failed(e.to_string()),
-    };
-    let command = match session.run("version").await {
-        Ok(output) if output.text.contains("version : 3.") || output.text.contains("version: 3.") => {
-            if !include_webbridge3 {
-                session.close().await;
-                return Attempt::Skipped("release 3.x has no Web Bridge 2 and is not affected (--include-webbridge3 restarts its Web Bridge 3)".into());
-            }
-            "webbridge3 restart"
-        }
-        Ok(_) => "webbridge restart",
-        Err(e) => return Attempt::Failed(format!("before the restart: {e}")),
-    };
-    report(&format!("running {command}"));
-    let outcome = session.run(command).await;
-    session.close().await;
-    match outcome {
-        Ok(output) => match output.failure() {
-            Some(failure) => Attempt::Failed(format!("{command}: {failure}")),
-            None => {
-                if server.webbridge_url.is_some() {
-                    report("waiting for the web page");
-                }
-                let verification = verify::wait_until_up(server.webbridge_url.as_deref(), config.timeouts.verify).await;
-                Attempt::Restarted { verification }
-            }
-        },
-        // The command may have run: report, never re-send.
-        Err(e @ MmpError::Timeout { .. }) => {
-            Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)"))
-        }
-        Err(e) => Attempt::Failed(format!("{e} (the restart may have happened; not re-sent)")),
-    }
 }

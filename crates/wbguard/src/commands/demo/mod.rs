@@ -10,10 +10,12 @@
 //! Everything goes through the real parts: the simulator's MMP over SSH
 //! (its host keys recorded on first use, `accept-new`, in a throwaway
 //! known_hosts: a changed key would still be refused), syslog over loopback
-//! TCP, the configuration parser, the SQLite history.
+//! TCP, the guard service, the SQLite history. The guard's configuration
+//! is built as typed values, as `config` would return them.
 
 pub mod compare;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,10 +23,15 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cms_sim::live::{self, Credentials, LiveConfig};
 use cms_sim::scenario::Scenario;
+use wbguard_core::policy::{Mode, Policy, Triggers, Window};
 
-use crate::cli::{DemoArgs, WatchArgs};
-use crate::config::watch::WatchSettings;
+use crate::cli::DemoArgs;
+use crate::config::address::Listen;
+use crate::config::guard_settings::GuardSettings;
+use crate::config::{Channel, Config, HostKeyPolicy, Server, Timeouts};
 use crate::exit::Outcome;
+use crate::guard::{self, Setup};
+use crate::secret::AuthSource;
 
 /// The demo's seed: the same story every time.
 const SEED: u64 = 7;
@@ -33,23 +40,6 @@ const COMPARISON_DAYS: i64 = 30;
 /// Where the compared month begins (a Monday): fixed, so that the table is
 /// the same on every run, whatever the date.
 const COMPARISON_START: &str = "2024-03-04T00:00:00Z";
-/// The demo's policy and window, as an operator would write them.
-const POLICY: &str = r#"
-[policy]
-mode = "enforce"
-leak_at_least = 100
-max_dropped_calls = 0
-min_interval = "1h"
-
-# Lockout forecasts are held to the next window; this demo allows no
-# dropped call even inside it (an operator may allow some there).
-[[policy.window]]
-cron = "0 2 * * 6"      # Saturday 02:00, when Cisco's script would run
-duration = "2h"
-timezone = "UTC"
-max_dropped_calls = 0
-"#;
-
 /// The simulated deployment: four servers whose web bridges leak about 80
 /// sessions a day each, enough to lock users out within two days.
 pub fn scenario() -> Scenario {
@@ -58,10 +48,21 @@ pub fn scenario() -> Scenario {
     scenario
 }
 
-/// The demo's guard settings (the policy above, defaults otherwise).
-pub fn settings() -> WatchSettings {
-    let raw = crate::config::RawConfig::parse(POLICY).expect("the demo's policy parses");
-    WatchSettings::from_raw(None, raw.policy.as_ref(), &[], Path::new(".")).expect("the demo's policy is valid")
+/// The demo's policy: restart once 100 sessions are surely leaked and no
+/// real call can drop, at most once an hour; lockout forecasts are held to
+/// the Saturday 02:00 UTC window (when Cisco's script would run), which
+/// here too allows no dropped call (an operator may allow some there).
+pub fn policy() -> Policy {
+    let window =
+        Window::new("0 2 * * 6", chrono::Duration::hours(2), "UTC", Some(0)).expect("the demo's window is valid");
+    Policy {
+        mode: Mode::Enforce,
+        triggers: Triggers { leak_at_least: Some(100), ..Triggers::default() },
+        max_dropped_calls: 0,
+        windows: vec![window],
+        min_interval: chrono::Duration::hours(1),
+        ..Policy::default()
+    }
 }
 
 /// A free TCP port on loopback (the simulator must know the guard's syslog
@@ -83,22 +84,15 @@ fn next_morning(now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Runs `wbguard demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
-    crate::watch::init_logging();
-    let duration = args
-        .duration
-        .as_deref()
-        .map(crate::config::watch::parse_duration)
-        .transpose()
-        .context("--duration")?
-        .map(|d| d.to_std().expect("positive"));
-    let listen_http = args.listen_http.clone().unwrap_or_else(|| "127.0.0.1:9149".into());
+    let duration = args.duration;
+    let listen_http = args.listen_http.unwrap_or_else(|| GuardSettings::default().listen_http);
     let dir = tempfile::Builder::new().prefix("wbguard-demo-").tempdir().context("a temporary directory")?;
-    let policy = settings().policy;
+    let policy = policy();
     let start = next_morning(Utc::now());
     let month = DateTime::parse_from_rfc3339(COMPARISON_START).expect("a valid time").with_timezone(&Utc);
     let comparison = std::thread::spawn(move || compare::compare(&scenario(), SEED, month, COMPARISON_DAYS, &policy));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let totals = runtime.block_on(live_demo(dir.path(), &listen_http, args.speed, start, duration))?;
+    let totals = runtime.block_on(live_demo(dir.path(), listen_http, args.speed, start, duration))?;
     let outcomes = comparison.join().map_err(|_| anyhow::anyhow!("the comparison failed"))?;
     println!();
     println!(
@@ -125,7 +119,7 @@ struct Totals {
 
 async fn live_demo(
     dir: &Path,
-    listen_http: &str,
+    listen_http: SocketAddr,
     speed: f64,
     start: DateTime<Utc>,
     duration: Option<Duration>,
@@ -158,28 +152,12 @@ async fn live_demo(
     let running = live::start(config).await.context("starting the simulated deployment")?;
     let control = running.endpoints.control;
 
-    // The guard's configuration, as an operator would write it.
-    let mut text = format!(
-        "host_key_policy = \"accept-new\"\nknown_hosts = {:?}\nstate_dir = {:?}\n[auth]\nkey_file = {:?}\n\
-         [watch]\nlisten_syslog = [\"tcp://127.0.0.1:{syslog_port}\"]\nlisten_http = {listen_http:?}\n{POLICY}",
-        dir.join("known_hosts"),
-        dir.join("guard"),
-        dir.join("key/ssh_host_ed25519_key"),
-    );
-    for server in &running.endpoints.servers {
-        text.push_str(&format!(
-            "\n[[server]]\nname = {:?}\nmmp = \"{}\"\nwebbridge_url = \"http://{}/\"\n",
-            server.name, server.ssh, server.http
-        ));
-    }
-    let config_path = dir.join("wbguard.toml");
-    std::fs::write(&config_path, text)?;
-    let prepared = crate::watch::prepare(&WatchArgs { config: Some(config_path), ..WatchArgs::default() })?;
+    let prepared = guard::prepare(guard_setup(dir, syslog_port, listen_http, &running.endpoints.servers)?)?;
     let (stop_guard, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, endpoints) = tokio::sync::oneshot::channel();
-    let guard = tokio::spawn(crate::watch::serve(
+    let guard = tokio::spawn(guard::serve(
         prepared,
-        false,
+        None,
         async move {
             let _ = stopped.await;
         },
@@ -237,6 +215,48 @@ async fn live_demo(
         refused_joins: totals["refused_joins"].as_u64().unwrap_or(0),
         dropped_calls: totals["dropped_calls"].as_u64().unwrap_or(0),
     })
+}
+
+/// The guard's setup, as an operator would configure it: the simulated
+/// servers by their SSH ports, its key, host keys recorded on first use,
+/// syslog over TCP, the demo's policy.
+fn guard_setup(
+    dir: &Path,
+    syslog_port: u16,
+    listen_http: SocketAddr,
+    servers: &[live::ServerEndpoints],
+) -> anyhow::Result<Setup> {
+    let servers = servers
+        .iter()
+        .map(|server| Server {
+            name: server.name.clone(),
+            host: server.ssh.ip().to_string(),
+            port: server.ssh.port(),
+            log_host: server.name.clone(),
+            webbridge_url: Some(format!("http://{}/", server.http)),
+            user: "admin".into(),
+            channel: Channel::Exec,
+            legacy_algorithms: false,
+            auth: vec![AuthSource::KeyFile { path: dir.join("key/ssh_host_ed25519_key"), passphrase_env: None }],
+            syslog_from: Vec::new(),
+        })
+        .collect();
+    let settings = GuardSettings {
+        listen_syslog: vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], syslog_port)))],
+        listen_http,
+        policy: policy(),
+        ..GuardSettings::default()
+    };
+    let state_dir = dir.join("guard");
+    let config = Config {
+        servers,
+        host_key_policy: HostKeyPolicy::AcceptNew,
+        known_hosts: dir.join("known_hosts"),
+        state_dir: state_dir.clone(),
+        timeouts: Timeouts::default(),
+        guard: settings.clone(),
+    };
+    Ok(Setup { config: Some(config), settings, state_dir })
 }
 
 /// A JSON document over HTTP (the simulator's truth, the guard's status).

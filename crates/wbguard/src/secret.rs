@@ -1,17 +1,138 @@
-//! Fetching a server's credentials from where the configuration says they
-//! are: an environment variable, a file only its owner can read, the
-//! terminal, a private key (passphrase from a variable), or the ssh-agent.
+//! Where a secret lives, and fetching it where it is used.
 //!
-//! Secrets live only in memory, in [`Secret`], whose `Debug` shows nothing;
-//! they never reach the configuration, the command line or any log.
+//! A leaf of the binary: the configuration holds only *where* a secret is
+//! ([`AuthSource`] for MMP credentials, [`Location`] for a webhook URL or
+//! the page's token); the command that needs one resolves it at that
+//! moment, so `wbguard restart` never fails over the guard's webhook
+//! variable. Secrets live only in memory, in types whose `Debug` shows
+//! nothing; they never reach the configuration, the command line or any
+//! log. A URL is shown only through [`redact_url`].
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use russh::keys::PrivateKey;
+use serde::Serialize;
 
-use crate::config::AuthSource;
+/// Where a server's MMP credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum AuthSource {
+    /// The password is in this environment variable.
+    PasswordEnv {
+        /// Variable name.
+        variable: String,
+    },
+    /// The password is in this file (mode 600 or stricter).
+    PasswordFile {
+        /// Path.
+        path: PathBuf,
+    },
+    /// The password is asked for on the terminal.
+    PasswordPrompt,
+    /// A private key file, its passphrase (if any) from this variable.
+    KeyFile {
+        /// Path.
+        path: PathBuf,
+        /// Variable holding the passphrase.
+        passphrase_env: Option<String>,
+    },
+    /// The ssh-agent.
+    Agent,
+}
+
+/// Where a secret string (a webhook URL, a token) lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Written in the configuration itself (discouraged, but allowed).
+    Inline(String),
+    /// In this environment variable.
+    Env(String),
+    /// In this file, mode 600 or stricter.
+    File(PathBuf),
+}
+
+impl Location {
+    /// Where it is, in words (never the secret).
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Inline(_) => "the configuration".into(),
+            Location::Env(variable) => format!("${variable}"),
+            Location::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// The secret, fetched now.
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        match self {
+            Location::Inline(text) => Ok(text.clone()),
+            Location::Env(variable) => match std::env::var(variable) {
+                Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+                Ok(_) => bail!("the variable {variable} is empty"),
+                Err(_) => bail!("the variable {variable} is not set"),
+            },
+            Location::File(path) => {
+                check_private(path)?;
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let text = text.trim();
+                if text.is_empty() {
+                    bail!("{} is empty", path.display());
+                }
+                Ok(text.to_owned())
+            }
+        }
+    }
+
+    /// What can be checked without reading the secret: a file's mode, a
+    /// variable's presence. `None` when it would resolve.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Location::Inline(_) => None,
+            Location::Env(variable) => match std::env::var(variable) {
+                Ok(text) if !text.trim().is_empty() => None,
+                Ok(_) => Some(format!("the variable {variable} is empty")),
+                Err(_) => Some(format!("the variable {variable} is not set")),
+            },
+            Location::File(path) => check_private(path).err().map(|e| format!("{e:#}")),
+        }
+    }
+}
+
+/// A secret token: compared in constant time, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token read from where the configuration says it is.
+    pub fn new(token: String) -> Token {
+        Token(token)
+    }
+
+    /// Whether `offered` is this token (time independent of where they differ).
+    pub fn matches(&self, offered: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// A URL as it may be shown: scheme, host and port only. User, password,
+/// path and query may all carry a token (Webex and Slack put theirs in
+/// the path), so none of them is shown.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "(not a URL)".into() };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let hidden = if authority.contains('@') { "***@" } else { "" };
+    format!("{scheme}://{hidden}{host}/...")
+}
 
 /// A credential ready to use.
 pub enum Secret {
@@ -48,7 +169,7 @@ pub fn describe(source: &AuthSource) -> String {
 }
 
 /// Refuses a secret file that group or others may read.
-pub fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+pub fn check_private(path: &Path) -> anyhow::Result<()> {
     let mode = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(

@@ -2,13 +2,17 @@
 //! before the command goes out, verified in the logs afterwards.
 //!
 //! The flow of one restart: the intent is committed to the journal, the
-//! restart runs through `wbguard restart`'s machinery (host keys, timeouts,
-//! never re-sent), the outcome is journaled, and then the guard waits for
+//! restart runs through the restart machinery that `wbguard restart` uses
+//! ([`crate::restarter`]: host keys, timeouts, never re-sent, the audit and
+//! Cisco-format log), the outcome is journaled, and then the guard waits for
 //! the logs to show it (an audit line, the counters reset). A restart that
 //! fails, or that the logs never show, raises an alert and backs the web
 //! bridge off for a while: the guard never loops on a web bridge.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::mpsc;
@@ -17,9 +21,39 @@ use wbguard_core::policy::{Action, Decision};
 
 use super::history::History;
 use super::notify::{Notice, Notifier};
-use crate::config::watch::Event;
-use crate::config::Config;
-use crate::restart::{self, Attempt};
+use crate::config::guard_settings::Event;
+use crate::config::{Config, Server};
+use crate::restarter::audit::RestartLog;
+use crate::restarter::{self, Attempt, Requester};
+
+/// Makes one restart of a server, for a reason: the real machinery in the
+/// guard, a stand-in in tests.
+pub type Restart = Arc<dyn Fn(Server, Config, String) -> Pin<Box<dyn Future<Output = Attempt> + Send>> + Send + Sync>;
+
+/// The real restart: over SSH, verified by the page, and written to the
+/// same audit file and Cisco-format log as `wbguard restart` writes.
+pub fn restart_and_audit() -> Restart {
+    Arc::new(|server: Server, config: Config, reason: String| {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let attempt = restarter::restart_one(&server, &config, false, &|_| {}).await;
+            let took = started.elapsed();
+            let requester = Requester { operator: "wbguard watch".into(), reason };
+            let audited = attempt.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                RestartLog::open(&config.state_dir)
+                    .and_then(|mut log| restarter::record(&mut log, &server, &audited, took, &requester))
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!("the restart log: {error:#}"),
+                Err(error) => tracing::warn!("the restart log: {error}"),
+            }
+            attempt
+        })
+    })
+}
 
 /// How long the logs get to show a restart.
 const VERIFY_WITHIN: Duration = Duration::minutes(5);
@@ -45,6 +79,7 @@ impl Finished {
 pub struct Enforcer {
     history: History,
     notifier: Notifier,
+    restart: Restart,
     done: mpsc::Sender<Finished>,
     /// A restart is running (one per cluster).
     pub busy: bool,
@@ -58,11 +93,12 @@ pub struct Enforcer {
 
 impl Enforcer {
     /// Enforcement; finished restarts come back through the returned receiver.
-    pub fn new(history: History, notifier: Notifier) -> (Enforcer, mpsc::Receiver<Finished>) {
+    pub fn new(history: History, notifier: Notifier, restart: Restart) -> (Enforcer, mpsc::Receiver<Finished>) {
         let (done, finished) = mpsc::channel(16);
         let enforcer = Enforcer {
             history,
             notifier,
+            restart,
             done,
             busy: false,
             unverified: BTreeMap::new(),
@@ -120,12 +156,12 @@ impl Enforcer {
         };
         self.busy = true;
         restarted.insert(decision.webbridge.clone(), now);
-        let config = config.clone();
         let done = self.done.clone();
         let webbridge = decision.webbridge.clone();
         tracing::info!("restarting {webbridge} ({})", decision.reason);
+        let restart = (self.restart)(server, config.clone(), decision.reason.clone());
         tokio::spawn(async move {
-            let attempt = restart::restart_one(&server, &config, false, &|_| {}).await;
+            let attempt = restart.await;
             let _ = done.send(Finished { webbridge, id, started: now, attempt }).await;
         });
     }
@@ -134,17 +170,12 @@ impl Enforcer {
     pub fn finished(&mut self, finished: Finished, now: DateTime<Utc>) -> &'static str {
         self.busy = false;
         let Finished { webbridge, id, started, attempt } = finished;
-        let (result, detail) = match &attempt {
-            Attempt::Restarted { verification } => ("restarted", Some(verification.describe())),
-            Attempt::Skipped(why) => ("skipped", Some(why.clone())),
-            Attempt::Refused(why) => ("refused", Some(why.clone())),
-            Attempt::Failed(why) => ("failed", Some(why.clone())),
-        };
-        self.history.outcome(id, result, detail.clone(), now);
+        let (result, detail) = (attempt.result(), attempt.detail());
+        self.history.outcome(id, result, Some(detail.clone()), now);
         if result == "restarted" {
             self.unverified.insert(webbridge, (id, started));
         } else {
-            let message = format!("restart of {webbridge} {result}: {}", detail.unwrap_or_default());
+            let message = format!("restart of {webbridge} {result}: {detail}");
             self.history.alert(now, Some(&webbridge), "restart_failed", &message);
             self.fail(&webbridge, message, now);
         }

@@ -6,8 +6,8 @@
 //! Unreadable inputs are named on stderr and in the report, the others are
 //! still analysed, and the exit code is 2.
 
+#[cfg(feature = "demo")]
 mod example;
-mod input;
 mod plot;
 mod report;
 
@@ -21,7 +21,7 @@ use wbguard_core::model::{Deployment, ModelConfig};
 
 use crate::cli::{AnalyzeArgs, Format};
 use crate::exit::Outcome;
-use input::{ScanSettings, Source};
+use crate::logs::{self, ScanSettings, Source};
 
 /// Runs `wbguard analyze`.
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
@@ -32,11 +32,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
         bail!("--limit must be at least 1");
     }
     let (sources, note) = if args.example {
-        let (source, note) = example::generate()?;
-        (vec![source], Some(note))
+        example()?
     } else {
         let sources =
-            args.files.iter().map(|f| if input::is_stdin(f) { Source::Stdin } else { Source::Path(f.clone()) });
+            args.files.iter().map(|f| if logs::is_stdin(f) { Source::Stdin } else { Source::Path(f.clone()) });
         (sources.collect(), None)
     };
     if sources.iter().filter(|s| matches!(s, Source::Stdin)).count() > 1 {
@@ -44,10 +43,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let settings =
-        ScanSettings { zone, default_host: args.host.clone(), threads, block: input::BLOCK, range: input::RANGE };
+        ScanSettings { zone, default_host: args.host.clone(), threads, block: logs::BLOCK, range: logs::RANGE };
     let config = ModelConfig { limit: args.limit, ..ModelConfig::default() };
     let mut feeder = Feeder::new(config, args.plot.is_some());
-    let results = input::scan_merged(&sources, &settings, |record| feeder.observe(&record));
+    let results = logs::scan_merged(&sources, &settings, |record| feeder.observe(&record));
     let Feeder { model, series, .. } = feeder;
     let report = report::Report::build(&model, &results);
 
@@ -69,23 +68,6 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
         write_file(path, plot::render(series, args.limit).as_bytes())?;
     }
     Ok(if report.errors.is_empty() { Outcome::Success } else { Outcome::InputErrors })
-}
-
-/// The leak model fed from log files, for commands that need session data
-/// (`restart --stats`); returns it with the files that could not be read.
-pub fn model_from_logs(files: &[std::path::PathBuf], limit: u32) -> (Deployment, Vec<String>) {
-    let sources: Vec<Source> = files.iter().map(|f| Source::Path(f.clone())).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let settings = ScanSettings {
-        zone: chrono_tz::Tz::UTC,
-        default_host: None,
-        threads,
-        block: input::BLOCK,
-        range: input::RANGE,
-    };
-    let mut feeder = Feeder::new(ModelConfig { limit, ..ModelConfig::default() }, false);
-    let results = input::scan_merged(&sources, &settings, |record| feeder.observe(&record));
-    (feeder.model, results.into_iter().filter_map(|r| r.error).collect())
 }
 
 /// The model, fed record by record, and the chart's series if asked for.
@@ -133,4 +115,17 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     temporary.push(".tmp");
     std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The built-in example, when the simulator is built in.
+#[cfg(feature = "demo")]
+fn example() -> anyhow::Result<(Vec<Source>, Option<String>)> {
+    let (source, note) = example::generate()?;
+    Ok((vec![source], Some(note)))
+}
+
+/// Without the simulator there is no example to analyse.
+#[cfg(not(feature = "demo"))]
+fn example() -> anyhow::Result<(Vec<Source>, Option<String>)> {
+    bail!("--example needs the simulator, which this build leaves out (cargo feature \"demo\")")
 }

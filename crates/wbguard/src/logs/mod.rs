@@ -1,5 +1,7 @@
-//! Reading log inputs in parallel, and merging their records by time.
+//! Log files into records, and records into the leak model: the service
+//! behind `wbguard analyze` and `wbguard restart --stats`.
 //!
+//! Reading runs in parallel and merges the records by time.
 //! Each input is cut into parts: a large plain file into byte ranges, a
 //! gzip file, a pipe or stdin is one part read as a stream. A pool of
 //! worker threads scans the ranges with the core's [`Scanner`], so two cores
@@ -23,6 +25,28 @@ use std::sync::{Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
+use wbguard_core::model::{Deployment, ModelConfig};
+
+/// How log lines are read into the model: the same settings the guard
+/// uses for syslog (`watch.log_timezone`, `policy.limit`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// Zone of timestamps that carry none.
+    pub zone: chrono_tz::Tz,
+    /// Sessions at which a web bridge refuses new ones.
+    pub limit: u32,
+}
+
+/// The leak model fed from log files, for commands that need session data
+/// (`restart --stats`); returns it with the files that could not be read.
+pub fn model_from_files(files: &[PathBuf], reading: &Reading) -> (Deployment, Vec<String>) {
+    let sources: Vec<Source> = files.iter().map(|f| Source::Path(f.clone())).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = ScanSettings { zone: reading.zone, default_host: None, threads, block: BLOCK, range: RANGE };
+    let mut model = Deployment::new(ModelConfig { limit: reading.limit, ..ModelConfig::default() });
+    let results = scan_merged(&sources, &settings, |record| model.observe(&record));
+    (model, results.into_iter().filter_map(|r| r.error).collect())
+}
 
 /// Bytes read at a time; also the longest line that is examined at all.
 pub const BLOCK: usize = 1 << 20;
@@ -112,7 +136,7 @@ struct Schedule {
 }
 
 /// How a part's scan reaches the merge.
-pub(super) struct PartOutput {
+struct PartOutput {
     counts: LineCounts,
     overlong: u64,
     to_merge: PartSender,

@@ -13,8 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::mpsc;
 
-use super::guard::{Manual, Shared};
+use super::api::Status;
+use super::event_loop::Manual;
 use super::history::History;
+use super::snapshot::{Shared, WebBridgeView};
 
 #[derive(Clone)]
 struct Web {
@@ -25,6 +27,19 @@ struct Web {
 
 /// The status page, built into the binary (no asset from the network).
 const PAGE: &str = include_str!("page/index.html");
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+}
 
 /// The router.
 pub fn router(shared: Arc<Shared>, history: History, manual: mpsc::Sender<Manual>) -> Router {
@@ -96,17 +111,13 @@ async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> 
     }
 }
 
-async fn status(State(web): State<Web>) -> impl IntoResponse {
+async fn status(State(web): State<Web>) -> Json<Status> {
     let shared = web.shared;
-    let snapshot = shared.snapshot();
-    let mut value = serde_json::to_value(&*snapshot).unwrap_or_default();
-    value["syslog_messages"] =
-        serde_json::json!(counters(&shared).into_iter().collect::<std::collections::BTreeMap<_, _>>());
-    value["restart_now"] = serde_json::json!(
-        snapshot.mode == wbguard_core::policy::Mode::Enforce
-            && shared.restart_token.read().expect("never poisoned").is_some()
-    );
-    Json(value)
+    let snapshot = (*shared.snapshot()).clone();
+    let restart_now = snapshot.mode == wbguard_core::policy::Mode::Enforce
+        && shared.restart_token.read().expect("never poisoned").is_some();
+    let syslog_messages = counters(&shared).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    Json(Status { snapshot, syslog_messages, restart_now })
 }
 
 fn counters(shared: &Shared) -> Vec<(&'static str, u64)> {
@@ -136,7 +147,7 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let per_webbridge = |pick: &dyn Fn(&super::guard::WebBridgeView) -> Option<String>| {
+    let per_webbridge = |pick: &dyn Fn(&WebBridgeView) -> Option<String>| {
         snapshot
             .webbridges
             .iter()

@@ -42,8 +42,9 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use wbguard_core::policy::{Mode, Policy, Triggers, Window};
 
-use super::resolve_path;
-use crate::watch::Listen;
+use super::address::Listen;
+use super::Dirs;
+use crate::secret::{redact_url, Location};
 
 /// `[watch]` as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -75,7 +76,7 @@ pub struct RawWatch {
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// `observe` (default) or `enforce`.
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// Restart when the leak's lower bound reaches this (0: never on this ground).
     pub leak_at_least: Option<u32>,
     /// Restart when lockout is forecast before the next window.
@@ -120,13 +121,13 @@ pub struct RawWebhook {
     /// File holding the URL (mode 600 or stricter).
     pub url_file: Option<PathBuf>,
     /// `generic`, `webex` or `slack`.
-    pub format: Option<String>,
+    pub format: Option<WebhookFormat>,
     /// Which events: `decision`, `restart`, `failure`, `lockout`.
-    pub events: Option<Vec<String>>,
+    pub events: Option<Vec<Event>>,
 }
 
 /// The body a webhook receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookFormat {
     /// wbguard's own JSON: event, web bridge, text and the numbers.
@@ -138,7 +139,7 @@ pub enum WebhookFormat {
 }
 
 /// What a webhook is told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A web bridge needs a restart (decided, or held and why).
@@ -166,47 +167,32 @@ impl Event {
     }
 }
 
-/// A webhook, resolved. The URL is a secret: never printed.
-#[derive(Clone, PartialEq, Eq, Serialize)]
-pub struct Webhook {
-    /// Where the URL came from, and its host (for messages).
-    pub describe: String,
-    /// The URL.
-    #[serde(skip)]
-    pub url: String,
+/// A webhook as configured: where its URL is (a secret, fetched by the
+/// guard when it starts), the body's shape and the events it wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where the URL is.
+    pub url: Location,
     /// The body's shape.
     pub format: WebhookFormat,
     /// The events it receives.
     pub events: Vec<Event>,
 }
 
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Webhook({}, {:?})", self.describe, self.format)
+impl WebhookSettings {
+    /// Where the URL comes from, for messages (the host only, when the URL
+    /// is in the file).
+    pub fn describe(&self) -> String {
+        match &self.url {
+            Location::Inline(url) => format!("{} (URL in the configuration)", redact_url(url)),
+            other => format!("URL from {}", other.describe()),
+        }
     }
 }
 
-/// A secret token: compared in constant time, never shown.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// Whether `offered` is this token (time independent of where they differ).
-    pub fn matches(&self, offered: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(..)")
-    }
-}
-
-/// The guard's settings, resolved (defaults without a configuration file).
+/// The guard's settings, checked (defaults without a configuration file).
 #[derive(Debug, Clone)]
-pub struct WatchSettings {
+pub struct GuardSettings {
     /// Syslog listeners.
     pub listen_syslog: Vec<Listen>,
     /// The HTTP side.
@@ -226,14 +212,15 @@ pub struct WatchSettings {
     /// Sessions at which a web bridge refuses new ones.
     pub limit: u32,
     /// Whom to tell.
-    pub webhooks: Vec<Webhook>,
-    /// The token of the status page's "restart now" (none: read-only page).
-    pub restart_token: Option<Token>,
+    pub webhooks: Vec<WebhookSettings>,
+    /// Where the token of the status page's "restart now" is (none:
+    /// read-only page).
+    pub restart_token: Option<Location>,
 }
 
-impl Default for WatchSettings {
+impl Default for GuardSettings {
     fn default() -> Self {
-        WatchSettings {
+        GuardSettings {
             listen_syslog: vec![
                 "udp://127.0.0.1:5514".parse().expect("valid"),
                 "tcp://127.0.0.1:5514".parse().expect("valid"),
@@ -252,43 +239,9 @@ impl Default for WatchSettings {
     }
 }
 
-/// `90s`, `10m`, `1h`, `2d`, or a combination such as `1h30m`.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let bad = || anyhow::anyhow!("'{text}' is not a duration (write e.g. 90s, 10m, 1h30m, 2d)");
-    let mut total = Duration::zero();
-    let mut digits = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: i64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total += match c {
-            's' => Duration::seconds(n),
-            'm' => Duration::minutes(n),
-            'h' => Duration::hours(n),
-            'd' => Duration::days(n),
-            _ => return Err(bad()),
-        };
-    }
-    if !digits.is_empty() || total <= Duration::zero() {
-        return Err(bad());
-    }
-    Ok(total)
-}
-
-fn mode(text: Option<&str>) -> anyhow::Result<Mode> {
-    Ok(match text {
-        None | Some("observe") => Mode::Observe,
-        Some("enforce") => Mode::Enforce,
-        Some(other) => bail!("mode '{other}' is neither \"observe\" nor \"enforce\""),
-    })
-}
-
-/// Resolves a parsed `--mode` flag.
-pub fn parse_mode(text: &str) -> anyhow::Result<Mode> {
-    mode(Some(text))
+/// A duration key, checked and named.
+fn duration(text: &str, key: &str) -> anyhow::Result<Duration> {
+    super::duration::parse_chrono(text).map_err(|why| anyhow::anyhow!("{key}: {why}"))
 }
 
 fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
@@ -296,15 +249,15 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
     let mut windows = Vec::new();
     for (i, w) in raw.windows.iter().enumerate() {
         let what = || format!("policy.window[{i}]");
-        let duration = parse_duration(&w.duration).with_context(|| format!("{}: duration", what()))?;
+        let duration = duration(&w.duration, &format!("{}.duration", what()))?;
         let zone = w.timezone.as_deref().unwrap_or("UTC");
         windows.push(Window::new(&w.cron, duration, zone, w.max_dropped_calls).with_context(what)?);
     }
     let duration = |value: &Option<String>, default: Duration, name: &str| {
-        value.as_deref().map_or(Ok(default), |text| parse_duration(text).with_context(|| format!("policy.{name}")))
+        value.as_deref().map_or(Ok(default), |text| duration(text, &format!("policy.{name}")))
     };
     Ok(Policy {
-        mode: mode(raw.mode.as_deref()).context("policy.mode")?,
+        mode: raw.mode.unwrap_or(Mode::Observe),
         triggers: Triggers {
             leak_at_least: match raw.leak_at_least {
                 Some(0) => None,
@@ -324,58 +277,45 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
     })
 }
 
-fn webhook(raw: &RawWebhook, i: usize, base: &Path) -> anyhow::Result<Webhook> {
+fn webhook(raw: &RawWebhook, i: usize, base: &Path, dirs: &Dirs) -> anyhow::Result<WebhookSettings> {
     let what = format!("webhook[{i}]");
-    let (url, from) = match (&raw.url, &raw.url_env, &raw.url_file) {
-        (Some(url), None, None) => (url.clone(), "the configuration".to_owned()),
-        (None, Some(variable), None) => (
-            std::env::var(variable).with_context(|| format!("{what}: the variable {variable} is not set"))?,
-            format!("${variable}"),
-        ),
-        (None, None, Some(path)) => {
-            let path = resolve_path(path, base);
-            crate::mmp::credentials::check_private(&path).with_context(|| format!("{what}: url_file"))?;
-            let text =
-                std::fs::read_to_string(&path).with_context(|| format!("{what}: cannot read {}", path.display()))?;
-            (text.trim().to_owned(), path.display().to_string())
+    let url = match (&raw.url, &raw.url_env, &raw.url_file) {
+        (Some(url), None, None) => {
+            check_webhook_url(url).with_context(|| format!("{what}.url"))?;
+            Location::Inline(url.clone())
         }
+        (None, Some(variable), None) => Location::Env(variable.clone()),
+        (None, None, Some(path)) => Location::File(dirs.resolve(path, base)),
         _ => bail!("{what}: give exactly one of url, url_env, url_file"),
     };
+    let format = raw.format.unwrap_or(WebhookFormat::Generic);
+    let events = raw.events.clone().unwrap_or_else(|| Event::ALL.to_vec());
+    Ok(WebhookSettings { url, format, events })
+}
+
+/// A webhook URL must be http(s) with a host; it is never shown whole.
+pub fn check_webhook_url(url: &str) -> anyhow::Result<()> {
     let host = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .and_then(|rest| rest.split(['/', '?']).next())
-        .filter(|host| !host.is_empty())
-        .with_context(|| format!("{what}: the URL (from {from}) must start with https:// or http://"))?;
-    let format = match raw.format.as_deref() {
-        None | Some("generic") => WebhookFormat::Generic,
-        Some("webex") => WebhookFormat::Webex,
-        Some("slack") => WebhookFormat::Slack,
-        Some(other) => bail!("{what}: format '{other}' is not generic, webex or slack"),
-    };
-    let events = match &raw.events {
-        None => Event::ALL.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|name| {
-                Event::ALL.into_iter().find(|e| e.name() == name).with_context(|| {
-                    format!("{what}: event '{name}' is not one of decision, restart, failure, lockout")
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    Ok(Webhook { describe: format!("{host} (URL from {from})"), url, format, events })
+        .filter(|host| !host.is_empty());
+    if host.is_none() {
+        bail!("the URL ({}) must start with https:// or http:// and name a host", redact_url(url));
+    }
+    Ok(())
 }
 
-impl WatchSettings {
+impl GuardSettings {
     /// Checks the raw sections and fills in the defaults.
     pub fn from_raw(
         watch: Option<&RawWatch>,
         raw_policy: Option<&RawPolicy>,
         webhooks: &[RawWebhook],
         base: &Path,
-    ) -> anyhow::Result<WatchSettings> {
-        let defaults = WatchSettings::default();
+        dirs: &Dirs,
+    ) -> anyhow::Result<GuardSettings> {
+        let defaults = GuardSettings::default();
         let watch = watch.cloned().unwrap_or_default();
         let listen_syslog = match &watch.listen_syslog {
             None => defaults.listen_syslog,
@@ -389,7 +329,7 @@ impl WatchSettings {
             Some(text) => text.parse().with_context(|| format!("watch.listen_http '{text}' is not ADDR:PORT"))?,
         };
         let tls = match (&watch.tls_certificate, &watch.tls_key) {
-            (Some(certificate), Some(key)) => Some((resolve_path(certificate, base), resolve_path(key, base))),
+            (Some(certificate), Some(key)) => Some((dirs.resolve(certificate, base), dirs.resolve(key, base))),
             (None, None) => None,
             _ => bail!("watch: give both tls_certificate and tls_key"),
         };
@@ -412,26 +352,23 @@ impl WatchSettings {
         if limit == 0 {
             bail!("policy.limit must be at least 1");
         }
-        let restart_token = match &watch.restart_token_env {
-            None => None,
-            Some(variable) => match std::env::var(variable) {
-                Ok(token) if token.len() >= 16 => Some(Token(token)),
-                Ok(_) => bail!("watch.restart_token_env: ${variable} must hold at least 16 characters"),
-                Err(_) => bail!("watch.restart_token_env: the variable {variable} is not set"),
-            },
-        };
-        Ok(WatchSettings {
+        let restart_token = watch.restart_token_env.as_ref().map(|variable| Location::Env(variable.clone()));
+        Ok(GuardSettings {
             restart_token,
             listen_syslog,
             listen_http,
             tls,
-            follow: watch.follow.unwrap_or_default().iter().map(|p| resolve_path(p, base)).collect(),
+            follow: watch.follow.unwrap_or_default().iter().map(|p| dirs.resolve(p, base)).collect(),
             relays: watch.relays.unwrap_or_default(),
             log_timezone,
             retention,
             policy: policy(&raw_policy)?,
             limit,
-            webhooks: webhooks.iter().enumerate().map(|(i, w)| webhook(w, i, base)).collect::<anyhow::Result<_>>()?,
+            webhooks: webhooks
+                .iter()
+                .enumerate()
+                .map(|(i, w)| webhook(w, i, base, dirs))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 
@@ -456,7 +393,7 @@ impl WatchSettings {
             "relays": self.relays,
             "log_timezone": self.log_timezone.name(),
             "retention_days": self.retention.num_days(),
-            "restart_now": if self.restart_token.is_some() { "enabled (token set)" } else { "disabled" },
+            "restart_now": self.restart_token.as_ref().map_or("disabled".to_owned(), |token| format!("enabled, token from {}", token.describe())),
             "policy": {
                 "mode": policy.mode,
                 "leak_at_least": policy.triggers.leak_at_least,
@@ -468,7 +405,9 @@ impl WatchSettings {
                 "limit": self.limit,
                 "windows": windows,
             },
-            "webhooks": self.webhooks,
+            "webhooks": self.webhooks.iter().map(|w| serde_json::json!({
+                "url": w.describe(), "format": w.format, "events": w.events,
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -477,7 +416,7 @@ impl WatchSettings {
 mod tests {
     use super::*;
 
-    fn settings(text: &str) -> anyhow::Result<WatchSettings> {
+    fn settings(text: &str) -> anyhow::Result<GuardSettings> {
         #[derive(Deserialize)]
         struct Sections {
             watch: Option<RawWatch>,
@@ -486,22 +425,13 @@ mod tests {
             webhooks: Vec<RawWebhook>,
         }
         let sections: Sections = toml::from_str(text)?;
-        WatchSettings::from_raw(
+        GuardSettings::from_raw(
             sections.watch.as_ref(),
             sections.policy.as_ref(),
             &sections.webhooks,
             Path::new("/etc"),
+            &Dirs::default(),
         )
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::minutes(90));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::days(2));
-        for bad in ["", "10", "h", "1x", "0m", "-1h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -516,7 +446,6 @@ mod tests {
 
     #[test]
     fn a_full_guard_configuration() {
-        std::env::set_var("WBGUARD_TEST_HOOK", "https://hooks.slack.com/services/T0/B0/secret");
         let s = settings(
             r#"
             [watch]
@@ -552,15 +481,14 @@ mod tests {
         assert_eq!(s.follow, vec![PathBuf::from("/etc/cms.log")]);
         assert_eq!(s.log_timezone, chrono_tz::Europe::Berlin);
         assert_eq!(s.webhooks[0].events, vec![Event::Restart, Event::Failure]);
+        assert_eq!(s.webhooks[0].url, Location::Env("WBGUARD_TEST_HOOK".into()));
         let described = s.describe().to_string();
-        assert!(described.contains("hooks.slack.com (URL from $WBGUARD_TEST_HOOK)"), "{described}");
-        assert!(!described.contains("secret") && !format!("{:?}", s.webhooks).contains("secret"));
+        assert!(described.contains("URL from $WBGUARD_TEST_HOOK"), "{described}");
     }
 
     #[test]
     fn bad_guard_configurations_say_what_is_wrong() {
         let error = |text: &str| format!("{:#}", settings(text).unwrap_err());
-        assert!(error("[policy]\nmode = \"act\"\n").contains("policy.mode"));
         assert!(error("[policy]\nmin_interval = \"soon\"\n").contains("policy.min_interval"));
         assert!(error("[[policy.window]]\ncron = \"0 2 * *\"\nduration = \"1h\"\n").contains("policy.window[0]"));
         assert!(
@@ -568,9 +496,6 @@ mod tests {
         );
         assert!(error("[watch]\nlisten_syslog = [\"tls://127.0.0.1:6514\"]\n").contains("tls_certificate"));
         assert!(error("[watch]\nlisten_syslog = [\"ftp://127.0.0.1:1\"]\n").contains("ftp://"));
-        assert!(error("[[webhook]]\nformat = \"teams\"\nurl = \"https://x/\"\n").contains("teams"));
         assert!(error("[[webhook]]\nurl = \"hooks.example.com\"\n").contains("https://"));
-        assert!(error("[[webhook]]\nurl = \"https://x/\"\nevents = [\"boot\"]\n").contains("boot"));
-        assert!(error("[[webhook]]\nurl_env = \"WBGUARD_NOT_SET_ANYWHERE\"\n").contains("WBGUARD_NOT_SET_ANYWHERE"));
     }
 }

@@ -12,7 +12,7 @@ use chrono::{Duration, TimeZone, Utc};
 use cms_sim::genlog::{self, GenOptions};
 use cms_sim::scenario::Scenario;
 
-use super::input::Source;
+use crate::logs::Source;
 
 /// The example log, and a sentence with the truth at its end.
 pub fn generate() -> anyhow::Result<(Source, String)> {

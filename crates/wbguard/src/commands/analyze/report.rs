@@ -9,7 +9,7 @@ use serde::Serialize;
 use wbguard_core::log::LineCounts;
 use wbguard_core::model::{ClusterEstimate, Deployment, Restart};
 
-use super::input::InputResult;
+use crate::logs::InputResult;
 
 /// The whole report.
 #[derive(Debug, Serialize)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::ingest::{Batch, Intake, Origin, MAX_MESSAGE};
+use super::{Batch, Intake, Origin, MAX_MESSAGE};
 
 /// How often the file is looked at when nothing new came.
 const POLL: Duration = Duration::from_millis(250);
@@ -159,7 +159,7 @@ mod tests {
     use std::sync::{Arc, RwLock};
     use tokio::sync::mpsc;
 
-    use crate::watch::ingest::{IngestCounters, Sources};
+    use crate::ingest::{IngestCounters, Sources};
 
     /// The next line, from batches as they come.
     async fn next_line(

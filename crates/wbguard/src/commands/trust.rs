@@ -4,15 +4,16 @@
 //! that a key becomes trusted.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 
 use crate::cli::TrustArgs;
-use crate::config;
+use crate::config::{self, Dirs};
 use crate::exit::Outcome;
 use crate::mmp::{self, known_hosts};
 
 /// Runs `wbguard trust`.
-pub fn run(args: &TrustArgs) -> anyhow::Result<Outcome> {
-    let (_, config) = config::load(args.config.as_deref())?;
+pub fn run(config_path: Option<&Path>, args: &TrustArgs) -> anyhow::Result<Outcome> {
+    let (_, config) = config::load(config_path, &Dirs::from_env())?;
     let servers = config.select(&args.names)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut outcome = Outcome::Success;

@@ -14,7 +14,42 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::watch::{Event, Webhook, WebhookFormat};
+use crate::config::guard_settings::{check_webhook_url, Event, WebhookFormat, WebhookSettings};
+use crate::secret::redact_url;
+
+/// A webhook, its URL fetched. The URL is a secret: never printed, and
+/// messages name the webhook by [`Webhook::describe`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its host and where the URL came from, for messages.
+    pub describe: String,
+    /// The URL.
+    url: String,
+    /// The body's shape.
+    pub format: WebhookFormat,
+    /// The events it receives.
+    pub events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Webhook({}, {:?})", self.describe, self.format)
+    }
+}
+
+impl Webhook {
+    /// Fetches the URL from where the configuration says it is.
+    pub fn resolve(settings: &WebhookSettings) -> anyhow::Result<Webhook> {
+        let url = settings.url.resolve()?;
+        check_webhook_url(&url).map_err(|e| anyhow::anyhow!("{e} (from {})", settings.url.describe()))?;
+        Ok(Webhook {
+            describe: format!("{} (URL from {})", redact_url(&url), settings.url.describe()),
+            url,
+            format: settings.format,
+            events: settings.events.clone(),
+        })
+    }
+}
 
 /// Events waiting for delivery; more are dropped and counted.
 const QUEUE: usize = 1000;

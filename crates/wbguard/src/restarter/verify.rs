@@ -14,6 +14,13 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The first pause between two looks at the page.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// The longest pause between two looks.
+const LAST_PAUSE: Duration = Duration::from_secs(1);
+/// One look at the page gets this long.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How the check ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
@@ -61,7 +68,7 @@ fn parse(url: &str) -> Option<Target> {
         _ => return None,
     };
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let (host, port) = crate::config::split_host_port(authority).ok()?;
+    let (host, port) = crate::config::address::split_host_port(authority).ok()?;
     let port = if authority.contains(':') && !authority.ends_with(']') {
         port
     } else if tls {
@@ -87,21 +94,27 @@ pub async fn wait_until_up(url: Option<&str>, timeout: Duration) -> Verification
     let Some(url) = url else { return Verification::NotConfigured };
     let Some(target) = parse(url) else { return Verification::Failed(format!("cannot read the URL {url}")) };
     let deadline = Instant::now() + timeout;
-    // A restart takes a moment to take the page down: do not mistake the
-    // old process for the new one.
-    tokio::time::sleep(Duration::from_millis(500).min(timeout)).await;
-    let mut last = String::from("no answer");
-    while Instant::now() < deadline {
-        let attempt = tokio::time::timeout(Duration::from_secs(5), probe(&target)).await;
-        match attempt {
+    // `webbridge restart` returns once the web bridge is restarting, so the
+    // page is asked at once, then again after a pause that doubles from
+    // FIRST_PAUSE up to LAST_PAUSE: a quick restart is seen quickly, a slow
+    // one is not hammered.
+    let mut pause = FIRST_PAUSE;
+    let last = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(PROBE_TIMEOUT.min(left), probe(&target)).await;
+        let why = match attempt {
             Ok(Ok(Probe::Up)) => return Verification::PageAnswered,
             Ok(Ok(Probe::UpUntrusted(why))) => return Verification::PageAnsweredUntrusted(why),
-            Ok(Ok(Probe::NotYet)) => last = "the page does not answer 200 yet".into(),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "the page did not answer within 5 s".into(),
+            Ok(Ok(Probe::NotYet)) => "the page does not answer 200 yet".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("the page did not answer within {} s", PROBE_TIMEOUT.as_secs()),
+        };
+        if Instant::now() + pause >= deadline {
+            break why;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LAST_PAUSE);
+    };
     Verification::Failed(format!("{last} after {:.0} s", timeout.as_secs_f64()))
 }
 

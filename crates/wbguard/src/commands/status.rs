@@ -1,0 +1,59 @@
+//! `wbguard status`: asks a running guard what it knows (`/api/status`,
+//! read through the same types the guard serialises) and prints a table.
+
+use anyhow::Context;
+
+use crate::cli::StatusArgs;
+use crate::exit::Outcome;
+use crate::guard::api::Status;
+
+/// Runs `wbguard status`.
+pub fn run(args: &StatusArgs) -> anyhow::Result<Outcome> {
+    let url = args.url.trim_end_matches('/');
+    if !url.starts_with("http://") {
+        anyhow::bail!("--url must start with http://");
+    }
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(10))).build().into();
+    let mut response =
+        agent.get(&format!("{url}/api/status")).call().with_context(|| format!("no guard answers at {url}"))?;
+    let status: Status = response.body_mut().read_json().context("not a wbguard status")?;
+    print!("{}", table(url, &status));
+    Ok(Outcome::Success)
+}
+
+/// The status as a table, one web bridge per row.
+fn table(url: &str, status: &Status) -> String {
+    use std::fmt::Write as _;
+    let snapshot = &status.snapshot;
+    let mode = serde_json::to_value(snapshot.mode).ok().and_then(|v| v.as_str().map(str::to_owned));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "guard at {url}: {} mode, as of {}",
+        mode.as_deref().unwrap_or("?"),
+        snapshot.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>6} {:>9} {:>9}  {:<17}  DECISION",
+        "WEB BRIDGE", "ACTIVE", "LEAKED", "DROPPABLE", "LOCKOUT"
+    );
+    for wb in &snapshot.webbridges {
+        let decision = snapshot.decisions.iter().find(|d| d.webbridge == wb.webbridge).map_or("-", |d| &d.reason);
+        let estimate = &wb.estimate;
+        let _ = writeln!(
+            out,
+            "{:<16} {:>6} {:>9} {:>9}  {:<17}  {}",
+            wb.webbridge,
+            estimate.active,
+            format!("{}-{}", estimate.leaked_lower, estimate.leaked_upper),
+            estimate.droppable_upper,
+            estimate.lockout_forecast.map_or("-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M").to_string()),
+            decision
+        );
+    }
+    let counts: Vec<String> = status.syslog_messages.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(out, "syslog messages: {}", counts.join(", "));
+    out
+}

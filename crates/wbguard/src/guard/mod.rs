@@ -1,0 +1,237 @@
+//! The guard, as a service: `wbguard watch` and `wbguard demo` run it.
+//!
+//! The stages, in flow order: syslog listeners and followed files
+//! ([`crate::ingest`]) hand batches of messages through one bounded queue to
+//! the guard task ([`event_loop`]), which parses them with the core, feeds
+//! the leak model and takes decisions with the core's policy; it keeps
+//! history ([`history`]) and tells webhooks ([`notify`]); the HTTP side
+//! ([`http`]) serves the page, the metrics and the API ([`api`]). One stop
+//! ends every stage; a reload swaps the rules in.
+//!
+//! In observe mode (the default) it decides and reports; in enforce mode it
+//! also acts, one restart at a time, through [`enforce`].
+//!
+//! Secrets are resolved here, when the guard starts or reloads: the webhook
+//! URLs and the page's token. A guard that lacks one refuses to start (a
+//! reload that lacks one is refused, the running configuration kept).
+
+mod alerts;
+pub mod api;
+mod enforce;
+mod event_loop;
+mod history;
+mod http;
+mod notify;
+mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use wbguard_core::policy::Mode;
+
+use crate::config::address::Listen;
+use crate::config::guard_settings::GuardSettings;
+use crate::config::Config;
+use crate::ingest::{self, Intake, Sources};
+use crate::secret::Token;
+pub use api::Endpoints;
+
+/// Batches of messages waiting for the guard (each about what one read
+/// returns, tens of KiB: a few MiB in all, which keeps the guard under
+/// 64 MB however fast syslog comes). Streams wait when it is full; UDP
+/// datagrams are dropped and counted.
+const QUEUE: usize = 64;
+
+/// What the guard runs on: the configuration (none: observe only, any
+/// source), its settings with the command line applied, and where it
+/// keeps its state.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The servers, the allow list, what enforce mode restarts.
+    pub config: Option<Config>,
+    /// The guard's settings.
+    pub settings: GuardSettings,
+    /// Where history lives.
+    pub state_dir: PathBuf,
+}
+
+/// A setup's secrets, fetched: what the guard needs to run with it.
+struct Resolved {
+    webhooks: Vec<notify::Webhook>,
+    restart_token: Option<Token>,
+    sources: Sources,
+}
+
+/// The tokens of the status page must not be guessable.
+const MIN_TOKEN: usize = 16;
+
+impl Setup {
+    /// Checks what only a running guard needs (enforce mode has servers,
+    /// a TLS listener has its certificate) and fetches its secrets.
+    fn resolve(&self) -> anyhow::Result<Resolved> {
+        let settings = &self.settings;
+        if settings.policy.mode == Mode::Enforce && self.config.is_none() {
+            anyhow::bail!("enforce mode needs --config: the servers to restart and the sources allowed to send syslog");
+        }
+        if settings.tls.is_none() && settings.listen_syslog.iter().any(|l| matches!(l, Listen::Tls(_))) {
+            anyhow::bail!("a tls:// listener needs tls_certificate and tls_key in the configuration's [watch]");
+        }
+        let webhooks = settings
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, webhook)| notify::Webhook::resolve(webhook).with_context(|| format!("webhook[{i}]")))
+            .collect::<anyhow::Result<_>>()?;
+        let restart_token = match &settings.restart_token {
+            None => None,
+            Some(location) => {
+                let token = location.resolve().context("watch.restart_token_env")?;
+                if token.len() < MIN_TOKEN {
+                    anyhow::bail!(
+                        "watch.restart_token_env: {} must hold at least {MIN_TOKEN} characters",
+                        location.describe()
+                    );
+                }
+                Some(Token::new(token))
+            }
+        };
+        let sources = self.config.as_ref().map_or_else(|| Ok(Sources::open()), Sources::from_config)?;
+        Ok(Resolved { webhooks, restart_token, sources })
+    }
+}
+
+/// A guard ready to serve: secrets fetched, state opened, TLS loaded.
+pub struct Prepared {
+    setup: Setup,
+    resolved: Resolved,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    history: history::History,
+    restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+}
+
+/// Prepares `setup` (errors before any socket is bound).
+pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
+    let resolved = setup.resolve()?;
+    let tls =
+        setup.settings.tls.as_ref().map(|(certificate, key)| ingest::tls_acceptor(certificate, key)).transpose()?;
+    let store = crate::store::Store::open(&setup.state_dir)?;
+    let (history, restarted) = history::History::start(store, setup.settings.retention)?;
+    Ok(Prepared { setup, resolved, tls, history, restarted })
+}
+
+/// Rereads the setup on request (SIGHUP): the configuration file with the
+/// command line applied again.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Setup> + Send>;
+
+/// Serves until `stop` completes; `announce` hears where it listens once
+/// every socket is bound. Each message on `reloads` rereads the setup
+/// through `reload`.
+pub async fn serve(
+    prepared: Prepared,
+    reload: Option<(Reload, mpsc::Receiver<()>)>,
+    stop: impl std::future::Future<Output = ()>,
+    announce: impl FnOnce(&Endpoints),
+) -> anyhow::Result<()> {
+    let Prepared { setup, resolved, tls, history, restarted } = prepared;
+    let settings = setup.settings.clone();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (queue, messages) = mpsc::channel(QUEUE);
+    let counters = Arc::new(ingest::IngestCounters::default());
+    let sources = Arc::new(RwLock::new(Arc::new(resolved.sources)));
+    let intake = Intake { queue, sources: sources.clone(), counters: counters.clone() };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut bound_syslog = Vec::new();
+    for listen in &settings.listen_syslog {
+        let bound = ingest::bind(listen, tls.as_ref()).await?;
+        bound_syslog.push(bound.url()?);
+        tasks.spawn(bound.serve(intake.clone(), shutdown_rx.clone()));
+    }
+    for path in &settings.follow {
+        tasks.spawn(ingest::follow::follow(path.clone(), intake.clone(), shutdown_rx.clone()));
+    }
+    drop(intake);
+    let notifier = notify::Notifier::start(resolved.webhooks);
+    let shared = Arc::new(snapshot::Shared::new(settings.policy.mode, counters, notifier.counters.clone()));
+    *shared.restart_token.write().expect("never poisoned") = resolved.restart_token;
+    let guard = event_loop::Guard {
+        rules: event_loop::Rules::of(&setup),
+        limit: settings.limit,
+        shared: shared.clone(),
+        history: history.clone(),
+        restarted,
+        notifier: notifier.clone(),
+    };
+    let (rules_tx, rules_rx) = mpsc::channel(4);
+    let (manual, manuals) = mpsc::channel(4);
+    tasks.spawn(guard.run(messages, rules_rx, manuals, shutdown_rx.clone()));
+    let listener = tokio::net::TcpListener::bind(settings.listen_http)
+        .await
+        .with_context(|| format!("cannot listen on http://{}", settings.listen_http))?;
+    let endpoints = Endpoints {
+        syslog: bound_syslog,
+        follow: settings.follow.iter().map(|p| p.display().to_string()).collect(),
+        http: listener.local_addr()?,
+    };
+    announce(&endpoints);
+    tasks.spawn(http::serve(listener, http::router(shared.clone(), history, manual), shutdown_rx.clone()));
+    tracing::info!(
+        "watching ({:?} mode): syslog on {}{}, status on http://{}",
+        settings.policy.mode,
+        endpoints.syslog.join(", "),
+        endpoints.follow.iter().map(|f| format!(", file {f}")).collect::<String>(),
+        endpoints.http
+    );
+    let (reload, mut reloads) = match reload {
+        Some((reload, reloads)) => (Some(reload), Some(reloads)),
+        None => (None, None),
+    };
+    tokio::pin!(stop);
+    loop {
+        let requested = async {
+            match reloads.as_mut() {
+                Some(reloads) => reloads.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = requested => {
+                let Some(reload) = &reload else { continue };
+                match reloaded(reload, &settings) {
+                    Ok((setup, resolved)) => {
+                        *sources.write().expect("never poisoned") = Arc::new(resolved.sources);
+                        *notifier.webhooks.write().expect("never poisoned") = resolved.webhooks;
+                        *shared.restart_token.write().expect("never poisoned") = resolved.restart_token;
+                        let _ = rules_tx.send(event_loop::Rules::of(&setup)).await;
+                    }
+                    Err(error) => tracing::error!("reload refused, keeping the running configuration: {error:#}"),
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: an in-flight restart is journaled, history is flushed");
+    let _ = shutdown.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Reads the setup again. What needs a new process to change (listeners,
+/// files, limit, state) is kept, with a warning.
+fn reloaded(reload: &Reload, running: &GuardSettings) -> anyhow::Result<(Setup, Resolved)> {
+    let setup = reload()?;
+    let resolved = setup.resolve()?;
+    let settings = &setup.settings;
+    let fixed = [
+        ("listen_syslog", settings.listen_syslog != running.listen_syslog),
+        ("listen_http", settings.listen_http != running.listen_http),
+        ("tls", settings.tls != running.tls),
+        ("follow", settings.follow != running.follow),
+        ("limit", settings.limit != running.limit),
+    ];
+    for (name, _) in fixed.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!("reload: {name} changed; it takes effect when the guard is restarted");
+    }
+    Ok((setup, resolved))
+}
