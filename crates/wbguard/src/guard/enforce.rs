@@ -234,3 +234,237 @@ impl Enforcer {
         self.backoff.insert(webbridge.to_owned(), until);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The enforcer against a stand-in restarter and a clock the test
+    //! moves: back-off, verification in the logs, one at a time, and the
+    //! journal in a real SQLite file.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use chrono::{DurationRound, TimeZone};
+    use wbguard_core::log::{AuditCommand, Record, RecordBody, WebBridgeStats};
+    use wbguard_core::model::ModelConfig;
+    use wbguard_core::policy::Need;
+
+    use super::*;
+    use crate::config::{Channel, HostKeyPolicy, Timeouts};
+    use crate::restarter::verify::Verification;
+    use crate::store::Store;
+
+    /// The test's clock: whole minutes from a fixed recent moment (recent,
+    /// so that the store's retention keeps what the test writes).
+    fn at(minutes: i64) -> DateTime<Utc> {
+        let start = Utc::now().duration_trunc(Duration::days(1)).unwrap() - Duration::days(1);
+        start + Duration::minutes(minutes)
+    }
+
+    fn config(dir: &std::path::Path) -> Config {
+        let server = Server {
+            name: "cms1".into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+            log_host: "cms1".into(),
+            webbridge_url: None,
+            user: "admin".into(),
+            channel: Channel::Exec,
+            legacy_algorithms: false,
+            auth: Vec::new(),
+            syslog_from: Vec::new(),
+        };
+        Config {
+            servers: vec![server],
+            host_key_policy: HostKeyPolicy::Strict,
+            known_hosts: dir.join("known_hosts"),
+            state_dir: dir.to_path_buf(),
+            timeouts: Timeouts::default(),
+            guard: Default::default(),
+        }
+    }
+
+    fn restart(webbridge: &str) -> Decision {
+        Decision {
+            webbridge: webbridge.into(),
+            action: Action::Restart,
+            reason: "leak at least 100".into(),
+            needs: vec![Need::LeakAtLeast { threshold: 100 }],
+            active: 120,
+            leaked_lower: 110,
+            leaked_upper: 120,
+            droppable_upper: 0,
+            allowed_drops: Some(0),
+            in_window: false,
+            lockout_forecast: None,
+            next_window: None,
+        }
+    }
+
+    /// A restarter that answers `attempt` and counts its calls (and the
+    /// reasons it was given).
+    fn stand_in(attempt: Attempt) -> (Restart, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let reasons = Arc::new(Mutex::new(Vec::new()));
+        let (counted, heard) = (calls.clone(), reasons.clone());
+        let restart: Restart = Arc::new(move |server: Server, _config: Config, reason: String| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            heard.lock().unwrap().push(format!("{}: {reason}", server.name));
+            let attempt = attempt.clone();
+            Box::pin(async move { attempt })
+        });
+        (restart, calls, reasons)
+    }
+
+    struct Bench {
+        dir: tempfile::TempDir,
+        history: History,
+        enforcer: Enforcer,
+        finished: mpsc::Receiver<Finished>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    fn bench(attempt: Attempt) -> (Bench, Arc<Mutex<Vec<String>>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (history, _) = History::start(Store::open(dir.path()).unwrap(), Duration::days(90)).unwrap();
+        let (restart, calls, reasons) = stand_in(attempt);
+        let (enforcer, finished) = Enforcer::new(history.clone(), Notifier::start(Vec::new()), restart);
+        (Bench { dir, history, enforcer, finished, calls }, reasons)
+    }
+
+    /// The journal's restarts, as the store has them.
+    async fn journal(bench: &Bench) -> Vec<serde_json::Value> {
+        bench.history.flush().await;
+        let store = Store::open(bench.dir.path()).unwrap();
+        let history = store.history(at(-60), at(24 * 60)).unwrap();
+        history["restarts"].as_array().unwrap().clone()
+    }
+
+    /// Alerts of `kind` in the store, read as an operator would, with SQL.
+    fn alerts(dir: &std::path::Path, kind: &str) -> i64 {
+        let connection = rusqlite::Connection::open(dir.join(crate::store::FILE)).unwrap();
+        connection.query_row("SELECT count(*) FROM alerts WHERE kind = ?1", [kind], |row| row.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_restart_is_journaled_and_backs_off_for_six_hours() {
+        let (mut bench, reasons) = bench(Attempt::Failed("connection refused".into()));
+        let config = config(bench.dir.path());
+        let mut restarted = BTreeMap::new();
+        bench.enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
+        assert!(bench.enforcer.busy);
+        assert_eq!(restarted.get("cms1"), Some(&at(0)));
+        assert_eq!(*reasons.lock().unwrap(), ["cms1: leak at least 100"]);
+        // One at a time: a second decision meanwhile starts nothing.
+        bench.enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
+        assert_eq!(bench.calls.load(Ordering::SeqCst), 1);
+
+        let done = bench.finished.recv().await.unwrap();
+        assert_eq!(bench.enforcer.finished(done, at(1)), "failed");
+        assert!(!bench.enforcer.busy);
+        let journal = journal(&bench).await;
+        assert_eq!(journal.len(), 1, "{journal:?}");
+        assert_eq!(journal[0]["result"], "failed");
+        assert_eq!(journal[0]["detail"], "connection refused");
+        assert_eq!(journal[0]["intent"], serde_json::json!(at(0)));
+
+        // Held while backing off, whatever the policy says...
+        for minutes in [2, 60, 6 * 60] {
+            let mut decisions = vec![restart("cms1")];
+            bench.enforcer.hold_backed_off(&mut decisions, at(minutes));
+            assert_eq!(decisions[0].action, Action::Hold, "at {minutes} min");
+            assert!(decisions[0].reason.contains("backing off"), "{}", decisions[0].reason);
+            bench.enforcer.act(&config, &decisions, at(minutes), &mut restarted).await;
+        }
+        assert_eq!(bench.calls.load(Ordering::SeqCst), 1, "no restart while backing off");
+        // ...and free again once six hours have passed.
+        let mut decisions = vec![restart("cms1")];
+        bench.enforcer.hold_backed_off(&mut decisions, at(6 * 60 + 2));
+        assert_eq!(decisions[0].action, Action::Restart);
+    }
+
+    fn stats(time: DateTime<Utc>, active: u32, connections: u64) -> Record {
+        let stats = WebBridgeStats { active, connections, disconnections: connections - u64::from(active) };
+        Record { time, host: "cms1".into(), body: RecordBody::WebBridgeStats(stats) }
+    }
+
+    #[tokio::test]
+    async fn a_restart_is_verified_when_the_logs_show_it_and_given_up_when_they_never_do() {
+        let restarted_ok = Attempt::Restarted { verification: Verification::NotConfigured };
+        let (mut bench, _) = bench(restarted_ok.clone());
+        let config = config(bench.dir.path());
+        let mut model = Deployment::new(ModelConfig::default());
+        model.observe(&stats(at(-1), 120, 900));
+        let mut restarted = BTreeMap::new();
+
+        bench.enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
+        let done = bench.finished.recv().await.unwrap();
+        assert_eq!(bench.enforcer.finished(done, at(0)), "restarted");
+        // Not in the logs yet, and not overdue: still waiting.
+        assert_eq!(bench.enforcer.verify(&model, at(2)), (vec![], vec![]));
+        // The audit line and the counters reset show it.
+        let audit = AuditCommand {
+            user: "admin".into(),
+            source: Some("10.0.0.9:5000".into()),
+            command: "webbridge restart".into(),
+            granted: true,
+        };
+        model.observe(&Record { time: at(0), host: "cms1".into(), body: RecordBody::Audit(audit) });
+        model.observe(&stats(at(1), 0, 0));
+        assert_eq!(bench.enforcer.verify(&model, at(3)), (vec!["cms1".to_owned()], vec![]));
+        // Seen once is enough: nothing left to verify.
+        assert_eq!(bench.enforcer.verify(&model, at(20)), (vec![], vec![]));
+
+        // A second restart that the logs never show is given up after five
+        // minutes, and backs off.
+        bench.enforcer.act(&config, &[restart("cms1")], at(120), &mut restarted).await;
+        let done = bench.finished.recv().await.unwrap();
+        bench.enforcer.finished(done, at(120));
+        assert_eq!(bench.enforcer.verify(&model, at(124)), (vec![], vec![]));
+        assert_eq!(bench.enforcer.verify(&model, at(126)), (vec![], vec!["cms1".to_owned()]));
+        let mut decisions = vec![restart("cms1")];
+        bench.enforcer.hold_backed_off(&mut decisions, at(130));
+        assert_eq!(decisions[0].action, Action::Hold);
+        let journal = journal(&bench).await;
+        let results: Vec<&str> = journal.iter().map(|r| r["result"].as_str().unwrap()).collect();
+        assert_eq!(results, ["restarted", "restarted"]);
+    }
+
+    #[tokio::test]
+    async fn a_web_bridge_that_no_server_logs_as_is_never_restarted() {
+        let (mut bench, _) = bench(Attempt::Restarted { verification: Verification::NotConfigured });
+        let config = config(bench.dir.path());
+        let mut restarted = BTreeMap::new();
+        for minute in 0..3 {
+            bench.enforcer.act(&config, &[restart("cms9")], at(minute), &mut restarted).await;
+        }
+        assert_eq!(bench.calls.load(Ordering::SeqCst), 0);
+        assert!(!bench.enforcer.busy && restarted.is_empty());
+        assert!(journal(&bench).await.is_empty());
+        assert_eq!(alerts(bench.dir.path(), "unknown_webbridge"), 1, "alerted once, not every round");
+    }
+
+    #[test]
+    fn a_restart_interrupted_by_a_crash_is_closed_and_counted_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = Utc.timestamp_opt(Utc::now().timestamp() - 600, 0).unwrap();
+        {
+            let mut store = Store::open(dir.path()).unwrap();
+            store.restart_intent("cms1", "leak at least 100", intent).unwrap();
+            // The guard dies here: no outcome.
+        }
+        let (history, restarted) = History::start(Store::open(dir.path()).unwrap(), Duration::days(90)).unwrap();
+        // The minimum interval counts it: it may have happened.
+        assert_eq!(restarted.get("cms1"), Some(&intent));
+        drop(history);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.unfinished().unwrap().is_empty());
+        let journal = store.history(intent - Duration::hours(1), intent + Duration::hours(1)).unwrap();
+        assert_eq!(journal["restarts"][0]["result"], "interrupted");
+        assert_eq!(alerts(dir.path(), "restart_interrupted"), 1);
+        // A second start finds nothing left to close.
+        let (_history, again) = History::start(Store::open(dir.path()).unwrap(), Duration::days(90)).unwrap();
+        assert_eq!(again.get("cms1"), Some(&intent));
+        assert_eq!(alerts(dir.path(), "restart_interrupted"), 1);
+    }
+}
