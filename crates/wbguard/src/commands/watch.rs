@@ -60,7 +60,7 @@ pub fn run(config_path: Option<&Path>, args: &WatchArgs) -> anyhow::Result<Outco
                 let _ = reload_tx.try_send(());
             }
         });
-        let reload: guard::Reload = Box::new(move || setup(config_path.as_deref(), &args, &dirs));
+        let reload: guard::Reload = std::sync::Arc::new(move || setup(config_path.as_deref(), &args, &dirs));
         // Scripts wait for this line: where the guard listens.
         let announce = |endpoints: &Endpoints| println!("{}", serde_json::to_string(endpoints).unwrap_or_default());
         guard::serve(prepared, Some((reload, reloads)), stop, announce).await

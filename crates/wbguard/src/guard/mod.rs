@@ -122,8 +122,9 @@ pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
 }
 
 /// Rereads the setup on request (SIGHUP): the configuration file with the
-/// command line applied again.
-pub type Reload = Box<dyn Fn() -> anyhow::Result<Setup> + Send>;
+/// command line applied again. It reads files and resolves names, so it
+/// runs on a blocking thread, never on the async workers.
+pub type Reload = Arc<dyn Fn() -> anyhow::Result<Setup> + Send + Sync>;
 
 /// Serves until `stop` completes; `announce` hears where it listens once
 /// every socket is bound. Each message on `reloads` rereads the setup
@@ -198,8 +199,10 @@ pub async fn serve(
         tokio::select! {
             _ = &mut stop => break,
             Some(()) = requested => {
-                let Some(reload) = &reload else { continue };
-                match reloaded(reload, &settings) {
+                let Some(reload) = reload.clone() else { continue };
+                let running = settings.clone();
+                let reread = tokio::task::spawn_blocking(move || reloaded(&reload, &running)).await;
+                match reread.unwrap_or_else(|e| Err(anyhow::anyhow!("the reload stopped: {e}"))) {
                     Ok((setup, resolved)) => {
                         *sources.write().expect("never poisoned") = Arc::new(resolved.sources);
                         *notifier.webhooks.write().expect("never poisoned") = resolved.webhooks;

@@ -67,7 +67,8 @@ pub enum Source {
     /// Standard input (`-`).
     Stdin,
     /// Bytes already in memory (the built-in example), last written at
-    /// `reference`.
+    /// `reference`. Only the simulator makes them.
+    #[cfg_attr(not(feature = "demo"), allow(dead_code))]
     Memory { name: String, bytes: std::sync::Arc<Vec<u8>>, reference: DateTime<Utc> },
 }
 

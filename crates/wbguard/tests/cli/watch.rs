@@ -68,6 +68,16 @@ impl Guard {
         }
     }
 
+    /// Waits until `series` shows `value` (a counter may lag what was sent:
+    /// it shows 0 from the start).
+    pub fn wait_for(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.metric(series) != Some(value) {
+            assert!(Instant::now() < deadline, "{series} never became {value}:\n{}", self.get("/metrics"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends a signal (`HUP`, `TERM`, ...).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
@@ -160,7 +170,7 @@ fn a_source_not_on_the_allow_list_is_counted_and_ignored() {
         &["--rfc3164", "-d", "-n", "127.0.0.1", "-P", &guard.port("udp"), "-t", "webbridge"],
         "INFO : [DEBUGGING] Stats 148, c:9, d:2",
     );
-    assert_eq!(guard.metric(r#"wbguard_syslog_messages_total{result="rejected"}"#), Some(1.0));
+    guard.wait_for(r#"wbguard_syslog_messages_total{result="rejected"}"#, 1.0);
     assert!(!guard.get("/metrics").contains("wbguard_webbridge_active_sessions{"));
     let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
     assert_eq!(status["webbridges"], Value::Array(Vec::new()));

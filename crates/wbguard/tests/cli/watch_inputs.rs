@@ -27,15 +27,6 @@ fn active(host: &str) -> String {
     format!("wbguard_webbridge_active_sessions{{webbridge=\"{host}\"}}")
 }
 
-/// Waits until `series` shows `value`.
-fn wait_for(guard: &Guard, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while guard.metric(series) != Some(value) {
-        assert!(Instant::now() < deadline, "{series} never became {value}:\n{}", guard.get("/metrics"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn syslog_over_tls_is_received_and_plain_text_on_its_port_is_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +67,7 @@ fn syslog_over_tls_is_received_and_plain_text_on_its_port_is_not() {
     let framed = stats("cms1", 43);
     write!(stdin, "{} {framed}", framed.len()).unwrap();
     stdin.flush().unwrap();
-    wait_for(&guard, &active("cms1"), 43.0);
+    guard.wait_for(&active("cms1"), 43.0);
     drop(stdin);
     let _ = client.wait();
     // Plain text on the TLS port is a failed handshake, never a message.
@@ -94,16 +85,16 @@ fn a_followed_file_is_read_across_rotation() {
     let log = dir.path().join("cms.log");
     std::fs::write(&log, format!("{}\n", stats("cmsfile", 10))).unwrap();
     let guard = Guard::start(&["--follow", s(&log)]);
-    wait_for(&guard, &active("cmsfile"), 10.0);
+    guard.wait_for(&active("cmsfile"), 10.0);
     // Appended, then rotated as logrotate does (rename, new file).
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     writeln!(file, "{}", stats("cmsfile", 11)).unwrap();
-    wait_for(&guard, &active("cmsfile"), 11.0);
+    guard.wait_for(&active("cmsfile"), 11.0);
     writeln!(file, "{}", stats("cmsfile", 12)).unwrap();
     std::fs::rename(&log, dir.path().join("cms.log.1")).unwrap();
     std::fs::write(&log, format!("{}\n", stats("cmsfile", 13))).unwrap();
-    wait_for(&guard, &active("cmsfile"), 13.0);
-    assert_eq!(guard.metric(r#"wbguard_syslog_messages_total{result="parsed"}"#), Some(4.0));
+    guard.wait_for(&active("cmsfile"), 13.0);
+    guard.wait_for(r#"wbguard_syslog_messages_total{result="parsed"}"#, 4.0);
     assert_eq!(guard.stop(), 0);
 }
 
@@ -122,8 +113,8 @@ fn an_allowed_source_cannot_speak_for_another_server() {
     let to = format!("127.0.0.1:{}", guard.port("udp"));
     socket.send_to(stats("cms2", 148).as_bytes(), &to).unwrap();
     socket.send_to(stats("cms1", 20).as_bytes(), &to).unwrap();
-    wait_for(&guard, &active("cms1"), 20.0);
-    assert_eq!(guard.metric(r#"wbguard_syslog_messages_total{result="rejected"}"#), Some(1.0));
+    guard.wait_for(&active("cms1"), 20.0);
+    guard.wait_for(r#"wbguard_syslog_messages_total{result="rejected"}"#, 1.0);
     assert!(!guard.get("/metrics").contains("webbridge=\"cms2\""));
 }
 
@@ -198,7 +189,7 @@ fn webhooks_hear_of_a_lockout_in_their_own_shapes() {
     // Edge-triggered: the same state is not announced again.
     std::thread::sleep(Duration::from_secs(2));
     assert!(posts.try_recv().is_err());
-    assert_eq!(guard.metric(r#"wbguard_webhook_notifications_total{result="sent"}"#), Some(3.0));
+    guard.wait_for(r#"wbguard_webhook_notifications_total{result="sent"}"#, 3.0);
 }
 
 #[test]
@@ -242,5 +233,5 @@ fn tcp_senders_beyond_the_bound_wait_for_a_place() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!guard.get("/metrics").contains("cmswait"), "served beyond the bound");
     drop(idle);
-    wait_for(&guard, &active("cmswait"), 5.0);
+    guard.wait_for(&active("cmswait"), 5.0);
 }
