@@ -35,6 +35,15 @@ fn mode(text: &str) -> Result<Mode, String> {
     }
 }
 
+/// `--speed`: from real time to a year a minute.
+fn demo_speed(text: &str) -> Result<f64, String> {
+    let speed: f64 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
+    if !(1.0..=525_600.0).contains(&speed) {
+        return Err(format!("{text} is not between 1 and 525600"));
+    }
+    Ok(speed)
+}
+
 /// `--duration`: a demo lasts between a second and a year.
 fn demo_duration(text: &str) -> Result<Duration, String> {
     crate::config::duration::parse_within(text, Duration::from_secs(1), Duration::from_secs(366 * 86_400))
@@ -92,7 +101,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
     /// Simulated seconds per real second (2880: a day in 30 seconds).
-    #[arg(long, value_name = "N", default_value_t = 2880.0)]
+    #[arg(long, value_name = "N", default_value_t = 2880.0, value_parser = demo_speed)]
     pub speed: f64,
 }
 
@@ -135,9 +144,9 @@ pub struct RestartArgs {
     /// One web bridge at a time, each back before the next (the default).
     #[arg(long, conflicts_with = "parallel")]
     pub rolling: bool,
-    /// Restart up to N web bridges at once.
-    #[arg(long, value_name = "N")]
-    pub parallel: Option<usize>,
+    /// Restart up to N web bridges at once (1 to 1024).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: Option<u16>,
     /// Only these servers (comma-separated names).
     #[arg(long, value_name = "NAME,...")]
     pub only: Vec<String>,

@@ -35,7 +35,7 @@ pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Out
     let only: Vec<String> =
         args.only.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     let servers: Vec<Server> = config.select(&only)?.into_iter().cloned().collect();
-    let parallel = args.parallel.unwrap_or(1).max(1);
+    let parallel = usize::from(args.parallel.unwrap_or(1));
 
     println!(
         "wbguard restart: {} web bridge(s) from {}, {}",
