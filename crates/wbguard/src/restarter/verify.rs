@@ -16,6 +16,9 @@ use tokio::net::TcpStream;
 
 /// The first pause between two looks at the page.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// How long a restart counts as quick: the page is asked every
+/// [`FIRST_PAUSE`] until then.
+const QUICK: Duration = Duration::from_secs(2);
 /// The longest pause between two looks.
 const LAST_PAUSE: Duration = Duration::from_secs(1);
 /// One look at the page gets this long.
@@ -95,9 +98,11 @@ pub async fn wait_until_up(url: Option<&str>, timeout: Duration) -> Verification
     let Some(target) = parse(url) else { return Verification::Failed(format!("cannot read the URL {url}")) };
     let deadline = Instant::now() + timeout;
     // `webbridge restart` returns once the web bridge is restarting, so the
-    // page is asked at once, then again after a pause that doubles from
-    // FIRST_PAUSE up to LAST_PAUSE: a quick restart is seen quickly, a slow
+    // page is asked at once, then every FIRST_PAUSE while a quick restart
+    // may be ending (QUICK), then after a pause that doubles up to
+    // LAST_PAUSE: a quick restart is seen within 50 ms of its end, a slow
     // one is not hammered.
+    let started = Instant::now();
     let mut pause = FIRST_PAUSE;
     let last = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -113,7 +118,9 @@ pub async fn wait_until_up(url: Option<&str>, timeout: Duration) -> Verification
             break why;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(LAST_PAUSE);
+        if started.elapsed() >= QUICK {
+            pause = (pause * 2).min(LAST_PAUSE);
+        }
     };
     Verification::Failed(format!("{last} after {:.0} s", timeout.as_secs_f64()))
 }
