@@ -183,6 +183,44 @@ fn enforce_mode_is_refused_until_it_can_act() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --config"));
 }
 
+/// The guard fetches the secrets it needs when it starts: a webhook whose
+/// URL variable is not set, or a page token too short to be safe, keeps it
+/// from starting, and the error names the key (never the secret).
+#[test]
+fn the_guard_refuses_to_start_without_a_secret_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wbguard.toml");
+    let start = |text: &str, env: &[(&str, &str)]| {
+        std::fs::write(
+            &config,
+            format!("state_dir = {:?}\n{text}\n[[server]]\nname = \"cms1\"\nmmp = \"127.0.0.1\"\n", s(dir.path())),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wbguard"))
+            .args([
+                "--config",
+                s(&config),
+                "watch",
+                "--listen-syslog",
+                "udp://127.0.0.1:0",
+                "--listen-http",
+                "127.0.0.1:0",
+            ])
+            .env_remove("WBGUARD_HOOK_NOT_SET")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = start("[[webhook]]\nurl_env = \"WBGUARD_HOOK_NOT_SET\"", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("webhook[0]") && stderr.contains("WBGUARD_HOOK_NOT_SET"), "{stderr}");
+    let (code, stderr) =
+        start("[watch]\nrestart_token_env = \"WBGUARD_TEST_TOKEN\"", &[("WBGUARD_TEST_TOKEN", "short-t0ken")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("watch.restart_token_env") && !stderr.contains("short-t0ken"), "{stderr}");
+}
+
 #[test]
 fn the_simulators_syslog_gives_the_truths_numbers() {
     use cms_sim::live::{self, Credentials, LiveConfig};
