@@ -20,6 +20,7 @@ use wbguard_core::model::Deployment;
 use wbguard_core::policy::{Action, Decision};
 
 use super::history::History;
+use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
 use crate::config::guard_settings::Event;
 use crate::config::{Config, Server};
@@ -166,20 +167,20 @@ impl Enforcer {
         });
     }
 
-    /// Records how a restart ended; returns the result label for metrics.
-    pub fn finished(&mut self, finished: Finished, now: DateTime<Utc>) -> &'static str {
+    /// Records how a restart ended; returns it for the metrics.
+    pub fn finished(&mut self, finished: Finished, now: DateTime<Utc>) -> RestartResult {
         self.busy = false;
         let Finished { webbridge, id, started, attempt } = finished;
         let (result, detail) = (attempt.result(), attempt.detail());
         self.history.outcome(id, result, Some(detail.clone()), now);
-        if result == "restarted" {
+        if matches!(attempt, Attempt::Restarted { .. }) {
             self.unverified.insert(webbridge, (id, started));
         } else {
             let message = format!("restart of {webbridge} {result}: {detail}");
             self.history.alert(now, Some(&webbridge), "restart_failed", &message);
             self.fail(&webbridge, message, now);
         }
-        result
+        RestartResult::of(&attempt)
     }
 
     /// Checks the logs for the restarts made; returns those seen and those

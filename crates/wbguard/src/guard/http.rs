@@ -2,8 +2,6 @@
 //! status and history, health. Read-only, except the page's token-protected
 //! "restart now"; binds to loopback unless configured otherwise.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -16,7 +14,9 @@ use tokio::sync::mpsc;
 use super::api::Status;
 use super::event_loop::Manual;
 use super::history::History;
-use super::snapshot::{Shared, WebBridgeView};
+use super::metrics::Format;
+use super::snapshot::Shared;
+use crate::ingest::metrics::MessageResult;
 
 #[derive(Clone)]
 struct Web {
@@ -116,125 +116,13 @@ async fn status(State(web): State<Web>) -> Json<Status> {
     let snapshot = (*shared.snapshot()).clone();
     let restart_now = snapshot.mode == wbguard_core::policy::Mode::Enforce
         && shared.restart_token.read().expect("never poisoned").is_some();
-    let syslog_messages = counters(&shared).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let counts = &shared.metrics.syslog;
+    let syslog_messages = MessageResult::ALL.iter().map(|&r| (r.as_str().to_owned(), counts.get(r))).collect();
     Json(Status { snapshot, syslog_messages, restart_now })
 }
 
-fn counters(shared: &Shared) -> Vec<(&'static str, u64)> {
-    vec![
-        ("parsed", shared.parse.parsed.load(Ordering::Relaxed)),
-        ("noise", shared.parse.noise.load(Ordering::Relaxed)),
-        ("malformed", shared.parse.malformed.load(Ordering::Relaxed)),
-        ("rejected", shared.ingest.rejected.load(Ordering::Relaxed)),
-        ("oversize", shared.ingest.oversize.load(Ordering::Relaxed)),
-        ("dropped", shared.ingest.dropped.load(Ordering::Relaxed)),
-    ]
-}
-
-/// A label value, escaped as the exposition format wants.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-async fn metrics(State(web): State<Web>) -> impl IntoResponse {
-    let shared = web.shared;
-    let history_dropped = web.history.dropped.load(Ordering::Relaxed);
-    let snapshot = shared.snapshot();
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let per_webbridge = |pick: &dyn Fn(&WebBridgeView) -> Option<String>| {
-        snapshot
-            .webbridges
-            .iter()
-            .filter_map(|w| pick(w).map(|v| (format!("{{webbridge=\"{}\"}}", label(&w.webbridge)), v)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        "wbguard_webbridge_active_sessions",
-        "Sessions on the web bridge, leaked ones included.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.active.to_string())),
-    );
-    family(
-        "wbguard_webbridge_leaked_sessions_lower",
-        "Leaked sessions, lower bound.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.leaked_lower.to_string())),
-    );
-    family(
-        "wbguard_webbridge_leaked_sessions_upper",
-        "Leaked sessions, upper bound.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.leaked_upper.to_string())),
-    );
-    family(
-        "wbguard_webbridge_droppable_calls_upper",
-        "Real calls a restart now could drop, at most.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.droppable_upper.to_string())),
-    );
-    family(
-        "wbguard_webbridge_lockout_forecast_timestamp_seconds",
-        "When users will be (or were first) locked out, as a Unix time.",
-        "gauge",
-        per_webbridge(&|w| w.estimate.lockout_forecast.map(|t| t.timestamp().to_string())),
-    );
-    family(
-        "wbguard_webbridge_last_stats_timestamp_seconds",
-        "When the web bridge's last Stats line was logged.",
-        "gauge",
-        per_webbridge(&|w| Some(w.last_seen.timestamp().to_string())),
-    );
-    family(
-        "wbguard_callbridge_cma_sessions",
-        "CMA sessions on the call bridge (its latest report).",
-        "gauge",
-        snapshot
-            .callbridges
-            .iter()
-            .map(|(host, cma)| (format!("{{callbridge=\"{}\"}}", label(host)), cma.to_string()))
-            .collect(),
-    );
-    family(
-        "wbguard_restarts_total",
-        "Web bridge restarts, by result: observed (seen in the logs, whoever made them); restarted, failed, refused, skipped, verified, unverified (the guard's own).",
-        "counter",
-        snapshot
-            .webbridges
-            .iter()
-            .map(|w| {
-                (format!("{{webbridge=\"{}\",result=\"observed\"}}", label(&w.webbridge)), w.restarts.len().to_string())
-            })
-            .chain(shared.restarts.lock().expect("never poisoned").iter().map(|((webbridge, result), n)| {
-                (format!("{{webbridge=\"{}\",result=\"{}\"}}", label(webbridge), label(result)), n.to_string())
-            }))
-            .collect(),
-    );
-    family(
-        "wbguard_syslog_messages_total",
-        "Syslog messages received, by what became of them.",
-        "counter",
-        counters(&shared).into_iter().map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.to_string())).collect(),
-    );
-    family(
-        "wbguard_webhook_notifications_total",
-        "Webhook notifications, by result: sent, failed (after retries), dropped (queue full).",
-        "counter",
-        [("sent", &shared.notify.sent), ("failed", &shared.notify.failed), ("dropped", &shared.notify.dropped)]
-            .into_iter()
-            .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.load(Ordering::Relaxed).to_string()))
-            .collect(),
-    );
-    family(
-        "wbguard_history_dropped_batches_total",
-        "Batches of samples or estimates not written to the history because its writer was behind.",
-        "counter",
-        vec![(String::new(), history_dropped.to_string())],
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+/// `/metrics`: the registry, in the format the scraper asks for.
+async fn metrics(State(web): State<Web>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let format = Format::accepted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], web.shared.metrics.encode(format))
 }

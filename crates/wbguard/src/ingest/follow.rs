@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::metrics::MessageResult;
 use super::{Batch, Intake, Origin, MAX_MESSAGE};
 
 /// How often the file is looked at when nothing new came.
@@ -122,7 +123,7 @@ async fn send_lines(partial: &mut Vec<u8>, bytes: &[u8], intake: &Intake) -> boo
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         start += end + 1;
         if line.len() > MAX_MESSAGE {
-            intake.counters.oversize.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            intake.counts.count(MessageResult::Oversize);
         } else if !line.is_empty() {
             batch.push(line);
         }
@@ -130,7 +131,7 @@ async fn send_lines(partial: &mut Vec<u8>, bytes: &[u8], intake: &Intake) -> boo
     partial.drain(..start);
     if partial.len() > MAX_MESSAGE {
         // A line without end: count it and skip it.
-        intake.counters.oversize.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        intake.counts.count(MessageResult::Oversize);
         partial.clear();
     }
     intake.offer_stream(batch).await
@@ -159,7 +160,8 @@ mod tests {
     use std::sync::{Arc, RwLock};
     use tokio::sync::mpsc;
 
-    use crate::ingest::{IngestCounters, Sources};
+    use crate::ingest::metrics::Messages;
+    use crate::ingest::Sources;
 
     /// The next line, from batches as they come.
     async fn next_line(
@@ -179,11 +181,8 @@ mod tests {
         let path = dir.path().join("cms.log");
         let (queue, mut messages) = mpsc::channel(100);
         let mut waiting = std::collections::VecDeque::new();
-        let intake = Intake {
-            queue,
-            sources: Arc::new(RwLock::new(Arc::new(Sources::open()))),
-            counters: Arc::new(IngestCounters::default()),
-        };
+        let intake =
+            Intake { queue, sources: Arc::new(RwLock::new(Arc::new(Sources::open()))), counts: Messages::default() };
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(follow(path.clone(), intake, shutdown));
         // Not there yet: waited for.

@@ -10,13 +10,14 @@
 //! counted.
 
 pub mod follow;
+pub mod metrics;
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -24,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::address::Listen;
 use crate::config::Config;
+use metrics::{MessageResult, Messages};
 
 /// Messages longer than this are dropped (and counted).
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -98,18 +100,6 @@ impl Batch {
     }
 }
 
-/// Counters of the ingest, exported as `wbguard_syslog_messages_total`.
-#[derive(Debug, Default)]
-pub struct IngestCounters {
-    /// Messages from sources not on the allow list, or speaking for a
-    /// server they are not.
-    pub rejected: AtomicU64,
-    /// Messages over [`MAX_MESSAGE`].
-    pub oversize: AtomicU64,
-    /// UDP messages dropped because the guard's queue was full.
-    pub dropped: AtomicU64,
-}
-
 /// Who may send: the configured servers (by address) and relays; without
 /// a configuration, everyone.
 #[derive(Debug, Clone, Default)]
@@ -180,8 +170,8 @@ pub struct Intake {
     pub queue: mpsc::Sender<Batch>,
     /// Who may send (replaced on reload).
     pub sources: Arc<RwLock<Arc<Sources>>>,
-    /// Counters.
-    pub counters: Arc<IngestCounters>,
+    /// What became of the messages (`wbguard_syslog_messages_total`).
+    pub counts: Messages,
 }
 
 impl Intake {
@@ -194,7 +184,7 @@ impl Intake {
     fn offer_datagrams(&self, batch: Batch) {
         let n = batch.len() as u64;
         if n > 0 && self.queue.try_send(batch).is_err() {
-            self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+            self.counts.add(MessageResult::Dropped, n);
         }
     }
 
@@ -291,11 +281,11 @@ impl Bound {
                                 let datagram = &buffer[..n];
                                 let datagram = datagram.strip_suffix(b"\n").unwrap_or(datagram);
                                 let Some(origin) = sources.origin(from.ip()) else {
-                                    intake.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                    intake.counts.count(MessageResult::Rejected);
                                     continue;
                                 };
                                 if datagram.len() > MAX_MESSAGE {
-                                    intake.counters.oversize.fetch_add(1, Ordering::Relaxed);
+                                    intake.counts.count(MessageResult::Oversize);
                                     continue;
                                 }
                                 match batches.iter_mut().find(|b| b.source == from.ip()) {
@@ -368,7 +358,7 @@ struct NotSyslog;
 
 impl Framer {
     /// Frames what `pending` holds into `batch`; counts oversized frames.
-    fn frame(&mut self, batch: &mut Batch, oversize: &AtomicU64) -> Result<(), NotSyslog> {
+    fn frame(&mut self, batch: &mut Batch, oversize: &Counter) -> Result<(), NotSyslog> {
         let buffer = &self.pending;
         let mut at = 0;
         while at < buffer.len() {
@@ -399,7 +389,7 @@ impl Framer {
                 let length: usize =
                     std::str::from_utf8(&rest[..space]).ok().and_then(|l| l.parse().ok()).ok_or(NotSyslog)?;
                 if length > MAX_MESSAGE {
-                    oversize.fetch_add(1, Ordering::Relaxed);
+                    oversize.inc();
                     self.skip = length;
                     at += space + 1;
                     continue;
@@ -416,7 +406,7 @@ impl Framer {
                         at += end + 1;
                     }
                     None if rest.len() > MAX_MESSAGE => {
-                        oversize.fetch_add(1, Ordering::Relaxed);
+                        oversize.inc();
                         self.skip_line = true;
                         at = buffer.len();
                     }
@@ -429,7 +419,7 @@ impl Framer {
     }
 
     /// At the end of the stream: a last line without its newline counts.
-    fn finish(&mut self, batch: &mut Batch, oversize: &AtomicU64) {
+    fn finish(&mut self, batch: &mut Batch, oversize: &Counter) {
         if !self.pending.is_empty() && !self.pending[0].is_ascii_digit() && !self.skip_line {
             push_line(batch, &self.pending, oversize);
         }
@@ -437,13 +427,13 @@ impl Framer {
     }
 }
 
-fn push_line(batch: &mut Batch, line: &[u8], oversize: &AtomicU64) {
+fn push_line(batch: &mut Batch, line: &[u8], oversize: &Counter) {
     let mut line = line;
     while let [rest @ .., b'\r' | b'\n'] = line {
         line = rest;
     }
     if line.len() > MAX_MESSAGE {
-        oversize.fetch_add(1, Ordering::Relaxed);
+        oversize.inc();
     } else if !line.is_empty() {
         batch.push(line);
     }
@@ -459,9 +449,10 @@ async fn stream_messages<S: AsyncRead + Unpin>(
 ) {
     // The allow list as the connection opened: a reload applies to new ones.
     let Some(origin) = intake.sources().origin(source) else {
-        intake.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        intake.counts.count(MessageResult::Rejected);
         return;
     };
+    let oversize = intake.counts.counter(MessageResult::Oversize).clone();
     let mut framer = Framer::default();
     let mut batch = Batch::new(source, origin);
     loop {
@@ -472,13 +463,13 @@ async fn stream_messages<S: AsyncRead + Unpin>(
         };
         match read {
             Ok(0) | Err(_) => {
-                framer.finish(&mut batch, &intake.counters.oversize);
+                framer.finish(&mut batch, &oversize);
                 intake.offer_stream(batch).await;
                 return;
             }
             Ok(_) => {}
         }
-        if framer.frame(&mut batch, &intake.counters.oversize).is_err() {
+        if framer.frame(&mut batch, &oversize).is_err() {
             intake.offer_stream(batch).await;
             return; // not a syslog stream: drop the connection
         }
@@ -495,7 +486,7 @@ mod tests {
     fn framed(chunks: &[&[u8]]) -> (Vec<String>, u64, Result<(), NotSyslog>) {
         let mut framer = Framer::default();
         let mut batch = Batch::new("127.0.0.1".parse().unwrap(), Origin::Anyone);
-        let oversize = AtomicU64::new(0);
+        let oversize = Counter::default();
         let mut result = Ok(());
         for chunk in chunks {
             framer.pending.extend_from_slice(chunk);
@@ -508,7 +499,7 @@ mod tests {
             framer.finish(&mut batch, &oversize);
         }
         let messages = batch.messages().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
-        (messages, oversize.into_inner(), result)
+        (messages, oversize.get(), result)
     }
 
     #[test]
