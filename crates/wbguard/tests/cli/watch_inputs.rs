@@ -244,3 +244,51 @@ fn tcp_senders_beyond_the_bound_wait_for_a_place() {
     drop(idle);
     wait_for(&guard, &active("cmswait"), 5.0);
 }
+
+/// Waits until the guard has parsed `records` messages, and says how many
+/// it parsed and found malformed.
+fn parsed_when_settled(guard: &Guard, records: u64) -> (u64, u64) {
+    let count = |result: &str| {
+        guard.metric(&format!("wbguard_syslog_messages_total{{result=\"{result}\"}}")).unwrap_or(0.0) as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("parsed") < records && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (count("parsed"), count("malformed"))
+}
+
+/// One mixed log, in every header shape CMS servers and relays write (the
+/// ISO and relay ones open with digits), sent over one TCP connection and
+/// followed as a file: every record arrives both ways. TCP used to read a
+/// line that opens with digits as an octet count and close the connection.
+#[test]
+fn every_header_shape_arrives_over_tcp_as_from_a_file() {
+    use cms_sim::genlog::{self, GenOptions};
+    use cms_sim::scenario::Scenario;
+
+    let options = GenOptions {
+        scenario: Scenario::with_servers(6),
+        seed: 5,
+        start: chrono::Utc::now() - chrono::Duration::hours(3),
+        duration: Some(chrono::Duration::hours(2)),
+        max_bytes: None,
+        lines_per_record: 3,
+        header: None, // each server its own shape: all six
+        restarts: Vec::new(),
+    };
+    let mut log = Vec::new();
+    let summary = genlog::generate(&options, &mut log, None).unwrap();
+    assert!(log.split(|&b| b == b'\n').any(|l| l.first().is_some_and(u8::is_ascii_digit)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cms.log");
+    std::fs::write(&path, &log).unwrap();
+
+    let followed = Guard::start(&["--follow", s(&path)]);
+    let streamed = Guard::start(&[]);
+    let mut tcp = std::net::TcpStream::connect(format!("127.0.0.1:{}", streamed.port("tcp"))).unwrap();
+    tcp.write_all(&log).unwrap();
+    drop(tcp);
+    assert_eq!(parsed_when_settled(&followed, summary.records), (summary.records, 0), "followed");
+    assert_eq!(parsed_when_settled(&streamed, summary.records), (summary.records, 0), "over TCP");
+}
