@@ -1,22 +1,40 @@
 //! The guard's HTTP side: the status page, Prometheus metrics, the JSON
 //! status and history, health. Read-only, except the page's token-protected
 //! "restart now"; binds to loopback unless configured otherwise.
+//!
+//! Connections come through the ingest's [`Gate`] (a place first, then the
+//! accept; a pause after a failed accept), at most
+//! [`MAX_HTTP_CONNECTIONS`] at once.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::api::Status;
 use super::event_loop::Manual;
 use super::history::History;
 use super::metrics::Format;
 use super::snapshot::Shared;
+use crate::ingest::accept::{Accepted, Gate};
 use crate::ingest::metrics::MessageResult;
+
+/// HTTP connections served at once; more wait, unaccepted, in the listen
+/// backlog. Prometheus keeps one connection, a browser on the page about
+/// six, `wbguard status` one per call: 256 leaves room for many viewers,
+/// and keeps a flood of connections from using up the guard's file
+/// descriptors, which the syslog listeners and the history need too.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
 
 #[derive(Clone)]
 struct Web {
@@ -28,17 +46,72 @@ struct Web {
 /// The status page, built into the binary (no asset from the network).
 const PAGE: &str = include_str!("page/index.html");
 
-/// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// Serves `router` on `listener` until `shutdown` turns true, through a
+/// [`Gate`] of [`MAX_HTTP_CONNECTIONS`].
+pub async fn serve(listener: TcpListener, router: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let listener = Bounded(Gate::new(listener, MAX_HTTP_CONNECTIONS, "HTTP"));
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })
         .await;
+}
+
+/// The HTTP listener, as axum takes one: each connection accepted through
+/// the gate, carrying its place until hyper drops it.
+struct Bounded(Gate);
+
+impl axum::serve::Listener for Bounded {
+    type Io = Placed;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Placed, SocketAddr) {
+        let Accepted { stream, from, place } = self.0.accept().await;
+        (Placed { stream, _place: place }, from)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.incoming().local_addr()
+    }
+}
+
+/// A connection and its place: the place is given back when the
+/// connection is dropped, i.e. closed.
+struct Placed {
+    stream: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Placed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Placed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// The router.

@@ -1,8 +1,9 @@
 //! Syslog in: UDP datagrams, TCP and TLS streams, and log files a local
 //! syslog server writes ([`follow`]). Streams are cut into messages by one
 //! codec ([`codec`]: newline framing, or RFC 6587 octet counting where a
-//! frame opens with a count and a PRI); what becomes of each message is
-//! counted in [`metrics`].
+//! frame opens with a count and a PRI); connections are accepted through
+//! [`accept`] (a place first, a pause after a failed accept); what becomes
+//! of each message is counted in [`metrics`].
 //!
 //! Sockets only: parsing is the core's. Each message's source address is
 //! looked up in [`Sources`] before anything else; messages from elsewhere
@@ -11,6 +12,7 @@
 //! cannot wait, so a datagram that finds the queue full is dropped and
 //! counted.
 
+pub mod accept;
 pub mod codec;
 pub mod follow;
 pub mod metrics;
@@ -22,11 +24,12 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::address::Listen;
 use crate::config::Config;
+use accept::{Accepted, Gate};
 use codec::{Framer, Framing};
 use metrics::{MessageResult, Messages};
 
@@ -34,7 +37,10 @@ use metrics::{MessageResult, Messages};
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// The UDP socket's receive buffer asked of the kernel.
 const UDP_RECEIVE_BUFFER: usize = 8 << 20;
-/// TCP and TLS senders served at once; more wait for a place.
+/// TCP and TLS senders served at once; more wait for a place, unaccepted,
+/// in the listen backlog. A sender is one connection of a CMS server or a
+/// relay, so a few dozen is plenty; the bound keeps a flood of connections
+/// from using up the guard's file descriptors (the HTTP side needs some).
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Who a message may speak for.
@@ -311,17 +317,17 @@ impl Bound {
             Bound::Tcp(listener) => (listener, None),
             Bound::Tls(listener, acceptor) => (listener, Some(acceptor)),
         };
-        let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let what = if tls.is_some() { "syslog over TLS" } else { "syslog over TCP" };
+        let mut gate = Gate::new(listener, MAX_CONNECTIONS, what);
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, from)) = accepted else { continue };
+                Accepted { stream, from, place } = gate.accept() => {
                     let _ = stream.set_nodelay(true);
-                    let Ok(place) = places.clone().acquire_owned().await else { return };
                     let intake = intake.clone();
                     let shutdown = shutdown.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
+                        // The place is given back when the sender is done.
                         let _place = place;
                         match tls {
                             None => stream_messages(stream, from.ip(), intake, shutdown).await,
