@@ -20,6 +20,7 @@ use wbguard_core::model::Deployment;
 use wbguard_core::policy::{Action, Decision};
 
 use super::history::History;
+use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
 use crate::config::guard_settings::Event;
 use crate::config::{Config, Server};
@@ -166,20 +167,20 @@ impl Enforcer {
         });
     }
 
-    /// Records how a restart ended; returns the result label for metrics.
-    pub fn finished(&mut self, finished: Finished, now: DateTime<Utc>) -> &'static str {
+    /// Records how a restart ended; returns it for the metrics.
+    pub fn finished(&mut self, finished: Finished, now: DateTime<Utc>) -> RestartResult {
         self.busy = false;
         let Finished { webbridge, id, started, attempt } = finished;
         let (result, detail) = (attempt.result(), attempt.detail());
         self.history.outcome(id, result, Some(detail.clone()), now);
-        if result == "restarted" {
+        if matches!(attempt, Attempt::Restarted { .. }) {
             self.unverified.insert(webbridge, (id, started));
         } else {
             let message = format!("restart of {webbridge} {result}: {detail}");
             self.history.alert(now, Some(&webbridge), "restart_failed", &message);
             self.fail(&webbridge, message, now);
         }
-        result
+        RestartResult::of(&attempt)
     }
 
     /// Checks the logs for the restarts made; returns those seen and those
@@ -326,9 +327,11 @@ mod tests {
 
     fn bench(attempt: Attempt) -> (Bench, Arc<Mutex<Vec<String>>>) {
         let dir = tempfile::tempdir().unwrap();
-        let (history, _) = History::start(Store::open(dir.path()).unwrap(), Duration::days(90)).unwrap();
+        let (history, _) =
+            History::start(Store::open(dir.path()).unwrap(), Duration::days(90), Default::default()).unwrap();
         let (restart, calls, reasons) = stand_in(attempt);
-        let (enforcer, finished) = Enforcer::new(history.clone(), Notifier::start(Vec::new()), restart);
+        let (enforcer, finished) =
+            Enforcer::new(history.clone(), Notifier::start(Vec::new(), Default::default()), restart);
         (Bench { dir, history, enforcer, finished, calls }, reasons)
     }
 
@@ -360,7 +363,7 @@ mod tests {
         assert_eq!(bench.calls.load(Ordering::SeqCst), 1);
 
         let done = bench.finished.recv().await.unwrap();
-        assert_eq!(bench.enforcer.finished(done, at(1)), "failed");
+        assert_eq!(bench.enforcer.finished(done, at(1)), RestartResult::Failed);
         assert!(!bench.enforcer.busy);
         let journal = journal(&bench).await;
         assert_eq!(journal.len(), 1, "{journal:?}");
@@ -399,7 +402,7 @@ mod tests {
 
         bench.enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
         let done = bench.finished.recv().await.unwrap();
-        assert_eq!(bench.enforcer.finished(done, at(0)), "restarted");
+        assert_eq!(bench.enforcer.finished(done, at(0)), RestartResult::Restarted);
         // Not in the logs yet, and not overdue: still waiting.
         assert_eq!(bench.enforcer.verify(&model, at(2)), (vec![], vec![]));
         // The audit line and the counters reset show it.
@@ -453,7 +456,8 @@ mod tests {
             store.restart_intent("cms1", "leak at least 100", intent).unwrap();
             // The guard dies here: no outcome.
         }
-        let (history, restarted) = History::start(Store::open(dir.path()).unwrap(), Duration::days(90)).unwrap();
+        let (history, restarted) =
+            History::start(Store::open(dir.path()).unwrap(), Duration::days(90), Default::default()).unwrap();
         // The minimum interval counts it: it may have happened.
         assert_eq!(restarted.get("cms1"), Some(&intent));
         drop(history);
@@ -463,7 +467,8 @@ mod tests {
         assert_eq!(journal["restarts"][0]["result"], "interrupted");
         assert_eq!(alerts(dir.path(), "restart_interrupted"), 1);
         // A second start finds nothing left to close.
-        let (_history, again) = History::start(Store::open(dir.path()).unwrap(), Duration::days(90)).unwrap();
+        let (_history, again) =
+            History::start(Store::open(dir.path()).unwrap(), Duration::days(90), Default::default()).unwrap();
         assert_eq!(again.get("cms1"), Some(&intent));
         assert_eq!(alerts(dir.path(), "restart_interrupted"), 1);
     }

@@ -7,7 +7,6 @@
 //! clock: the core stays pure, time enters here.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +20,12 @@ use wbguard_core::policy::{self, Decision, Mode, Policy};
 use super::alerts::Alarms;
 use super::enforce::{Enforcer, Finished};
 use super::history::History;
+use super::metrics::RestartResult;
 use super::notify::Notifier;
 use super::snapshot::{Shared, Snapshot};
 use super::Setup;
 use crate::config::Config;
+use crate::ingest::metrics::MessageResult;
 use crate::ingest::{Batch, Origin};
 use crate::store::{Estimate, Sample};
 
@@ -228,11 +229,11 @@ impl Task {
                 Err(_) => malformed += 1,
             }
         }
-        let shared = &self.shared;
-        shared.parse.parsed.fetch_add(parsed, Ordering::Relaxed);
-        shared.parse.noise.fetch_add(noise, Ordering::Relaxed);
-        shared.parse.malformed.fetch_add(malformed, Ordering::Relaxed);
-        shared.ingest.rejected.fetch_add(rejected, Ordering::Relaxed);
+        let counts = &self.shared.metrics.syslog;
+        counts.add(MessageResult::Parsed, parsed);
+        counts.add(MessageResult::Noise, noise);
+        counts.add(MessageResult::Malformed, malformed);
+        counts.add(MessageResult::Rejected, rejected);
         // Samples go to the history writer in bounded batches.
         if self.samples.len() >= SAMPLES_PER_WRITE {
             self.history.samples(std::mem::take(&mut self.samples));
@@ -298,10 +299,10 @@ impl Task {
         let now = data_now(&self.model);
         let (seen, unseen) = self.enforcer.verify(&self.model, now);
         for webbridge in &seen {
-            self.shared.count_restart(webbridge, "verified");
+            self.shared.count_restart(webbridge, RestartResult::Verified);
         }
         for webbridge in &unseen {
-            self.shared.count_restart(webbridge, "unverified");
+            self.shared.count_restart(webbridge, RestartResult::Unverified);
         }
         let decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, now);
         if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {

@@ -4,11 +4,10 @@
 //! them already), while decisions and restarts wait for a place.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use crate::store::{Estimate, Sample, Store};
@@ -36,15 +35,19 @@ pub struct History {
     queue: SyncSender<Command>,
     /// Batches of samples or estimates dropped because the writer was
     /// behind (`wbguard_history_dropped_batches_total`).
-    pub dropped: Arc<AtomicU64>,
+    dropped: Counter,
 }
 
 impl History {
     /// Opens the store, closes journal entries left open by a previous run
     /// (they may have happened: the minimum interval counts them), and
-    /// starts the writer thread.
+    /// starts the writer thread; batches it drops are counted in `dropped`.
     /// Returns the handle and the last restart of each web bridge.
-    pub fn start(store: Store, retention: Duration) -> anyhow::Result<(History, BTreeMap<String, DateTime<Utc>>)> {
+    pub fn start(
+        store: Store,
+        retention: Duration,
+        dropped: Counter,
+    ) -> anyhow::Result<(History, BTreeMap<String, DateTime<Utc>>)> {
         let (queue, commands) = sync_channel(QUEUE);
         let mut store = store;
         for open in store.unfinished()? {
@@ -64,7 +67,7 @@ impl History {
         store.prune(Utc::now() - retention)?;
         let last_restarts = store.last_restarts()?;
         std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands))?;
-        Ok((History { queue, dropped: Arc::new(AtomicU64::new(0)) }, last_restarts))
+        Ok((History { queue, dropped }, last_restarts))
     }
 
     /// Queues samples; drops them (counted) when the writer is behind.
@@ -85,7 +88,7 @@ impl History {
     /// counted, never waited for.
     fn queue_or_drop(&self, command: Command) {
         if let Err(TrySendError::Full(_)) = self.queue.try_send(command) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
     }
 

@@ -1,22 +1,40 @@
 //! The guard's HTTP side: the status page, Prometheus metrics, the JSON
 //! status and history, health. Read-only, except the page's token-protected
 //! "restart now"; binds to loopback unless configured otherwise.
+//!
+//! Connections come through the ingest's [`Gate`] (a place first, then the
+//! accept; a pause after a failed accept), at most
+//! [`MAX_HTTP_CONNECTIONS`] at once.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::api::Status;
 use super::event_loop::Manual;
 use super::history::History;
-use super::snapshot::{Shared, WebBridgeView};
+use super::metrics::Format;
+use super::snapshot::Shared;
+use crate::ingest::accept::{Accepted, Gate};
+use crate::ingest::metrics::MessageResult;
+
+/// HTTP connections served at once; more wait, unaccepted, in the listen
+/// backlog. Prometheus keeps one connection, a browser on the page about
+/// six, `wbguard status` one per call: 256 leaves room for many viewers,
+/// and keeps a flood of connections from using up the guard's file
+/// descriptors, which the syslog listeners and the history need too.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
 
 #[derive(Clone)]
 struct Web {
@@ -28,17 +46,72 @@ struct Web {
 /// The status page, built into the binary (no asset from the network).
 const PAGE: &str = include_str!("page/index.html");
 
-/// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// Serves `router` on `listener` until `shutdown` turns true, through a
+/// [`Gate`] of [`MAX_HTTP_CONNECTIONS`].
+pub async fn serve(listener: TcpListener, router: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let listener = Bounded(Gate::new(listener, MAX_HTTP_CONNECTIONS, "HTTP"));
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })
         .await;
+}
+
+/// The HTTP listener, as axum takes one: each connection accepted through
+/// the gate, carrying its place until hyper drops it.
+struct Bounded(Gate);
+
+impl axum::serve::Listener for Bounded {
+    type Io = Placed;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Placed, SocketAddr) {
+        let Accepted { stream, from, place } = self.0.accept().await;
+        (Placed { stream, _place: place }, from)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.incoming().local_addr()
+    }
+}
+
+/// A connection and its place: the place is given back when the
+/// connection is dropped, i.e. closed.
+struct Placed {
+    stream: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Placed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Placed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// The router.
@@ -116,125 +189,13 @@ async fn status(State(web): State<Web>) -> Json<Status> {
     let snapshot = (*shared.snapshot()).clone();
     let restart_now = snapshot.mode == wbguard_core::policy::Mode::Enforce
         && shared.restart_token.read().expect("never poisoned").is_some();
-    let syslog_messages = counters(&shared).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let counts = &shared.metrics.syslog;
+    let syslog_messages = MessageResult::ALL.iter().map(|&r| (r.as_str().to_owned(), counts.get(r))).collect();
     Json(Status { snapshot, syslog_messages, restart_now })
 }
 
-fn counters(shared: &Shared) -> Vec<(&'static str, u64)> {
-    vec![
-        ("parsed", shared.parse.parsed.load(Ordering::Relaxed)),
-        ("noise", shared.parse.noise.load(Ordering::Relaxed)),
-        ("malformed", shared.parse.malformed.load(Ordering::Relaxed)),
-        ("rejected", shared.ingest.rejected.load(Ordering::Relaxed)),
-        ("oversize", shared.ingest.oversize.load(Ordering::Relaxed)),
-        ("dropped", shared.ingest.dropped.load(Ordering::Relaxed)),
-    ]
-}
-
-/// A label value, escaped as the exposition format wants.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-async fn metrics(State(web): State<Web>) -> impl IntoResponse {
-    let shared = web.shared;
-    let history_dropped = web.history.dropped.load(Ordering::Relaxed);
-    let snapshot = shared.snapshot();
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: &str, samples: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let per_webbridge = |pick: &dyn Fn(&WebBridgeView) -> Option<String>| {
-        snapshot
-            .webbridges
-            .iter()
-            .filter_map(|w| pick(w).map(|v| (format!("{{webbridge=\"{}\"}}", label(&w.webbridge)), v)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        "wbguard_webbridge_active_sessions",
-        "Sessions on the web bridge, leaked ones included.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.active.to_string())),
-    );
-    family(
-        "wbguard_webbridge_leaked_sessions_lower",
-        "Leaked sessions, lower bound.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.leaked_lower.to_string())),
-    );
-    family(
-        "wbguard_webbridge_leaked_sessions_upper",
-        "Leaked sessions, upper bound.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.leaked_upper.to_string())),
-    );
-    family(
-        "wbguard_webbridge_droppable_calls_upper",
-        "Real calls a restart now could drop, at most.",
-        "gauge",
-        per_webbridge(&|w| Some(w.estimate.droppable_upper.to_string())),
-    );
-    family(
-        "wbguard_webbridge_lockout_forecast_timestamp_seconds",
-        "When users will be (or were first) locked out, as a Unix time.",
-        "gauge",
-        per_webbridge(&|w| w.estimate.lockout_forecast.map(|t| t.timestamp().to_string())),
-    );
-    family(
-        "wbguard_webbridge_last_stats_timestamp_seconds",
-        "When the web bridge's last Stats line was logged.",
-        "gauge",
-        per_webbridge(&|w| Some(w.last_seen.timestamp().to_string())),
-    );
-    family(
-        "wbguard_callbridge_cma_sessions",
-        "CMA sessions on the call bridge (its latest report).",
-        "gauge",
-        snapshot
-            .callbridges
-            .iter()
-            .map(|(host, cma)| (format!("{{callbridge=\"{}\"}}", label(host)), cma.to_string()))
-            .collect(),
-    );
-    family(
-        "wbguard_restarts_total",
-        "Web bridge restarts, by result: observed (seen in the logs, whoever made them); restarted, failed, refused, skipped, verified, unverified (the guard's own).",
-        "counter",
-        snapshot
-            .webbridges
-            .iter()
-            .map(|w| {
-                (format!("{{webbridge=\"{}\",result=\"observed\"}}", label(&w.webbridge)), w.restarts.len().to_string())
-            })
-            .chain(shared.restarts.lock().expect("never poisoned").iter().map(|((webbridge, result), n)| {
-                (format!("{{webbridge=\"{}\",result=\"{}\"}}", label(webbridge), label(result)), n.to_string())
-            }))
-            .collect(),
-    );
-    family(
-        "wbguard_syslog_messages_total",
-        "Syslog messages received, by what became of them.",
-        "counter",
-        counters(&shared).into_iter().map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.to_string())).collect(),
-    );
-    family(
-        "wbguard_webhook_notifications_total",
-        "Webhook notifications, by result: sent, failed (after retries), dropped (queue full).",
-        "counter",
-        [("sent", &shared.notify.sent), ("failed", &shared.notify.failed), ("dropped", &shared.notify.dropped)]
-            .into_iter()
-            .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.load(Ordering::Relaxed).to_string()))
-            .collect(),
-    );
-    family(
-        "wbguard_history_dropped_batches_total",
-        "Batches of samples or estimates not written to the history because its writer was behind.",
-        "counter",
-        vec![(String::new(), history_dropped.to_string())],
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+/// `/metrics`: the registry, in the format the scraper asks for.
+async fn metrics(State(web): State<Web>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let format = Format::accepted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], web.shared.metrics.encode(format))
 }

@@ -21,6 +21,7 @@ mod enforce;
 mod event_loop;
 mod history;
 mod http;
+mod metrics;
 mod notify;
 mod snapshot;
 
@@ -102,11 +103,13 @@ impl Setup {
     }
 }
 
-/// A guard ready to serve: secrets fetched, state opened, TLS loaded.
+/// A guard ready to serve: secrets fetched, state opened, TLS loaded,
+/// metrics registered.
 pub struct Prepared {
     setup: Setup,
     resolved: Resolved,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<snapshot::Shared>,
     history: history::History,
     restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
 }
@@ -117,8 +120,10 @@ pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
     let tls =
         setup.settings.tls.as_ref().map(|(certificate, key)| ingest::tls_acceptor(certificate, key)).transpose()?;
     let store = crate::store::Store::open(&setup.state_dir)?;
-    let (history, restarted) = history::History::start(store, setup.settings.retention)?;
-    Ok(Prepared { setup, resolved, tls, history, restarted })
+    let shared = Arc::new(snapshot::Shared::new(setup.settings.policy.mode));
+    let dropped = shared.metrics.history_dropped.clone();
+    let (history, restarted) = history::History::start(store, setup.settings.retention, dropped)?;
+    Ok(Prepared { setup, resolved, tls, shared, history, restarted })
 }
 
 /// Rereads the setup on request (SIGHUP): the configuration file with the
@@ -135,13 +140,12 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     announce: impl FnOnce(&Endpoints),
 ) -> anyhow::Result<()> {
-    let Prepared { setup, resolved, tls, history, restarted } = prepared;
+    let Prepared { setup, resolved, tls, shared, history, restarted } = prepared;
     let settings = setup.settings.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (queue, messages) = mpsc::channel(QUEUE);
-    let counters = Arc::new(ingest::IngestCounters::default());
     let sources = Arc::new(RwLock::new(Arc::new(resolved.sources)));
-    let intake = Intake { queue, sources: sources.clone(), counters: counters.clone() };
+    let intake = Intake { queue, sources: sources.clone(), counts: shared.metrics.syslog.clone() };
     let mut tasks = tokio::task::JoinSet::new();
     let mut bound_syslog = Vec::new();
     for listen in &settings.listen_syslog {
@@ -153,8 +157,7 @@ pub async fn serve(
         tasks.spawn(ingest::follow::follow(path.clone(), intake.clone(), shutdown_rx.clone()));
     }
     drop(intake);
-    let notifier = notify::Notifier::start(resolved.webhooks);
-    let shared = Arc::new(snapshot::Shared::new(settings.policy.mode, counters, notifier.counters.clone()));
+    let notifier = notify::Notifier::start(resolved.webhooks, shared.metrics.webhooks.clone());
     *shared.restart_token.write().expect("never poisoned") = resolved.restart_token;
     let guard = event_loop::Guard {
         rules: event_loop::Rules::of(&setup),

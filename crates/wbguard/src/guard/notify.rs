@@ -7,13 +7,13 @@
 //! tries three times, and counts what was sent, failed or dropped. A URL is
 //! a secret (it carries the token): messages name only its host.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::metrics::{WebhookResult, Webhooks};
 use crate::config::guard_settings::{check_webhook_url, Event, WebhookFormat, WebhookSettings};
 use crate::secret::redact_url;
 
@@ -71,51 +71,39 @@ pub struct Notice {
     pub details: serde_json::Value,
 }
 
-/// Delivery outcomes, exported as `wbguard_webhook_notifications_total{result}`.
-#[derive(Debug, Default)]
-pub struct NotifyCounters {
-    /// Accepted by the receiver (2xx).
-    pub sent: AtomicU64,
-    /// Refused or unreachable after every attempt.
-    pub failed: AtomicU64,
-    /// Not attempted: the queue was full.
-    pub dropped: AtomicU64,
-}
-
 /// The guard's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Notifier {
     queue: mpsc::SyncSender<Notice>,
     /// The webhooks (replaced on reload).
     pub webhooks: Arc<RwLock<Vec<Webhook>>>,
-    /// Outcomes.
-    pub counters: Arc<NotifyCounters>,
+    /// Outcomes (`wbguard_webhook_notifications_total`).
+    counts: Webhooks,
 }
 
 impl Notifier {
-    /// Starts the delivery thread.
-    pub fn start(webhooks: Vec<Webhook>) -> Notifier {
+    /// Starts the delivery thread; outcomes are counted in `counts`.
+    pub fn start(webhooks: Vec<Webhook>, counts: Webhooks) -> Notifier {
         let (queue, notices) = mpsc::sync_channel::<Notice>(QUEUE);
         let webhooks = Arc::new(RwLock::new(webhooks));
-        let counters = Arc::new(NotifyCounters::default());
-        let (hooks, counts) = (webhooks.clone(), counters.clone());
+        let (hooks, counted) = (webhooks.clone(), counts.clone());
         std::thread::Builder::new()
             .name("webhooks".into())
-            .spawn(move || deliver(notices, hooks, counts))
+            .spawn(move || deliver(notices, hooks, counted))
             .expect("a thread starts");
-        Notifier { queue, webhooks, counters }
+        Notifier { queue, webhooks, counts }
     }
 
     /// Queues a notice for every webhook that wants its event.
     pub fn send(&self, notice: Notice) {
         let wanted = self.webhooks.read().expect("never poisoned").iter().any(|w| w.events.contains(&notice.event));
         if wanted && self.queue.try_send(notice).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counts.count(WebhookResult::Dropped);
         }
     }
 }
 
-fn deliver(notices: mpsc::Receiver<Notice>, webhooks: Arc<RwLock<Vec<Webhook>>>, counters: Arc<NotifyCounters>) {
+fn deliver(notices: mpsc::Receiver<Notice>, webhooks: Arc<RwLock<Vec<Webhook>>>, counts: Webhooks) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
@@ -150,9 +138,9 @@ fn deliver(notices: mpsc::Receiver<Notice>, webhooks: Arc<RwLock<Vec<Webhook>>>,
                 }
             });
             if sent {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+                counts.count(WebhookResult::Sent);
             } else {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+                counts.count(WebhookResult::Failed);
                 tracing::warn!(
                     "webhook {}: {} notice not delivered after {ATTEMPTS} attempts: {outcome}",
                     webhook.describe,

@@ -1,10 +1,9 @@
 //! What the guard task publishes for its readers (the HTTP side, the
 //! metrics): an immutable [`Snapshot`] behind a lock that is only held to
-//! swap or clone an `Arc`, and the counters the task and the listeners
-//! keep.
+//! swap or clone an `Arc`, and the metrics registry the task, the
+//! listeners, the history and the webhooks count in.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -12,20 +11,8 @@ use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig};
 use wbguard_core::policy::{Decision, Mode};
 
 pub use super::api::{Snapshot, WebBridgeView};
-use super::notify::NotifyCounters;
-use crate::ingest::IngestCounters;
+use super::metrics::{Latest, Metrics, RestartResult};
 use crate::secret::Token;
-
-/// Parse outcomes, exported with the ingest's as `wbguard_syslog_messages_total`.
-#[derive(Debug, Default)]
-pub struct ParseCounters {
-    /// Messages that became records.
-    pub parsed: AtomicU64,
-    /// Messages that are not records.
-    pub noise: AtomicU64,
-    /// Messages that looked like records and were not.
-    pub malformed: AtomicU64,
-}
 
 impl Snapshot {
     /// Before any data.
@@ -72,37 +59,24 @@ impl Snapshot {
 
 /// Shared between the guard task and its readers.
 pub struct Shared {
-    /// The latest snapshot.
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// Parse outcomes.
-    pub parse: ParseCounters,
-    /// Ingest outcomes.
-    pub ingest: Arc<IngestCounters>,
-    /// Webhook outcomes.
-    pub notify: Arc<NotifyCounters>,
+    /// The latest snapshot (the metrics collector reads it too).
+    snapshot: Latest,
+    /// Every metric, and the handles counted on.
+    pub metrics: Metrics,
     /// The page's "restart now" token (replaced on reload).
     pub restart_token: RwLock<Option<Token>>,
-    /// Restarts by web bridge and result, for `wbguard_restarts_total`.
-    pub restarts: std::sync::Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Shared {
     /// A fresh state for `mode`.
-    pub fn new(mode: Mode, ingest: Arc<IngestCounters>, notify: Arc<NotifyCounters>) -> Shared {
-        Shared {
-            snapshot: RwLock::new(Arc::new(Snapshot::empty(mode))),
-            parse: ParseCounters::default(),
-            ingest,
-            notify,
-            restart_token: RwLock::new(None),
-            restarts: Default::default(),
-        }
+    pub fn new(mode: Mode) -> Shared {
+        let snapshot: Latest = Arc::new(RwLock::new(Arc::new(Snapshot::empty(mode))));
+        Shared { metrics: Metrics::new(snapshot.clone()), snapshot, restart_token: RwLock::new(None) }
     }
 
-    /// Counts one restart outcome.
-    pub fn count_restart(&self, webbridge: &str, result: &str) {
-        *self.restarts.lock().expect("never poisoned").entry((webbridge.to_owned(), result.to_owned())).or_default() +=
-            1;
+    /// Counts one outcome of the guard's own restart of `webbridge`.
+    pub fn count_restart(&self, webbridge: &str, result: RestartResult) {
+        self.metrics.count_restart(webbridge, result);
     }
 
     /// Publishes a new snapshot.

@@ -2,6 +2,10 @@
 //! writes, as `tail -F` does: read what is there, then what is appended,
 //! and carry on through rotation.
 //!
+//! Lines are cut by the same codec as TCP's ([`super::codec`]), newline
+//! framed: in a file, a line that starts with digits is just a line. Reads
+//! and `stat`s run on blocking threads, never on the async workers.
+//!
 //! The file is polled (a quarter second): a new file at the path (another
 //! inode) means it was rotated by renaming, so the old one is read to its
 //! end before the new one is opened; a file shorter than what was read
@@ -9,18 +13,25 @@
 //! start. A missing file is waited for. Reading starts at the beginning:
 //! the model wants the past, and history stores each sample once.
 
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
-use super::{Batch, Intake, Origin, MAX_MESSAGE};
+use super::codec::{Framer, Framing};
+use super::metrics::MessageResult;
+use super::{Batch, Intake, Origin};
 
 /// How often the file is looked at when nothing new came.
 const POLL: Duration = Duration::from_millis(250);
+/// Read at most this much per round: one queue entry, so that a followed
+/// file replaying a large log keeps within the queue's memory budget and
+/// waits for the guard like a TCP sender.
+const ROUND_BYTES: u64 = 256 * 1024;
 
 /// An open file and how far it was read.
 struct Open {
@@ -35,70 +46,103 @@ fn open(path: &std::path::Path) -> std::io::Result<Open> {
     Ok(Open { file, inode, read: 0 })
 }
 
-/// Follows `path` until `shutdown` turns true, sending each complete line.
-pub async fn follow(path: PathBuf, intake: Intake, mut shutdown: watch::Receiver<bool>) {
-    let mut current: Option<Open> = None;
-    let mut partial: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut missing_reported = false;
-    loop {
-        if current.is_none() {
-            match open(&path) {
+/// The blocking side of a followed file: the open file, the codec and
+/// what was said about the file, carried from round to round. Its rounds
+/// run on tokio's blocking threads, since file reads and `stat` block (a
+/// slow or hung file system would otherwise stall an async worker and
+/// every socket it serves).
+struct Reader {
+    path: PathBuf,
+    current: Option<Open>,
+    framer: Framer,
+    /// Oversized lines (`wbguard_syslog_messages_total{result="oversize"}`).
+    oversize: Counter,
+    /// "Cannot follow yet" was logged: once per absence.
+    missing_reported: bool,
+}
+
+impl Reader {
+    /// One round: opens the file if needed, reads up to [`ROUND_BYTES`]
+    /// into `batch`, and when nothing new came, checks for rotation and
+    /// truncation. True if it got anywhere (read, or found a new file):
+    /// the next round comes at once, else after [`POLL`].
+    fn round(&mut self, batch: &mut Batch) -> bool {
+        let path = &self.path;
+        if self.current.is_none() {
+            match open(path) {
                 Ok(opened) => {
                     tracing::info!("following {}", path.display());
-                    current = Some(opened);
-                    missing_reported = false;
+                    self.current = Some(opened);
+                    self.missing_reported = false;
                 }
-                Err(e) if !missing_reported => {
+                Err(e) if !self.missing_reported => {
                     tracing::warn!("cannot follow {} yet: {e}; waiting for it", path.display());
-                    missing_reported = true;
+                    self.missing_reported = true;
                 }
                 Err(_) => {}
             }
         }
-        let mut progressed = false;
-        if let Some(file) = current.as_mut() {
-            // Read what is there (bounded per round, to stay responsive).
-            for _ in 0..64 {
-                let n = match file.file.read(&mut chunk) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        tracing::warn!("reading {}: {e}", path.display());
-                        0
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                file.read += n as u64;
-                progressed = true;
-                if !send_lines(&mut partial, &chunk[..n], &intake).await {
-                    return;
-                }
+        let Some(file) = self.current.as_mut() else { return false };
+        let buffer = self.framer.buffer();
+        let before = buffer.len();
+        // Straight into the codec's buffer; an error keeps what came before it.
+        if let Err(e) = (&mut file.file).take(ROUND_BYTES).read_to_end(buffer) {
+            tracing::warn!("reading {}: {e}", path.display());
+        }
+        let n = (buffer.len() - before) as u64;
+        if n > 0 {
+            file.read += n;
+            self.framer.frame(batch, &self.oversize);
+            return true;
+        }
+        match std::fs::metadata(path) {
+            // Rotated: the old file was read to its end (its last line may
+            // lack its newline); the new one is read from its start.
+            Ok(meta) if meta.ino() != file.inode => {
+                tracing::info!("{} was rotated: reading the new file", path.display());
+                self.framer.finish(batch, &self.oversize);
+                self.current = open(path).ok();
+                true
             }
-            if !progressed {
-                match std::fs::metadata(&path) {
-                    // Rotated: the old file was read to its end; the new one from its start.
-                    Ok(meta) if meta.ino() != file.inode => {
-                        tracing::info!("{} was rotated: reading the new file", path.display());
-                        current = open(&path).ok();
-                        flush_partial(&mut partial, &intake).await;
-                        continue;
-                    }
-                    // Truncated in place.
-                    Ok(meta) if meta.len() < file.read => {
-                        tracing::info!("{} was truncated: reading it from the start", path.display());
-                        let _ = file.file.seek(SeekFrom::Start(0));
-                        file.read = 0;
-                        partial.clear();
-                        continue;
-                    }
-                    Ok(_) => {}
-                    // Removed and not yet recreated: keep the open file until a new one appears.
-                    Err(_) => {}
-                }
+            // Truncated in place (copytruncate): from the start again.
+            Ok(meta) if meta.len() < file.read => {
+                tracing::info!("{} was truncated: reading it from the start", path.display());
+                let _ = file.file.seek(SeekFrom::Start(0));
+                file.read = 0;
+                self.framer.reset();
+                true
             }
+            // Unchanged; or removed and not yet recreated: the open file is
+            // kept until a new one appears.
+            _ => false,
+        }
+    }
+}
+
+/// Follows `path` until `shutdown` turns true, sending each complete line.
+/// Reads happen on a blocking thread, one round at a time; each round's
+/// batch waits for room in the guard's queue before the next read, so a
+/// busy guard slows the reading and nothing is lost.
+pub async fn follow(path: PathBuf, intake: Intake, mut shutdown: watch::Receiver<bool>) {
+    let oversize = intake.counts.counter(MessageResult::Oversize).clone();
+    let mut reader =
+        Reader { path, current: None, framer: Framer::new(Framing::Lines), oversize, missing_reported: false };
+    loop {
+        let mut batch = batch(&intake);
+        let round = tokio::task::spawn_blocking(move || {
+            let progressed = reader.round(&mut batch);
+            (reader, batch, progressed)
+        });
+        let progressed;
+        (reader, batch, progressed) = match round.await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!("following a file stopped: {error}");
+                return;
+            }
+        };
+        if !intake.offer_stream(batch).await {
+            return;
         }
         if !progressed {
             tokio::select! {
@@ -109,41 +153,6 @@ pub async fn follow(path: PathBuf, intake: Intake, mut shutdown: watch::Receiver
             return;
         }
     }
-}
-
-/// Sends the complete lines of `partial` + `bytes`, keeping the rest.
-/// False when the guard is gone.
-async fn send_lines(partial: &mut Vec<u8>, bytes: &[u8], intake: &Intake) -> bool {
-    partial.extend_from_slice(bytes);
-    let mut batch = batch(intake);
-    let mut start = 0;
-    while let Some(end) = memchr::memchr(b'\n', &partial[start..]) {
-        let line = &partial[start..start + end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        start += end + 1;
-        if line.len() > MAX_MESSAGE {
-            intake.counters.oversize.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else if !line.is_empty() {
-            batch.push(line);
-        }
-    }
-    partial.drain(..start);
-    if partial.len() > MAX_MESSAGE {
-        // A line without end: count it and skip it.
-        intake.counters.oversize.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        partial.clear();
-    }
-    intake.offer_stream(batch).await
-}
-
-/// The last line of a rotated file may lack its newline.
-async fn flush_partial(partial: &mut Vec<u8>, intake: &Intake) {
-    if !partial.is_empty() && partial.len() <= MAX_MESSAGE {
-        let mut batch = batch(intake);
-        batch.push(partial);
-        intake.offer_stream(batch).await;
-    }
-    partial.clear();
 }
 
 /// A local file speaks for every configured server, like a relay.
@@ -159,7 +168,8 @@ mod tests {
     use std::sync::{Arc, RwLock};
     use tokio::sync::mpsc;
 
-    use crate::ingest::{IngestCounters, Sources};
+    use crate::ingest::metrics::Messages;
+    use crate::ingest::Sources;
 
     /// The next line, from batches as they come.
     async fn next_line(
@@ -179,11 +189,8 @@ mod tests {
         let path = dir.path().join("cms.log");
         let (queue, mut messages) = mpsc::channel(100);
         let mut waiting = std::collections::VecDeque::new();
-        let intake = Intake {
-            queue,
-            sources: Arc::new(RwLock::new(Arc::new(Sources::open()))),
-            counters: Arc::new(IngestCounters::default()),
-        };
+        let intake =
+            Intake { queue, sources: Arc::new(RwLock::new(Arc::new(Sources::open()))), counts: Messages::default() };
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(follow(path.clone(), intake, shutdown));
         // Not there yet: waited for.
@@ -207,6 +214,34 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         std::fs::write(&path, b"six\n").unwrap();
         assert_eq!(next_line(&mut messages, &mut waiting).await, "six");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// A guard that does not keep up: the file waits for it (one batch in
+    /// the queue, one waiting for room, the rest unread), and once the
+    /// guard reads again every line arrives, in order.
+    #[tokio::test]
+    async fn a_full_queue_makes_the_file_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        let lines = 20_000;
+        let text: String = (0..lines).map(|i| format!("{i:08} {}\n", "x".repeat(90))).collect();
+        std::fs::write(&path, &text).unwrap();
+        let (queue, mut batches) = mpsc::channel(1);
+        let counts = Messages::default();
+        let intake =
+            Intake { queue, sources: Arc::new(RwLock::new(Arc::new(Sources::open()))), counts: counts.clone() };
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(follow(path, intake, shutdown));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(batches.len(), 1, "the queue holds one batch");
+        let mut waiting = std::collections::VecDeque::new();
+        for i in 0..lines {
+            let line = next_line(&mut batches, &mut waiting).await;
+            assert!(line.starts_with(&format!("{i:08} ")), "line {i}: {line}");
+        }
+        assert_eq!(counts.get(MessageResult::Oversize), 0);
         stop.send(true).unwrap();
         task.await.unwrap();
     }

@@ -1,6 +1,9 @@
-//! Syslog in: UDP datagrams, TCP and TLS streams (newline or RFC 6587
-//! octet counting, told apart by the first byte of each frame), and log
-//! files a local syslog server writes ([`follow`]).
+//! Syslog in: UDP datagrams, TCP and TLS streams, and log files a local
+//! syslog server writes ([`follow`]). Streams are cut into messages by one
+//! codec ([`codec`]: newline framing, or RFC 6587 octet counting where a
+//! frame opens with a count and a PRI); connections are accepted through
+//! [`accept`] (a place first, a pause after a failed accept); what becomes
+//! of each message is counted in [`metrics`].
 //!
 //! Sockets only: parsing is the core's. Each message's source address is
 //! looked up in [`Sources`] before anything else; messages from elsewhere
@@ -9,27 +12,35 @@
 //! cannot wait, so a datagram that finds the queue full is dropped and
 //! counted.
 
+pub mod accept;
+pub mod codec;
 pub mod follow;
+pub mod metrics;
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::address::Listen;
 use crate::config::Config;
+use accept::{Accepted, Gate};
+use codec::{Framer, Framing};
+use metrics::{MessageResult, Messages};
 
 /// Messages longer than this are dropped (and counted).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// The UDP socket's receive buffer asked of the kernel.
 const UDP_RECEIVE_BUFFER: usize = 8 << 20;
-/// TCP and TLS senders served at once; more wait for a place.
+/// TCP and TLS senders served at once; more wait for a place, unaccepted,
+/// in the listen backlog. A sender is one connection of a CMS server or a
+/// relay, so a few dozen is plenty; the bound keeps a flood of connections
+/// from using up the guard's file descriptors (the HTTP side needs some).
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Who a message may speak for.
@@ -90,24 +101,12 @@ impl Batch {
         starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.data[start..end])
     }
 
-    /// Empties it for the next round, keeping its buffers.
+    /// Hands the messages over, leaving it empty for the next round.
     fn take(&mut self) -> Batch {
         let mut next = Batch::new(self.source, self.origin.clone());
         std::mem::swap(self, &mut next);
         next
     }
-}
-
-/// Counters of the ingest, exported as `wbguard_syslog_messages_total`.
-#[derive(Debug, Default)]
-pub struct IngestCounters {
-    /// Messages from sources not on the allow list, or speaking for a
-    /// server they are not.
-    pub rejected: AtomicU64,
-    /// Messages over [`MAX_MESSAGE`].
-    pub oversize: AtomicU64,
-    /// UDP messages dropped because the guard's queue was full.
-    pub dropped: AtomicU64,
 }
 
 /// Who may send: the configured servers (by address) and relays; without
@@ -180,8 +179,8 @@ pub struct Intake {
     pub queue: mpsc::Sender<Batch>,
     /// Who may send (replaced on reload).
     pub sources: Arc<RwLock<Arc<Sources>>>,
-    /// Counters.
-    pub counters: Arc<IngestCounters>,
+    /// What became of the messages (`wbguard_syslog_messages_total`).
+    pub counts: Messages,
 }
 
 impl Intake {
@@ -194,7 +193,7 @@ impl Intake {
     fn offer_datagrams(&self, batch: Batch) {
         let n = batch.len() as u64;
         if n > 0 && self.queue.try_send(batch).is_err() {
-            self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+            self.counts.add(MessageResult::Dropped, n);
         }
     }
 
@@ -291,11 +290,11 @@ impl Bound {
                                 let datagram = &buffer[..n];
                                 let datagram = datagram.strip_suffix(b"\n").unwrap_or(datagram);
                                 let Some(origin) = sources.origin(from.ip()) else {
-                                    intake.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                                    intake.counts.count(MessageResult::Rejected);
                                     continue;
                                 };
                                 if datagram.len() > MAX_MESSAGE {
-                                    intake.counters.oversize.fetch_add(1, Ordering::Relaxed);
+                                    intake.counts.count(MessageResult::Oversize);
                                     continue;
                                 }
                                 match batches.iter_mut().find(|b| b.source == from.ip()) {
@@ -318,17 +317,17 @@ impl Bound {
             Bound::Tcp(listener) => (listener, None),
             Bound::Tls(listener, acceptor) => (listener, Some(acceptor)),
         };
-        let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let what = if tls.is_some() { "syslog over TLS" } else { "syslog over TCP" };
+        let mut gate = Gate::new(listener, MAX_CONNECTIONS, what);
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, from)) = accepted else { continue };
+                Accepted { stream, from, place } = gate.accept() => {
                     let _ = stream.set_nodelay(true);
-                    let Ok(place) = places.clone().acquire_owned().await else { return };
                     let intake = intake.clone();
                     let shutdown = shutdown.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
+                        // The place is given back when the sender is done.
                         let _place = place;
                         match tls {
                             None => stream_messages(stream, from.ip(), intake, shutdown).await,
@@ -349,108 +348,8 @@ impl Bound {
     }
 }
 
-/// Splits a byte stream into syslog frames: octet counting (`LEN SP MSG`)
-/// when a frame starts with a digit, else newline. Bounded: a frame over
-/// [`MAX_MESSAGE`] is skipped and counted, whatever its framing.
-#[derive(Debug, Default)]
-struct Framer {
-    /// Bytes read and not yet framed.
-    pending: Vec<u8>,
-    /// Bytes still to skip of an oversized counted frame.
-    skip: usize,
-    /// Inside an oversized line: skip to its newline.
-    skip_line: bool,
-}
-
-/// The stream is not syslog (a count that is not a number).
-#[derive(Debug, PartialEq, Eq)]
-struct NotSyslog;
-
-impl Framer {
-    /// Frames what `pending` holds into `batch`; counts oversized frames.
-    fn frame(&mut self, batch: &mut Batch, oversize: &AtomicU64) -> Result<(), NotSyslog> {
-        let buffer = &self.pending;
-        let mut at = 0;
-        while at < buffer.len() {
-            let rest = &buffer[at..];
-            if self.skip > 0 {
-                let n = self.skip.min(rest.len());
-                self.skip -= n;
-                at += n;
-                continue;
-            }
-            if self.skip_line {
-                match memchr::memchr(b'\n', rest) {
-                    Some(end) => {
-                        self.skip_line = false;
-                        at += end + 1;
-                    }
-                    None => at = buffer.len(),
-                }
-                continue;
-            }
-            if rest[0].is_ascii_digit() {
-                let Some(space) = memchr::memchr(b' ', &rest[..rest.len().min(11)]) else {
-                    if rest.len() >= 11 {
-                        return Err(NotSyslog);
-                    }
-                    break; // the count is not complete yet
-                };
-                let length: usize =
-                    std::str::from_utf8(&rest[..space]).ok().and_then(|l| l.parse().ok()).ok_or(NotSyslog)?;
-                if length > MAX_MESSAGE {
-                    oversize.fetch_add(1, Ordering::Relaxed);
-                    self.skip = length;
-                    at += space + 1;
-                    continue;
-                }
-                if rest.len() < space + 1 + length {
-                    break;
-                }
-                batch.push(&rest[space + 1..space + 1 + length]);
-                at += space + 1 + length;
-            } else {
-                match memchr::memchr(b'\n', rest) {
-                    Some(end) => {
-                        push_line(batch, &rest[..end], oversize);
-                        at += end + 1;
-                    }
-                    None if rest.len() > MAX_MESSAGE => {
-                        oversize.fetch_add(1, Ordering::Relaxed);
-                        self.skip_line = true;
-                        at = buffer.len();
-                    }
-                    None => break,
-                }
-            }
-        }
-        self.pending.drain(..at);
-        Ok(())
-    }
-
-    /// At the end of the stream: a last line without its newline counts.
-    fn finish(&mut self, batch: &mut Batch, oversize: &AtomicU64) {
-        if !self.pending.is_empty() && !self.pending[0].is_ascii_digit() && !self.skip_line {
-            push_line(batch, &self.pending, oversize);
-        }
-        self.pending.clear();
-    }
-}
-
-fn push_line(batch: &mut Batch, line: &[u8], oversize: &AtomicU64) {
-    let mut line = line;
-    while let [rest @ .., b'\r' | b'\n'] = line {
-        line = rest;
-    }
-    if line.len() > MAX_MESSAGE {
-        oversize.fetch_add(1, Ordering::Relaxed);
-    } else if !line.is_empty() {
-        batch.push(line);
-    }
-}
-
-/// One TCP or TLS sender, framed by [`Framer`], until it closes, breaks
-/// framing or the guard stops.
+/// One TCP or TLS sender, framed by the [`codec`] (RFC 6587), until it
+/// closes or the guard stops.
 async fn stream_messages<S: AsyncRead + Unpin>(
     mut stream: S,
     source: IpAddr,
@@ -459,29 +358,28 @@ async fn stream_messages<S: AsyncRead + Unpin>(
 ) {
     // The allow list as the connection opened: a reload applies to new ones.
     let Some(origin) = intake.sources().origin(source) else {
-        intake.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        intake.counts.count(MessageResult::Rejected);
         return;
     };
-    let mut framer = Framer::default();
+    let oversize = intake.counts.counter(MessageResult::Oversize).clone();
+    let mut framer = Framer::new(Framing::Syslog);
     let mut batch = Batch::new(source, origin);
     loop {
-        framer.pending.reserve(BATCH_BYTES);
+        let buffer = framer.buffer();
+        buffer.reserve(BATCH_BYTES);
         let read = tokio::select! {
-            read = stream.read_buf(&mut framer.pending) => read,
+            read = stream.read_buf(buffer) => read,
             _ = shutdown.changed() => return,
         };
         match read {
             Ok(0) | Err(_) => {
-                framer.finish(&mut batch, &intake.counters.oversize);
+                framer.finish(&mut batch, &oversize);
                 intake.offer_stream(batch).await;
                 return;
             }
             Ok(_) => {}
         }
-        if framer.frame(&mut batch, &intake.counters.oversize).is_err() {
-            intake.offer_stream(batch).await;
-            return; // not a syslog stream: drop the connection
-        }
+        framer.frame(&mut batch, &oversize);
         if !intake.offer_stream(batch.take()).await {
             return;
         }
@@ -491,46 +389,6 @@ async fn stream_messages<S: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn framed(chunks: &[&[u8]]) -> (Vec<String>, u64, Result<(), NotSyslog>) {
-        let mut framer = Framer::default();
-        let mut batch = Batch::new("127.0.0.1".parse().unwrap(), Origin::Anyone);
-        let oversize = AtomicU64::new(0);
-        let mut result = Ok(());
-        for chunk in chunks {
-            framer.pending.extend_from_slice(chunk);
-            result = framer.frame(&mut batch, &oversize);
-            if result.is_err() {
-                break;
-            }
-        }
-        if result.is_ok() {
-            framer.finish(&mut batch, &oversize);
-        }
-        let messages = batch.messages().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
-        (messages, oversize.into_inner(), result)
-    }
-
-    #[test]
-    fn frames_split_anywhere_come_out_whole() {
-        let stream = b"<14>one\r\n9 <14>two\nx\n<14>three\n5 four5<14>5\nlast";
-        let want = ["<14>one", "<14>two\nx", "<14>three", "four5", "<14>5", "last"];
-        assert_eq!(framed(&[stream]).0, want);
-        for split in 1..stream.len() {
-            let (a, b) = stream.split_at(split);
-            assert_eq!(framed(&[a, b]).0, want, "split at {split}");
-        }
-    }
-
-    #[test]
-    fn oversized_frames_are_skipped_and_counted() {
-        let long = vec![b'a'; MAX_MESSAGE + 10];
-        let counted = format!("{} ", long.len());
-        let (messages, oversize, _) =
-            framed(&[b"<14>before\n", &long, b"\n", counted.as_bytes(), &long, b"<14>after\n"]);
-        assert_eq!((messages, oversize), (vec!["<14>before".to_owned(), "<14>after".to_owned()], 2));
-        assert_eq!(framed(&[b"12345678901234567890 x"]).2, Err(NotSyslog));
-    }
 
     #[test]
     fn the_allow_list() {

@@ -1,7 +1,8 @@
 //! What ships beside the binary: shell completions and manual pages made
 //! from the command line's own definitions, and the Prometheus alert rules
 //! and Grafana dashboard in `deploy/`, which must only use metrics a
-//! running guard exports.
+//! running guard exports; and those metrics, as Prometheus's own
+//! `promtool` reads them.
 
 use std::collections::BTreeSet;
 
@@ -81,4 +82,63 @@ fn the_documented_example_configuration_is_valid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("2 server(s)") && stdout.contains("\"mode\": \"enforce\""), "{stdout}");
     assert!(!stdout.contains("a-token-of-sixteen") && !stdout.contains("webexapis.com/x"), "{stdout}");
+}
+
+/// One HTTP/1.0 GET with an `Accept` header: the response's head and body.
+fn get_accepting(address: std::net::SocketAddr, path: &str, accept: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nAccept: {accept}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// A running guard's `/metrics`, with data in it, passes
+/// `promtool check metrics` (the Prometheus project's own linter); a
+/// scraper that asks for OpenMetrics gets the same series in it.
+#[test]
+fn promtool_accepts_a_running_guards_metrics() {
+    if std::process::Command::new("promtool").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus, as .ci/run does)");
+        return;
+    }
+    let guard = Guard::start(&[]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{}", guard.port("udp"));
+    let now = chrono::Utc::now().format("%b %e %H:%M:%S");
+    for line in [
+        format!("<14>{now} cms1 webbridge: INFO : [DEBUGGING] Stats 7, c:9, d:2"),
+        format!(r#"<14>{now} cms1 host:server: INFO : STATS: {{"CMA": "3/4"}}"#),
+        "not syslog at all".to_owned(),
+    ] {
+        socket.send_to(line.as_bytes(), &to).unwrap();
+    }
+    assert_eq!(guard.metric(r#"wbguard_callbridge_cma_sessions{callbridge="cms1"}"#), Some(3.0));
+    let (head, metrics) = get_accepting(guard.http, "/metrics", "text/plain");
+    assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"), "{head}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && said.trim().is_empty(), "promtool: {said}\n{metrics}");
+
+    let prometheus = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (head, open) = get_accepting(guard.http, "/metrics", prometheus);
+    assert!(head.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"), "{head}");
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect::<BTreeSet<_>>();
+    assert!(series(&metrics).iter().any(|s| s.starts_with("wbguard_webbridge_active_sessions{webbridge=\"cms1\"} 7")));
+    // The same series, unless a counter moved between the two scrapes.
+    let names = |text: &str| {
+        series(text).into_iter().map(|s| s.rsplit_once(' ').unwrap().0.to_owned()).collect::<BTreeSet<_>>()
+    };
+    assert_eq!(names(&metrics), names(&open));
 }

@@ -24,8 +24,21 @@ impl Guard {
     /// A guard on free ports, with its state in a fresh directory unless
     /// `extra` names one.
     pub fn start(extra: &[&str]) -> Guard {
+        Guard::spawn(Command::new(env!("CARGO_BIN_EXE_wbguard")), extra, Stdio::null())
+    }
+
+    /// A guard that may open at most `files` file descriptors, its log
+    /// going to `log`.
+    pub fn start_with_few_files(files: u32, log: &std::path::Path, extra: &[&str]) -> Guard {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -n {files} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_wbguard")]);
+        Guard::spawn(command, extra, std::fs::File::create(log).unwrap().into())
+    }
+
+    /// `command` (the binary, or what execs it) with `watch` and the
+    /// arguments for free ports appended.
+    fn spawn(mut command: Command, extra: &[&str], stderr: Stdio) -> Guard {
         let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wbguard"));
         command.arg("watch");
         for (flag, value) in [
             ("--listen-syslog", "udp://127.0.0.1:0"),
@@ -37,12 +50,17 @@ impl Guard {
         if let Some(state) = &state {
             command.arg("--state-dir").arg(state.path());
         }
-        let mut child = command.args(extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = command.args(extra).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let endpoints: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         let syslog = endpoints["syslog"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
         Guard { child, syslog, http: endpoints["http"].as_str().unwrap().parse().unwrap(), _state: state }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn port(&self, scheme: &str) -> String {

@@ -235,3 +235,105 @@ fn tcp_senders_beyond_the_bound_wait_for_a_place() {
     drop(idle);
     guard.wait_for(&active("cmswait"), 5.0);
 }
+
+/// At most 256 HTTP connections are served at once: the next one waits for
+/// a place, and is answered as soon as one closes.
+#[test]
+fn http_connections_beyond_the_bound_wait_for_a_place() {
+    let guard = Guard::start(&[]);
+    let idle: Vec<std::net::TcpStream> = (0..256).map(|_| std::net::TcpStream::connect(guard.http).unwrap()).collect();
+    let mut waiting = std::net::TcpStream::connect(guard.http).unwrap();
+    waiting.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    waiting.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut answer = Vec::new();
+    assert!(waiting.read_to_end(&mut answer).is_err(), "answered beyond the bound");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(idle);
+    waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    waiting.read_to_end(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer).ends_with("ok\n"), "{}", String::from_utf8_lossy(&answer));
+}
+
+/// Waits until the guard has parsed `records` messages, and says how many
+/// it parsed and found malformed.
+fn parsed_when_settled(guard: &Guard, records: u64) -> (u64, u64) {
+    let count = |result: &str| {
+        guard.metric(&format!("wbguard_syslog_messages_total{{result=\"{result}\"}}")).unwrap_or(0.0) as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("parsed") < records && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (count("parsed"), count("malformed"))
+}
+
+/// One mixed log, in every header shape CMS servers and relays write (the
+/// ISO and relay ones open with digits), sent over one TCP connection and
+/// followed as a file: every record arrives both ways. TCP used to read a
+/// line that opens with digits as an octet count and close the connection.
+#[test]
+fn every_header_shape_arrives_over_tcp_as_from_a_file() {
+    use cms_sim::genlog::{self, GenOptions};
+    use cms_sim::scenario::Scenario;
+
+    let options = GenOptions {
+        scenario: Scenario::with_servers(6),
+        seed: 5,
+        start: chrono::Utc::now() - chrono::Duration::hours(3),
+        duration: Some(chrono::Duration::hours(2)),
+        max_bytes: None,
+        lines_per_record: 3,
+        header: None, // each server its own shape: all six
+        restarts: Vec::new(),
+    };
+    let mut log = Vec::new();
+    let summary = genlog::generate(&options, &mut log, None).unwrap();
+    assert!(log.split(|&b| b == b'\n').any(|l| l.first().is_some_and(u8::is_ascii_digit)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cms.log");
+    std::fs::write(&path, &log).unwrap();
+
+    let followed = Guard::start(&["--follow", s(&path)]);
+    let streamed = Guard::start(&[]);
+    let mut tcp = std::net::TcpStream::connect(format!("127.0.0.1:{}", streamed.port("tcp"))).unwrap();
+    tcp.write_all(&log).unwrap();
+    drop(tcp);
+    assert_eq!(parsed_when_settled(&followed, summary.records), (summary.records, 0), "followed");
+    assert_eq!(parsed_when_settled(&streamed, summary.records), (summary.records, 0), "over TCP");
+}
+
+/// CPU time a process has used so far, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors, `accept` fails (EMFILE) for as long as none is
+/// freed: the guard says so once and pauses between tries instead of
+/// spinning a core, and serves new senders as soon as descriptors are back.
+#[test]
+fn out_of_file_descriptors_the_guard_waits_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("guard.log");
+    let guard = Guard::start_with_few_files(64, &log, &[]);
+    let to = format!("127.0.0.1:{}", guard.port("tcp"));
+    // More senders than descriptors left: the rest wait in the backlog, and accept fails.
+    let senders: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(&to).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(guard.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(guard.pid()) - before;
+    // Spinning would use about 2 s (200 ticks at 100 Hz); pausing, almost nothing.
+    assert!(used < 40, "{used} ticks of CPU in 2 s");
+    drop(senders);
+    let mut sender = std::net::TcpStream::connect(&to).unwrap();
+    writeln!(sender, "{}", stats("cmsfiles", 3)).unwrap();
+    drop(sender);
+    guard.wait_for(&active("cmsfiles"), 3.0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let said = text.lines().filter(|l| l.contains("syslog over TCP: cannot accept connections")).count();
+    assert_eq!(said, 1, "{text}");
+    assert!(text.contains("syslog over TCP: accepting connections again"), "{text}");
+}
