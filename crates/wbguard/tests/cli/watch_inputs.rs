@@ -205,7 +205,11 @@ fn webhooks_hear_of_a_lockout_in_their_own_shapes() {
 fn sighup_rereads_the_configuration_and_a_broken_one_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wbguard.toml");
-    let servers = "[[server]]\nname = \"cms1\"\nmmp = \"127.0.0.1\"\n";
+    // Enforce mode needs credentials the guard could use: a password file.
+    let password = dir.path().join("mmp-password");
+    std::fs::write(&password, "unused\n").unwrap();
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let servers = "[[server]]\nname = \"cms1\"\nmmp = \"127.0.0.1\"\n[server.auth]\npassword_file = \"mmp-password\"\n";
     std::fs::write(&config, servers).unwrap();
     let guard = Guard::start(&["--config", s(&config)]);
     let mode = || {
