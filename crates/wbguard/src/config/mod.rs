@@ -23,6 +23,8 @@
 //! ```
 
 pub mod address;
+#[cfg(test)]
+mod any_input;
 pub mod duration;
 pub mod guard_settings;
 
