@@ -24,6 +24,11 @@ impl Guard {
     /// A guard on free ports, with its state in a fresh directory unless
     /// `extra` names one.
     pub fn start(extra: &[&str]) -> Guard {
+        Guard::start_with_stderr(extra, Stdio::null())
+    }
+
+    /// [`Guard::start`], its log (standard error) going to `stderr`.
+    pub fn start_with_stderr(extra: &[&str], stderr: impl Into<Stdio>) -> Guard {
         let state = (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_wbguard"));
         command.arg("watch");
@@ -37,7 +42,7 @@ impl Guard {
         if let Some(state) = &state {
             command.arg("--state-dir").arg(state.path());
         }
-        let mut child = command.args(extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = command.args(extra).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let endpoints: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
