@@ -6,7 +6,13 @@
 //! moment, so `wbguard restart` never fails over the guard's webhook
 //! variable. Secrets live only in memory, in types whose `Debug` shows
 //! nothing; they never reach the configuration, the command line or any
-//! log. A URL is shown only through [`redact_url`].
+//! log. A URL is shown only through [`redact_url`] (a webhook's, whose
+//! path is a token) or [`redact_userinfo`] (a web page's).
+//!
+//! [`AuthSource::problem`] and [`Location::problem`] check a source
+//! without reading its secret, for `wbguard config check`, a dry run and a
+//! guard about to act: a [`Problem::Unusable`] source fails whenever it is
+//! used, a [`Problem::Absent`] one may be there by then.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +60,57 @@ pub enum Location {
     File(PathBuf),
 }
 
+/// What a check finds about where a secret lives, without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// It is there but cannot be used, whenever it is used: a file
+    /// readable by group or others, or one that is not a file. An error.
+    Unusable(String),
+    /// It is not there now (a variable not set, a file not made yet), and
+    /// may well be where it is used (cron, a service manager, a deploy
+    /// step): a warning.
+    Absent(String),
+}
+
+impl Problem {
+    /// Whether it fails whenever it is used (an error, not a warning).
+    pub fn is_error(&self) -> bool {
+        matches!(self, Problem::Unusable(_))
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Unusable(why) | Problem::Absent(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A variable that is not set or empty; `what` it holds, in words, if
+/// the message needs it.
+fn variable_problem(variable: &str, what: Option<&str>) -> Option<Problem> {
+    let holding = what.map(|what| format!(" ({what})")).unwrap_or_default();
+    match std::env::var_os(variable) {
+        Some(value) if !value.to_string_lossy().trim().is_empty() => None,
+        Some(_) => Some(Problem::Absent(format!("the variable {variable}{holding} is empty"))),
+        None => Some(Problem::Absent(format!("the variable {variable}{holding} is not set"))),
+    }
+}
+
+/// A secret file that is missing, not a regular file, or readable by
+/// group or others.
+pub fn file_problem(path: &Path) -> Option<Problem> {
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Some(Problem::Absent(format!("{} does not exist", path.display())))
+        }
+        Err(error) => Some(Problem::Unusable(format!("{}: {error}", path.display()))),
+        Ok(meta) if !meta.is_file() => Some(Problem::Unusable(format!("{} is not a regular file", path.display()))),
+        Ok(_) => check_private(path).err().map(|e| Problem::Unusable(format!("{e:#}"))),
+    }
+}
+
 impl Location {
     /// Where it is, in words (never the secret).
     pub fn describe(&self) -> String {
@@ -87,15 +144,11 @@ impl Location {
 
     /// What can be checked without reading the secret: a file's mode, a
     /// variable's presence. `None` when it would resolve.
-    pub fn problem(&self) -> Option<String> {
+    pub fn problem(&self) -> Option<Problem> {
         match self {
             Location::Inline(_) => None,
-            Location::Env(variable) => match std::env::var(variable) {
-                Ok(text) if !text.trim().is_empty() => None,
-                Ok(_) => Some(format!("the variable {variable} is empty")),
-                Err(_) => Some(format!("the variable {variable} is not set")),
-            },
-            Location::File(path) => check_private(path).err().map(|e| format!("{e:#}")),
+            Location::Env(variable) => variable_problem(variable, None),
+            Location::File(path) => file_problem(path),
         }
     }
 }
@@ -134,6 +187,25 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{hidden}{host}/...")
 }
 
+/// A URL as it may be shown when its path is not a secret (a web bridge's
+/// page): scheme, host, port and path; a user and password are replaced
+/// by `***@` and a query by `?...`, as either may carry credentials.
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "(not a URL)".into() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (hidden, host) = match authority.rsplit_once('@') {
+        Some((_, host)) => ("***@", host),
+        None => ("", authority),
+    };
+    let tail = tail.split('#').next().unwrap_or("");
+    let shown = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?..."),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{hidden}{host}{shown}")
+}
+
 /// A credential ready to use.
 pub enum Secret {
     /// A password.
@@ -165,6 +237,28 @@ pub fn describe(source: &AuthSource) -> String {
         }
         AuthSource::KeyFile { path, passphrase_env: None } => format!("key {}", path.display()),
         AuthSource::Agent => "ssh-agent".into(),
+    }
+}
+
+impl AuthSource {
+    /// What can be checked without reading the secret (nor asking for it):
+    /// the files' presence and modes, the variables' presence. `None` when
+    /// nothing is wrong that a check can see.
+    pub fn problem(&self) -> Option<Problem> {
+        match self {
+            AuthSource::PasswordEnv { variable } => variable_problem(variable, Some("the MMP password")),
+            AuthSource::PasswordFile { path } => file_problem(path),
+            AuthSource::PasswordPrompt => None,
+            AuthSource::KeyFile { path, passphrase_env } => file_problem(path).or_else(|| {
+                passphrase_env.as_deref().and_then(|variable| variable_problem(variable, Some("the key's passphrase")))
+            }),
+            AuthSource::Agent => variable_problem("SSH_AUTH_SOCK", Some("the ssh-agent's socket")),
+        }
+    }
+
+    /// Whether it can work without anybody at a terminal (the guard, cron).
+    pub fn unattended(&self) -> bool {
+        !matches!(self, AuthSource::PasswordPrompt)
     }
 }
 
@@ -262,6 +356,42 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(format!("{:?}", Secret::Password("s3cret".into())), "Secret::Password(..)");
+    }
+
+    #[test]
+    fn problems_are_seen_without_reading_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        let file = AuthSource::PasswordFile { path: path.clone() };
+        assert!(matches!(file.problem(), Some(Problem::Absent(_))));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let problem = file.problem().unwrap();
+        assert!(problem.is_error() && problem.to_string().contains("chmod 600"), "{problem}");
+        assert!(!problem.to_string().contains("s3cret"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(file.problem(), None);
+        assert_eq!(Location::File(path).problem(), None);
+        let folder = AuthSource::KeyFile { path: dir.path().to_path_buf(), passphrase_env: None };
+        assert!(folder.problem().unwrap().is_error());
+        let variable = AuthSource::PasswordEnv { variable: "WBGUARD_TEST_SURELY_UNSET".into() };
+        let problem = variable.problem().unwrap();
+        assert!(!problem.is_error() && problem.to_string().contains("WBGUARD_TEST_SURELY_UNSET"), "{problem}");
+        assert!(Location::Env("WBGUARD_TEST_SURELY_UNSET".into()).problem().is_some_and(|p| !p.is_error()));
+        assert_eq!(Location::Inline("https://h/".into()).problem(), None);
+        assert!(!AuthSource::PasswordPrompt.unattended() && variable.unattended());
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(redact_userinfo("https://join.example.com/"), "https://join.example.com/");
+        assert_eq!(
+            redact_userinfo("https://admin:s3cret@join.example.com:8443/x?token=t0k#f"),
+            "https://***@join.example.com:8443/x?..."
+        );
+        assert_eq!(redact_userinfo("http://a@b@h"), "http://***@h");
+        assert_eq!(redact_userinfo("join.example.com"), "(not a URL)");
+        assert_eq!(redact_url("https://u:p@hooks.example.com/T0/B0/tok"), "https://***@hooks.example.com/...");
     }
 
     #[test]

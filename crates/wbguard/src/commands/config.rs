@@ -1,8 +1,10 @@
 //! `wbguard config check` and `wbguard config import-cisco-script`.
 //!
 //! `check` reads what the commands will read and checks what they will
-//! check when they use it, without fetching any secret: a secret that is
-//! missing is a warning (only the command that needs it fails).
+//! check when they use it, without fetching any secret. What will fail
+//! whenever it is used (a password file others may read, a state
+//! directory that is a file) is an error, exit 2; what is missing here and
+//! may be there where it is used (a variable cron sets) is a warning.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,9 +12,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use crate::cli::ConfigCommand;
-use crate::config::{self, Dirs};
+use crate::config::{self, Config, Dirs};
 use crate::exit::Outcome;
-use crate::secret;
+use crate::secret::{self, Problem};
 
 /// Runs a `wbguard config` command.
 pub fn run(config_path: Option<&Path>, command: &ConfigCommand) -> anyhow::Result<Outcome> {
@@ -26,9 +28,19 @@ pub fn run(config_path: Option<&Path>, command: &ConfigCommand) -> anyhow::Resul
     }
 }
 
+/// Something `check` found that the file itself cannot show.
+struct Finding {
+    /// Where in the configuration (`server[0] (cms1)`, `watch.tls_key`).
+    key: String,
+    /// What is wrong; an error or a warning.
+    problem: Problem,
+    /// Who will notice, in words.
+    consequence: &'static str,
+}
+
 fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
     let (path, config) = config::load(path, &Dirs::from_env())?;
-    println!("{}: valid, {} server(s)", path.display(), config.servers.len());
+    println!("{}: {} server(s)", path.display(), config.servers.len());
     println!("host keys: {:?} policy, known_hosts {}", config.host_key_policy, config.known_hosts.display());
     println!("restart log, audit and lock in {}", config.state_dir.display());
     let t = config.timeouts;
@@ -51,23 +63,89 @@ fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
             if server.legacy_algorithms { ", legacy algorithms allowed" } else { "" },
             server.log_host,
             auth.join(", then "),
-            server.webbridge_url.as_deref().unwrap_or("none")
+            server.webbridge_url.as_deref().map_or("none".into(), secret::redact_userinfo)
         );
     }
     println!("guard (wbguard watch): {}", serde_json::to_string_pretty(&config.guard.describe())?);
-    let missing: Vec<(String, String)> = config
+    let findings = findings(&config);
+    for finding in &findings {
+        let level = if finding.problem.is_error() { "error" } else { "warning" };
+        eprintln!("{level}: {}: {} ({})", finding.key, finding.problem, finding.consequence);
+    }
+    let errors = findings.iter().filter(|f| f.problem.is_error()).count();
+    if errors > 0 {
+        eprintln!("wbguard: {}: {errors} error(s)", path.display());
+        return Ok(Outcome::InputErrors);
+    }
+    println!("valid{}", if findings.is_empty() { "" } else { ", with warnings" });
+    Ok(Outcome::Success)
+}
+
+/// What the commands will find when they use the configuration, checked
+/// now without reading a secret: the credentials' files and variables,
+/// the state directory, the guard's TLS files, webhooks and token.
+fn findings(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (i, server) in config.servers.iter().enumerate() {
+        for (n, source) in server.auth.iter().enumerate() {
+            if let Some(problem) = source.problem() {
+                // A login tries the sources in order and stops at the
+                // first it cannot use: the first is always needed.
+                let consequence = match (problem.is_error(), n) {
+                    (true, _) => "wbguard restart and an enforcing guard cannot log in with it",
+                    (false, 0) => "wbguard restart and an enforcing guard need it where they run",
+                    (false, _) => {
+                        "wbguard restart and an enforcing guard need it where they run if the sources before it are refused"
+                    }
+                };
+                let key = format!("server[{i}] ({}): {}", server.name, secret::describe(source));
+                findings.push(Finding { key, problem, consequence });
+            }
+        }
+    }
+    let not_a = |path: &Path, kind: &str| Problem::Unusable(format!("{} exists and is not a {kind}", path.display()));
+    if config.state_dir.exists() && !config.state_dir.is_dir() {
+        findings.push(Finding {
+            key: "state_dir".into(),
+            problem: not_a(&config.state_dir, "directory"),
+            consequence: "restart's log and lock and the guard's history live there",
+        });
+    }
+    if config.known_hosts.exists() && !config.known_hosts.is_file() {
+        findings.push(Finding {
+            key: "known_hosts".into(),
+            problem: not_a(&config.known_hosts, "file"),
+            consequence: "restart and trust read the host keys from it",
+        });
+    }
+    if let Some((certificate, key)) = &config.guard.tls {
+        let certificate_problem = match std::fs::metadata(certificate) {
+            Err(_) => Some(Problem::Absent(format!("{} does not exist", certificate.display()))),
+            Ok(meta) if !meta.is_file() => Some(not_a(certificate, "file")),
+            Ok(_) => None,
+        };
+        for (name, problem) in
+            [("watch.tls_certificate", certificate_problem), ("watch.tls_key", secret::file_problem(key))]
+        {
+            if let Some(problem) = problem {
+                findings.push(Finding { key: name.into(), problem, consequence: "wbguard watch will refuse to start" });
+            }
+        }
+    }
+    let guard_secrets = config
         .guard
         .webhooks
         .iter()
         .enumerate()
         .map(|(i, webhook)| (format!("webhook[{i}]"), &webhook.url))
-        .chain(config.guard.restart_token.iter().map(|token| ("watch.restart_token_env".to_owned(), token)))
-        .filter_map(|(key, location)| Some((key, location.problem()?)))
-        .collect();
-    for (key, problem) in &missing {
-        println!("warning: {key}: {problem} (wbguard watch will refuse to start; restart and trust do not need it)");
+        .chain(config.guard.restart_token.iter().map(|token| ("watch.restart_token_env".to_owned(), token)));
+    for (key, location) in guard_secrets {
+        if let Some(problem) = location.problem() {
+            let consequence = "wbguard watch will refuse to start; restart and trust do not need it";
+            findings.push(Finding { key, problem, consequence });
+        }
     }
-    Ok(Outcome::Success)
+    findings
 }
 
 /// Cisco's script as a wbguard configuration, without its password.

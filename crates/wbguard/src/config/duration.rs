@@ -44,9 +44,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// [`parse`], as the core's clock type (always representable).
-pub fn parse_chrono(text: &str) -> Result<chrono::Duration, String> {
-    let duration = parse(text)?;
+/// [`parse_within`], as the core's clock type (always representable: the
+/// longest duration [`parse`] accepts is far below chrono's limit).
+pub fn parse_chrono_within(text: &str, min: Duration, max: Duration) -> Result<chrono::Duration, String> {
+    let duration = parse_within(text, min, max)?;
     chrono::Duration::from_std(duration).map_err(|_| format!("'{text}' is too long a duration"))
 }
 
@@ -96,8 +97,13 @@ mod tests {
         for huge in ["9999999999999999s", "99999999999999h", "99999999999999d", "99999999999999999999999999s"] {
             let error = parse(huge).unwrap_err();
             assert!(error.contains("too long"), "{huge}: {error}");
-            assert!(parse_chrono(huge).is_err());
+            assert!(parse_chrono_within(huge, Duration::ZERO, Duration::MAX).is_err());
         }
         assert!(parse_within("2h", Duration::from_secs(60), Duration::from_secs(3600)).unwrap_err().contains("1h"));
+        let longest = parse(&format!("{LONGEST_SECONDS}s")).unwrap();
+        assert_eq!(
+            parse_chrono_within(&format!("{LONGEST_SECONDS}s"), Duration::ZERO, Duration::MAX).unwrap().to_std(),
+            Ok(longest)
+        );
     }
 }

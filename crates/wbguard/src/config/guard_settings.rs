@@ -40,9 +40,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
-use wbguard_core::policy::{Mode, Policy, Triggers, Window};
+use wbguard_core::policy::{Mode, Policy, Triggers, Window, WindowError};
 
-use super::address::Listen;
+use super::address::{HttpUrl, Listen};
 use super::Dirs;
 use crate::secret::{redact_url, Location};
 
@@ -239,27 +239,78 @@ impl Default for GuardSettings {
     }
 }
 
-/// A duration key, checked and named.
-fn duration(text: &str, key: &str) -> anyhow::Result<Duration> {
-    super::duration::parse_chrono(text).map_err(|why| anyhow::anyhow!("{key}: {why}"))
+/// The largest count any key takes (sessions, leaks, dropped calls): a web
+/// bridge refuses new sessions at about 149, so anything near this bound
+/// is already a typo.
+const LARGEST_COUNT: u32 = 10_000;
+
+/// The longest history kept: ten years.
+const LONGEST_RETENTION_DAYS: u32 = 3650;
+
+/// Windows are checked against this fixed instant (2026-01-01T00:00:00Z),
+/// not the clock: the configuration is pure data, and a five-field cron
+/// expression repeats the same way from any start.
+const CRON_REFERENCE_SECONDS: i64 = 1_767_225_600;
+
+/// A window must open at least once this many years after the reference.
+const CRON_HORIZON_YEARS: i64 = 8;
+
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// A duration key within `min..=max`, checked and named.
+fn duration(text: &str, key: &str, min: std::time::Duration, max: std::time::Duration) -> anyhow::Result<Duration> {
+    super::duration::parse_chrono_within(text, min, max).map_err(|why| anyhow::anyhow!("{key}: {why}"))
+}
+
+/// A count key, at most `max`.
+fn count(value: Option<u32>, key: &str, min: u32, max: u32) -> anyhow::Result<Option<u32>> {
+    match value {
+        Some(n) if !(min..=max).contains(&n) => bail!("{key}: {n} is not between {min} and {max}"),
+        other => Ok(other),
+    }
+}
+
+/// Whether the window opens at all: a day that does not exist (31
+/// February) parses, but never comes.
+fn check_opens(window: &Window, key: &str) -> anyhow::Result<()> {
+    let reference = chrono::DateTime::from_timestamp(CRON_REFERENCE_SECONDS, 0).unwrap_or_default();
+    let horizon = reference + Duration::days(366 * CRON_HORIZON_YEARS);
+    match window.next_opening(reference) {
+        Some(opening) if opening <= horizon => Ok(()),
+        _ => bail!(
+            "{key}: '{}' never opens (not once in {CRON_HORIZON_YEARS} years; a day that does not exist, such as 31 February?)",
+            window.pattern
+        ),
+    }
 }
 
 fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
     let defaults = Policy::default();
     let mut windows = Vec::new();
     for (i, w) in raw.windows.iter().enumerate() {
-        let what = || format!("policy.window[{i}]");
-        let duration = duration(&w.duration, &format!("{}.duration", what()))?;
+        let key = |name: &str| format!("policy.window[{i}].{name}");
+        let duration = duration(&w.duration, &key("duration"), MINUTE, 7 * DAY)?;
         let zone = w.timezone.as_deref().unwrap_or("UTC");
-        windows.push(Window::new(&w.cron, duration, zone, w.max_dropped_calls).with_context(what)?);
+        let max_dropped_calls = count(w.max_dropped_calls, &key("max_dropped_calls"), 0, LARGEST_COUNT)?;
+        let window = Window::new(&w.cron, duration, zone, max_dropped_calls).map_err(|e| {
+            let name = match e {
+                WindowError::Cron { .. } => "cron",
+                WindowError::Zone(_) => "timezone",
+                WindowError::Duration => "duration",
+            };
+            anyhow::anyhow!("{}: {e}", key(name))
+        })?;
+        check_opens(&window, &key("cron"))?;
+        windows.push(window);
     }
-    let duration = |value: &Option<String>, default: Duration, name: &str| {
-        value.as_deref().map_or(Ok(default), |text| duration(text, &format!("policy.{name}")))
+    let duration = |value: &Option<String>, default: Duration, name: &str, max: std::time::Duration| {
+        value.as_deref().map_or(Ok(default), |text| duration(text, &format!("policy.{name}"), MINUTE, max))
     };
     Ok(Policy {
         mode: raw.mode.unwrap_or(Mode::Observe),
         triggers: Triggers {
-            leak_at_least: match raw.leak_at_least {
+            leak_at_least: match count(raw.leak_at_least, "policy.leak_at_least", 0, LARGEST_COUNT)? {
                 Some(0) => None,
                 Some(n) => Some(n),
                 None => defaults.triggers.leak_at_least,
@@ -269,10 +320,11 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
                 .unwrap_or(defaults.triggers.lockout_before_next_window),
             at_limit: raw.at_limit.unwrap_or(defaults.triggers.at_limit),
         },
-        max_dropped_calls: raw.max_dropped_calls.unwrap_or(defaults.max_dropped_calls),
+        max_dropped_calls: count(raw.max_dropped_calls, "policy.max_dropped_calls", 0, LARGEST_COUNT)?
+            .unwrap_or(defaults.max_dropped_calls),
         windows,
-        min_interval: duration(&raw.min_interval, defaults.min_interval, "min_interval")?,
-        stale_after: duration(&raw.stale_after, defaults.stale_after, "stale_after")?,
+        min_interval: duration(&raw.min_interval, defaults.min_interval, "min_interval", 30 * DAY)?,
+        stale_after: duration(&raw.stale_after, defaults.stale_after, "stale_after", 7 * DAY)?,
         horizon_without_windows: defaults.horizon_without_windows,
     })
 }
@@ -284,7 +336,10 @@ fn webhook(raw: &RawWebhook, i: usize, base: &Path, dirs: &Dirs) -> anyhow::Resu
             check_webhook_url(url).with_context(|| format!("{what}.url"))?;
             Location::Inline(url.clone())
         }
-        (None, Some(variable), None) => Location::Env(variable.clone()),
+        (None, Some(variable), None) => {
+            super::check_variable(variable, &format!("{what}.url_env"))?;
+            Location::Env(variable.clone())
+        }
         (None, None, Some(path)) => Location::File(dirs.resolve(path, base)),
         _ => bail!("{what}: give exactly one of url, url_env, url_file"),
     };
@@ -293,15 +348,17 @@ fn webhook(raw: &RawWebhook, i: usize, base: &Path, dirs: &Dirs) -> anyhow::Resu
     Ok(WebhookSettings { url, format, events })
 }
 
-/// A webhook URL must be http(s) with a host; it is never shown whole.
+/// A webhook URL must be http(s) with a host and a valid port; it is
+/// never shown whole.
 pub fn check_webhook_url(url: &str) -> anyhow::Result<()> {
-    let host = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .filter(|host| !host.is_empty());
-    if host.is_none() {
-        bail!("the URL ({}) must start with https:// or http:// and name a host", redact_url(url));
+    HttpUrl::parse(url).map_err(|why| anyhow::anyhow!("{why} (the URL: {})", redact_url(url)))?;
+    Ok(())
+}
+
+/// A listener in the file must name its port: the servers send to it.
+fn check_fixed_port(address: SocketAddr, key: &str) -> anyhow::Result<()> {
+    if address.port() == 0 {
+        bail!("{key}: port 0 would be another port at each start; give the one the servers send to");
     }
     Ok(())
 }
@@ -317,16 +374,27 @@ impl GuardSettings {
     ) -> anyhow::Result<GuardSettings> {
         let defaults = GuardSettings::default();
         let watch = watch.cloned().unwrap_or_default();
-        let listen_syslog = match &watch.listen_syslog {
+        let listen_syslog: Vec<Listen> = match &watch.listen_syslog {
             None => defaults.listen_syslog,
             Some(urls) => urls
                 .iter()
-                .map(|url| url.parse().map_err(|e: String| anyhow::anyhow!("watch.listen_syslog: {e}")))
+                .enumerate()
+                .map(|(i, url)| {
+                    let key = format!("watch.listen_syslog[{i}]");
+                    let listen: Listen = url.parse().map_err(|e: String| anyhow::anyhow!("{key}: {e}"))?;
+                    check_fixed_port(listen.address(), &key)?;
+                    Ok(listen)
+                })
                 .collect::<anyhow::Result<_>>()?,
         };
         let listen_http = match &watch.listen_http {
             None => defaults.listen_http,
-            Some(text) => text.parse().with_context(|| format!("watch.listen_http '{text}' is not ADDR:PORT"))?,
+            Some(text) => {
+                let address: SocketAddr =
+                    text.parse().map_err(|_| anyhow::anyhow!("watch.listen_http: '{text}' is not ADDR:PORT"))?;
+                check_fixed_port(address, "watch.listen_http")?;
+                address
+            }
         };
         let tls = match (&watch.tls_certificate, &watch.tls_key) {
             (Some(certificate), Some(key)) => Some((dirs.resolve(certificate, base), dirs.resolve(key, base))),
@@ -338,19 +406,18 @@ impl GuardSettings {
         }
         let log_timezone = match &watch.log_timezone {
             None => defaults.log_timezone,
-            Some(zone) => zone
-                .parse()
-                .map_err(|_| anyhow::anyhow!("watch.log_timezone '{zone}' is not an IANA zone (e.g. Europe/Berlin)"))?,
+            Some(zone) => zone.parse().map_err(|_| {
+                anyhow::anyhow!("watch.log_timezone: '{zone}' is not an IANA zone (e.g. Europe/Berlin)")
+            })?,
         };
-        let retention = match watch.retention_days {
+        let retention = match count(watch.retention_days, "watch.retention_days", 1, LONGEST_RETENTION_DAYS)? {
             None => defaults.retention,
-            Some(0) => bail!("watch.retention_days must be at least 1"),
             Some(days) => Duration::days(days.into()),
         };
         let raw_policy = raw_policy.cloned().unwrap_or_default();
-        let limit = raw_policy.limit.unwrap_or(defaults.limit);
-        if limit == 0 {
-            bail!("policy.limit must be at least 1");
+        let limit = count(raw_policy.limit, "policy.limit", 1, LARGEST_COUNT)?.unwrap_or(defaults.limit);
+        if let Some(variable) = &watch.restart_token_env {
+            super::check_variable(variable, "watch.restart_token_env")?;
         }
         let restart_token = watch.restart_token_env.as_ref().map(|variable| Location::Env(variable.clone()));
         Ok(GuardSettings {
@@ -497,5 +564,27 @@ mod tests {
         assert!(error("[watch]\nlisten_syslog = [\"tls://127.0.0.1:6514\"]\n").contains("tls_certificate"));
         assert!(error("[watch]\nlisten_syslog = [\"ftp://127.0.0.1:1\"]\n").contains("ftp://"));
         assert!(error("[[webhook]]\nurl = \"hooks.example.com\"\n").contains("https://"));
+        // The URL is never repeated: it may hold a secret.
+        let message = error("[[webhook]]\nurl = \"https://u:s3cret@h:99999/t0k3n\"\n");
+        assert!(message.contains("webhook[0].url") && message.contains("port"), "{message}");
+        assert!(!message.contains("s3cret") && !message.contains("t0k3n"), "{message}");
+    }
+
+    /// A day that does not exist parses but never comes: refused at once
+    /// (the cron library would search for thousands of years).
+    #[test]
+    fn a_window_that_never_opens_is_refused_quickly() {
+        for cron in ["0 2 31 2 *", "0 2 30 2 *", "0 0 31 4 *", "0 0 31 6,9,11 *", "0 2 31 2 +1"] {
+            let started = std::time::Instant::now();
+            let text = format!("[[policy.window]]\ncron = \"{cron}\"\nduration = \"1h\"\n");
+            let message = format!("{:#}", settings(&text).unwrap_err());
+            assert!(message.contains("policy.window[0].cron") && message.contains("never opens"), "{message}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{cron}: {:?}", started.elapsed());
+        }
+        // 29 February comes every four years.
+        for cron in ["0 2 29 2 *", "0 2 L 2 *", "0 2 * * 5#5"] {
+            let text = format!("[[policy.window]]\ncron = \"{cron}\"\nduration = \"1h\"\n");
+            assert!(settings(&text).is_ok(), "{cron}");
+        }
     }
 }

@@ -23,6 +23,8 @@
 //! ```
 
 pub mod address;
+#[cfg(test)]
+mod any_input;
 pub mod duration;
 pub mod guard_settings;
 
@@ -167,13 +169,28 @@ pub struct RawServer {
 }
 
 impl RawConfig {
-    /// Parses TOML; errors name the line and the field.
+    /// Parses TOML; errors name the line and the key
+    /// (`line 5: policy.leak_at_least: invalid value ...`).
     pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
-        toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            anyhow::anyhow!("line {line}: {}", e.message())
+        let error = |key: Option<String>, e: &toml::de::Error| {
+            let line = e.span().map_or(0, |span| line_of(text, span.start));
+            let key = key.map(|key| format!("{key}: ")).unwrap_or_default();
+            anyhow::anyhow!("line {line}: {key}{}", e.message())
+        };
+        let document = toml::Deserializer::parse(text).map_err(|e| error(None, &e))?;
+        serde_path_to_error::deserialize(document).map_err(|e| {
+            // The path is `.` when the error is about the document itself.
+            let key = e.path().to_string();
+            error((key != ".").then_some(key), e.inner())
         })
     }
+}
+
+/// The line (from 1) of byte `offset`, counted in bytes so that an offset
+/// inside a character cannot panic.
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// How a command reaches the MMP (the file's `mode` key).
@@ -275,15 +292,49 @@ pub struct Config {
     pub guard: guard_settings::GuardSettings,
 }
 
+/// The longest any timeout may be: a day.
+const LONGEST_TIMEOUT: f64 = 86_400.0;
+
 fn seconds(value: Option<f64>, default: f64, name: &str) -> anyhow::Result<Duration> {
     let value = value.unwrap_or(default);
-    if !(0.1..=86_400.0).contains(&value) {
-        bail!("timeouts.{name}: {value} is not between 0.1 and 86400 seconds");
+    // `contains` is false for NaN, so NaN and the infinities are refused
+    // here, before `Duration::from_secs_f64` could panic on them.
+    if !(0.1..=LONGEST_TIMEOUT).contains(&value) {
+        // Debug keeps 1e308 short, where Display would print 309 digits.
+        bail!("timeouts.{name}: {value:?} is not between 0.1 and {LONGEST_TIMEOUT} seconds");
     }
     Ok(Duration::from_secs_f64(value))
 }
 
-fn auth_sources(raw: &RawAuth, base: &Path, dirs: &Dirs) -> Vec<AuthSource> {
+/// An MMP user name: not empty, no spaces or control characters (SSH
+/// would send them as part of the name, and no MMP account has them).
+fn check_user(user: &str, key: &str) -> anyhow::Result<()> {
+    if user.is_empty() {
+        bail!("{key}: the MMP user is empty");
+    }
+    if user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("{key}: the MMP user '{}' has a space or a control character", user.escape_debug());
+    }
+    Ok(())
+}
+
+/// An environment variable's name, as a `*_env` key gives it: not empty,
+/// no `=`, NUL, space or control character (no variable could have it).
+fn check_variable(name: &str, key: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.chars().any(|c| c == '=' || c.is_whitespace() || c.is_control()) {
+        bail!("{key}: '{}' is not an environment variable's name", name.escape_debug());
+    }
+    Ok(())
+}
+
+/// The sources of `raw`, in the order they are tried; `key` is where it
+/// is in the file (`auth`, `server[1].auth`).
+fn auth_sources(raw: &RawAuth, key: &str, base: &Path, dirs: &Dirs) -> anyhow::Result<Vec<AuthSource>> {
+    for (name, variable) in [("password_env", &raw.password_env), ("key_passphrase_env", &raw.key_passphrase_env)] {
+        if let Some(variable) = variable {
+            check_variable(variable, &format!("{key}.{name}"))?;
+        }
+    }
     let mut sources = Vec::new();
     if raw.agent == Some(true) {
         sources.push(AuthSource::Agent);
@@ -306,7 +357,7 @@ fn auth_sources(raw: &RawAuth, base: &Path, dirs: &Dirs) -> Vec<AuthSource> {
     if sources.is_empty() {
         sources.push(AuthSource::PasswordEnv { variable: "WBGUARD_MMP_PASSWORD".into() });
     }
-    sources
+    Ok(sources)
 }
 
 impl Config {
@@ -324,32 +375,56 @@ impl Config {
         }
         let default_channel = raw.mode.unwrap_or(Channel::Exec);
         let default_user = raw.user.clone().unwrap_or_else(|| "admin".into());
+        check_user(&default_user, "user")?;
         let default_auth = raw.auth.clone().unwrap_or_default();
-        let mut servers = Vec::new();
+        let mut servers: Vec<Server> = Vec::new();
         for (i, s) in raw.servers.iter().enumerate() {
-            let what = format!("server[{i}] ({})", s.name);
-            if s.name.is_empty() || s.name.contains([',', ' ']) {
-                bail!("{what}: a name must be non-empty, without spaces or commas");
+            let key = |name: &str| format!("server[{i}].{name}");
+            if s.name.is_empty() || s.name.contains([',', ' ']) || s.name.chars().any(char::is_control) {
+                bail!(
+                    "{}: '{}': a name must be non-empty, without spaces, commas or control characters",
+                    key("name"),
+                    s.name.escape_debug()
+                );
             }
-            if servers.iter().any(|other: &Server| other.name == s.name) {
-                bail!("{what}: the name '{}' is used twice", s.name);
+            if servers.iter().any(|other| other.name == s.name) {
+                bail!("{}: the name '{}' is used twice", key("name"), s.name);
             }
-            let (host, port) = split_host_port(&s.mmp).with_context(|| format!("{what}: mmp"))?;
+            let (host, port) = split_host_port(&s.mmp).with_context(|| format!("{} ({})", key("mmp"), s.name))?;
             if let Some(url) = &s.webbridge_url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    bail!("{what}: webbridge_url '{url}' must start with http:// or https://");
-                }
+                address::HttpUrl::parse(url)
+                    .map_err(|why| anyhow::anyhow!("{} ({}): {why}", key("webbridge_url"), s.name))?;
+            }
+            let log_host = s.log_host.clone().unwrap_or_else(|| s.name.clone());
+            if log_host.is_empty() || log_host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("{} ({}): '{}' is not a host name", key("log_host"), s.name, log_host.escape_debug());
+            }
+            // Records are matched to servers by this name, whatever its case.
+            if let Some(other) = servers.iter().find(|other| other.log_host.eq_ignore_ascii_case(&log_host)) {
+                bail!(
+                    "{} ({}): the log host '{log_host}' is also {}'s: the guard could not tell their records apart",
+                    key("log_host"),
+                    s.name,
+                    other.name
+                );
+            }
+            let user = s.user.clone().unwrap_or_else(|| default_user.clone());
+            if s.user.is_some() {
+                check_user(&user, &key("user"))?;
             }
             servers.push(Server {
                 name: s.name.clone(),
                 host,
                 port,
-                log_host: s.log_host.clone().unwrap_or_else(|| s.name.clone()),
+                log_host,
                 webbridge_url: s.webbridge_url.clone(),
-                user: s.user.clone().unwrap_or_else(|| default_user.clone()),
+                user,
                 channel: s.mode.unwrap_or(default_channel),
                 legacy_algorithms: s.legacy_algorithms.unwrap_or(false),
-                auth: auth_sources(s.auth.as_ref().unwrap_or(&default_auth), base, dirs),
+                auth: match &s.auth {
+                    Some(auth) => auth_sources(auth, &key("auth"), base, dirs)?,
+                    None => auth_sources(&default_auth, "auth", base, dirs)?,
+                },
                 syslog_from: s.syslog_from.clone().unwrap_or_default(),
             });
         }
@@ -436,5 +511,85 @@ mod tests {
             error("[[server]]\nname = \"a\"\nmmp = \"h\"\n[[server]]\nname = \"a\"\nmmp = \"i\"\n").contains("twice")
         );
         assert!(error("[[server]]\nname = \"a\"\nmmp = \"h\"\nmode = \"telnet\"\n").contains("telnet"));
+    }
+
+    /// Each hostile value is refused by the key's name (and, for a type
+    /// error, the line).
+    #[test]
+    fn errors_name_the_key() {
+        let server = "[[server]]\nname = \"cms1\"\nmmp = \"10.0.0.1\"\n";
+        let error = |text: &str| match Config::parse(text, Path::new("/etc/wbguard/config.toml"), &Dirs::default()) {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => panic!("accepted: {text}"),
+        };
+        for (text, key) in [
+            (format!("{server}[policy]\nleak_at_least = -1\n"), "line 5: policy.leak_at_least: invalid value"),
+            (format!("{server}[watch]\nretention_days = -1\n"), "watch.retention_days"),
+            (format!("{server}[watch]\nretention_days = 0\n"), "watch.retention_days"),
+            (format!("{server}[watch]\nretention_days = 3651\n"), "watch.retention_days"),
+            (format!("{server}[policy]\nlimit = 0\n"), "policy.limit"),
+            (format!("{server}[policy]\nlimit = 10001\n"), "policy.limit"),
+            (format!("{server}[policy]\nleak_at_least = 10001\n"), "policy.leak_at_least"),
+            (format!("{server}[policy]\nmax_dropped_calls = 4000000000\n"), "policy.max_dropped_calls"),
+            (format!("{server}[policy]\nmin_interval = \"9999999999999999s\"\n"), "policy.min_interval"),
+            (format!("{server}[policy]\nmin_interval = \"59s\"\n"), "policy.min_interval"),
+            (format!("{server}[policy]\nmin_interval = \"31d\"\n"), "policy.min_interval"),
+            (format!("{server}[policy]\nstale_after = \"8d\"\n"), "policy.stale_after"),
+            (format!("{server}[policy]\nmode = 5\n"), "policy.mode"),
+            (
+                format!("{server}[[policy.window]]\ncron = \"0 2 * * 6\"\nduration = \"99999999999999h\"\n"),
+                "policy.window[0].duration",
+            ),
+            (format!("{server}[[policy.window]]\ncron = \"0 2 31 2 *\"\nduration = \"1h\"\n"), "policy.window[0].cron"),
+            (
+                format!(
+                    "{server}[[policy.window]]\ncron = \"0 2 * * 6\"\nduration = \"1h\"\nmax_dropped_calls = 10001\n"
+                ),
+                "policy.window[0].max_dropped_calls",
+            ),
+            (
+                format!("{server}[[policy.window]]\ncron = \"0 2 * * 6\"\nduration = \"1h\"\ntimezone = \"Mars\"\n"),
+                "policy.window[0].timezone",
+            ),
+            (format!("{server}[[policy.window]]\ncron = 7\nduration = \"1h\"\n"), "policy.window[0].cron"),
+            (format!("{server}[timeouts]\nconnect = 1e308\n"), "timeouts.connect"),
+            (format!("{server}[timeouts]\nauth = nan\n"), "timeouts.auth"),
+            (format!("{server}[timeouts]\ncommand = -inf\n"), "timeouts.command"),
+            (format!("{server}[timeouts]\nverify = \"2m\"\n"), "timeouts.verify"),
+            (format!("{server}[watch]\nlisten_http = \"127.0.0.1:0\"\n"), "watch.listen_http"),
+            (format!("{server}[watch]\nlisten_http = \"127.0.0.1:99999\"\n"), "watch.listen_http"),
+            (format!("{server}[watch]\nlisten_syslog = [\"udp://127.0.0.1:0\"]\n"), "watch.listen_syslog[0]"),
+            (format!("{server}[watch]\nrelays = [\"10.0.0.300\"]\n"), "watch.relays"),
+            (format!("{server}[watch]\nrestart_token_env = \"\"\n"), "watch.restart_token_env"),
+            (format!("{server}[[webhook]]\nurl = \"https://h:99999/x\"\n"), "webhook[0].url"),
+            (format!("{server}[[webhook]]\nurl_env = \"A=B\"\n"), "webhook[0].url_env"),
+            (format!("{server}[[webhook]]\nurl_env = \"A\"\nurl = \"https://h/\"\n"), "webhook[0]"),
+            (format!("{server}[[webhook]]\nformat = \"slack\"\n"), "webhook[0]"),
+            (format!("user = \"\"\n{server}"), "user"),
+            (format!("{server}user = \"ad min\"\n"), "server[0].user"),
+            (format!("{server}user = \"\"\n"), "server[0].user"),
+            ("[[server]]\nname = \"a\"\nmmp = \"h:99999\"\n".into(), "server[0].mmp"),
+            ("[[server]]\nname = \"a\"\nmmp = \"[::1]:0\"\n".into(), "server[0].mmp"),
+            (format!("{server}webbridge_url = \"http://[::1\"\n"), "server[0].webbridge_url"),
+            (format!("{server}webbridge_url = \"http://h:99999/\"\n"), "server[0].webbridge_url"),
+            (format!("{server}syslog_from = [\"nope\"]\n"), "server[0].syslog_from"),
+            (format!("{server}[server.auth]\npassword_env = \"\"\n"), "server[0].auth.password_env"),
+            (format!("[auth]\nkey_passphrase_env = \"a b\"\n{server}"), "auth.key_passphrase_env"),
+            (
+                format!("{server}[[server]]\nname = \"cms2\"\nmmp = \"10.0.0.2\"\nlog_host = \"CMS1\"\n"),
+                "server[1].log_host",
+            ),
+        ] {
+            let message = error(&text);
+            assert!(message.contains(key), "{key} not in: {message}\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_error_at_a_multibyte_character_counts_lines_without_panicking() {
+        assert_eq!(line_of("é\né", 1), 1);
+        assert_eq!(line_of("é\né", 3), 2);
+        assert_eq!(line_of("é", 99), 1);
+        assert!(format!("{:#}", RawConfig::parse("ü = ü\n").unwrap_err()).contains("line 1"));
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! Secrets are resolved here, when the guard starts or reloads: the webhook
 //! URLs and the page's token. A guard that lacks one refuses to start (a
-//! reload that lacks one is refused, the running configuration kept).
+//! reload that lacks one is refused, the running configuration kept). In
+//! enforce mode it also checks, without reading them, that each server's
+//! MMP credentials can be used (they are fetched at each restart).
 
 mod alerts;
 pub mod api;
@@ -34,9 +36,9 @@ use wbguard_core::policy::Mode;
 
 use crate::config::address::Listen;
 use crate::config::guard_settings::GuardSettings;
-use crate::config::Config;
+use crate::config::{Config, Server};
 use crate::ingest::{self, Intake, Sources};
-use crate::secret::Token;
+use crate::secret::{self, Problem, Token};
 pub use api::Endpoints;
 
 /// Batches of messages waiting for the guard (each about what one read
@@ -79,6 +81,11 @@ impl Setup {
         if settings.tls.is_none() && settings.listen_syslog.iter().any(|l| matches!(l, Listen::Tls(_))) {
             anyhow::bail!("a tls:// listener needs tls_certificate and tls_key in the configuration's [watch]");
         }
+        if settings.policy.mode == Mode::Enforce {
+            for server in self.config.iter().flat_map(|config| &config.servers) {
+                usable_credentials(server)?;
+            }
+        }
         let webhooks = settings
             .webhooks
             .iter()
@@ -101,6 +108,34 @@ impl Setup {
         let sources = self.config.as_ref().map_or_else(|| Ok(Sources::open()), Sources::from_config)?;
         Ok(Resolved { webhooks, restart_token, sources })
     }
+}
+
+/// In enforce mode the guard restarts alone, at any hour: each server's
+/// credentials must be usable now, checked without reading them. A source
+/// that can never work (a password file others may read) is refused
+/// wherever it is in the list, as it is certainly a mistake. A login tries
+/// the sources in order and stops at the first whose secret it cannot
+/// fetch, so the first one must be there (an unset variable is fine
+/// further down, reached only if an earlier source is rejected).
+fn usable_credentials(server: &Server) -> anyhow::Result<()> {
+    for source in &server.auth {
+        if let Some(problem) = source.problem().filter(Problem::is_error) {
+            anyhow::bail!("enforce mode: server {}: {}: {problem}", server.name, secret::describe(source));
+        }
+    }
+    let Some(first) = server.auth.first() else {
+        anyhow::bail!("enforce mode: server {} has no credentials", server.name);
+    };
+    let why = match first.problem() {
+        Some(problem) => problem.to_string(),
+        None if !first.unattended() => "a guard has no terminal to ask for a password on".into(),
+        None => return Ok(()),
+    };
+    anyhow::bail!(
+        "enforce mode: server {}: its credentials cannot be used now ({}: {why}); a login stops at the first source it cannot use",
+        server.name,
+        secret::describe(first)
+    )
 }
 
 /// A guard ready to serve: secrets fetched, state opened, TLS loaded,

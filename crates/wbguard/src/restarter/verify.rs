@@ -57,30 +57,8 @@ impl Verification {
     }
 }
 
-struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    path: String,
-}
-
-fn parse(url: &str) -> Option<Target> {
-    let (tls, rest) = match url.split_once("://")? {
-        ("http", rest) => (false, rest),
-        ("https", rest) => (true, rest),
-        _ => return None,
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let (host, port) = crate::config::address::split_host_port(authority).ok()?;
-    let port = if authority.contains(':') && !authority.ends_with(']') {
-        port
-    } else if tls {
-        443
-    } else {
-        80
-    };
-    Some(Target { tls, host, port, path })
-}
+/// Where the page is: the configuration's reading of the URL.
+type Target = crate::config::address::HttpUrl;
 
 /// What one probe found.
 enum Probe {
@@ -95,7 +73,12 @@ enum Probe {
 /// Waits, up to `timeout`, for the page at `url` to answer.
 pub async fn wait_until_up(url: Option<&str>, timeout: Duration) -> Verification {
     let Some(url) = url else { return Verification::NotConfigured };
-    let Some(target) = parse(url) else { return Verification::Failed(format!("cannot read the URL {url}")) };
+    let target = match Target::parse(url) {
+        Ok(target) => target,
+        // The configuration checked it already; the URL is not repeated,
+        // as it may hold credentials.
+        Err(why) => return Verification::Failed(format!("cannot read the URL: {why}")),
+    };
     let deadline = Instant::now() + timeout;
     // `webbridge restart` returns once the web bridge is restarting, so the
     // page is asked at once, then every FIRST_PAUSE while a quick restart
@@ -152,7 +135,8 @@ async fn probe(target: &Target) -> std::io::Result<Probe> {
 async fn get(mut stream: impl AsyncRead + AsyncWrite + Unpin, target: &Target) -> std::io::Result<bool> {
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: wbguard\r\nConnection: close\r\n\r\n",
-        target.path, target.host
+        target.path,
+        target.authority()
     );
     stream.write_all(request.as_bytes()).await?;
     let mut head = [0u8; 64];
@@ -243,11 +227,17 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = parse("http://127.0.0.1:8081/").unwrap();
+        let t = Target::parse("http://127.0.0.1:8081/").unwrap();
         assert_eq!((t.tls, t.host.as_str(), t.port, t.path.as_str()), (false, "127.0.0.1", 8081, "/"));
-        let t = parse("https://join.example.com/webrtc").unwrap();
+        let t = Target::parse("https://join.example.com/webrtc").unwrap();
         assert_eq!((t.tls, t.port, t.path.as_str()), (true, 443, "/webrtc"));
-        assert!(parse("ftp://x").is_none());
+        assert!(Target::parse("ftp://x").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_url_is_not_repeated() {
+        let verification = wait_until_up(Some("https://admin:s3cret/@h/"), Duration::from_millis(10)).await;
+        assert!(matches!(&verification, Verification::Failed(why) if !why.contains("s3cret")), "{verification:?}");
     }
 
     /// `openssl s_server -www` with a self-signed certificate: the page is

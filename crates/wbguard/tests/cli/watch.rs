@@ -27,6 +27,11 @@ impl Guard {
         Guard::spawn(Command::new(env!("CARGO_BIN_EXE_wbguard")), extra, Stdio::null())
     }
 
+    /// [`Guard::start`], its log (standard error) going to `stderr`.
+    pub fn start_with_stderr(extra: &[&str], stderr: impl Into<Stdio>) -> Guard {
+        Guard::spawn(Command::new(env!("CARGO_BIN_EXE_wbguard")), extra, stderr.into())
+    }
+
     /// A guard that may open at most `files` file descriptors, its log
     /// going to `log`.
     pub fn start_with_few_files(files: u32, log: &std::path::Path, extra: &[&str]) -> Guard {

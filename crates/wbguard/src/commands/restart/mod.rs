@@ -54,12 +54,16 @@ pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Out
             server.user,
             server.channel,
             auth.join(" or "),
-            server.webbridge_url.as_deref().map_or("no page check".into(), |u| format!("wait for {u}"))
+            server
+                .webbridge_url
+                .as_deref()
+                .map_or("no page check".into(), |u| format!("wait for {}", secret::redact_userinfo(u)))
         );
     }
     if args.dry_run {
+        let unusable = credential_problems(&servers);
         println!("dry run: nothing was touched");
-        return Ok(Outcome::Success);
+        return Ok(if unusable { Outcome::InputErrors } else { Outcome::Success });
     }
 
     let unsafe_servers = safety(args, &config, &servers)?;
@@ -99,6 +103,23 @@ pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Out
         outcome = outcome.max(Outcome::Refused);
     }
     Ok(outcome)
+}
+
+/// Reports what a dry run can see of the servers' credentials without
+/// reading them: a source that cannot work (a password file others may
+/// read) is an error, one missing here (a variable cron sets) a warning.
+/// Whether there was an error.
+fn credential_problems(servers: &[Server]) -> bool {
+    let mut unusable = false;
+    for server in servers {
+        for source in &server.auth {
+            let Some(problem) = source.problem() else { continue };
+            unusable |= problem.is_error();
+            let level = if problem.is_error() { "error" } else { "warning" };
+            eprintln!("{level}: {}: {}: {problem}", server.name, secret::describe(source));
+        }
+    }
+    unusable
 }
 
 /// Which servers may not be restarted now, and whether that is a refusal
