@@ -94,6 +94,7 @@ authentication, Cisco's script its password, as each is meant to.
 |---|---|---|
 | Cisco's script / `wbguard restart --parallel 32` | at least 100x | **{cisco_t / wb:.0f}x** (page checked: {cisco_t / wb_checked:.0f}x) |
 | parallel-ssh -p 32 / `wbguard restart --parallel 32` | at least 3x | **{pssh / wb:.1f}x** (page checked: {pssh / wb_checked:.1f}x) |
+| `wbguard restart --parallel 32` (page checked) / parallel-ssh -p 32 | at most 1.5x | **{wb_checked / pssh:.2f}x** |
 
 wbguard also checks each host key against known_hosts, runs `version`
 before the restart (to skip release 3.x), writes the restart log and the
