@@ -9,8 +9,11 @@
 //! as its cause lasts (EMFILE and ENFILE until descriptors are freed,
 //! ENOBUFS/ENOMEM under memory pressure), so retrying at once would spin a
 //! core and flood the log; the pause starts at [`BACKOFF_FIRST`] and
-//! doubles to [`BACKOFF_MAX`], the first failure of a run is logged and
-//! the rest only counted, and the end of the run is logged with its count.
+//! doubles to [`BACKOFF_MAX`]. The first failure of a run is logged, the
+//! rest only counted, and the end of the run is logged with its count; a
+//! run that starts within [`QUIET`] of the last warning is not logged
+//! again (recovering from EMFILE, accepts fail and succeed by turns as
+//! descriptors come and go).
 
 use std::future::Future;
 use std::io;
@@ -27,6 +30,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 /// The longest pause: descriptors freed are used within a second.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// After a warning about failed accepts, how long the next runs of
+/// failures stay unlogged.
+pub const QUIET: Duration = Duration::from_secs(60);
 
 /// Where connections come from: a TCP listener (tests use a stand-in).
 pub trait Incoming: Send + 'static {
@@ -70,6 +77,10 @@ pub struct Gate<L = TcpListener> {
     /// Failed accepts in a row: only the first of a run is logged (EMFILE
     /// repeats for as long as descriptors are short).
     failures: u64,
+    /// When failed accepts were last warned about (see [`QUIET`]).
+    warned_at: Option<tokio::time::Instant>,
+    /// This run of failures was warned about: its end is logged too.
+    run_warned: bool,
     /// What it accepts for, in log messages.
     what: &'static str,
 }
@@ -78,7 +89,15 @@ impl<L: Incoming> Gate<L> {
     /// A gate of `places` connections at once on `incoming`; `what` names
     /// it in log messages ("syslog over TCP").
     pub fn new(incoming: L, places: usize, what: &'static str) -> Gate<L> {
-        Gate { incoming, places: Arc::new(Semaphore::new(places)), backoff: BACKOFF_FIRST, failures: 0, what }
+        Gate {
+            incoming,
+            places: Arc::new(Semaphore::new(places)),
+            backoff: BACKOFF_FIRST,
+            failures: 0,
+            warned_at: None,
+            run_warned: false,
+            what,
+        }
     }
 
     /// The listener.
@@ -93,7 +112,7 @@ impl<L: Incoming> Gate<L> {
         loop {
             match self.incoming.accept().await {
                 Ok((stream, from)) => {
-                    if self.failures > 0 {
+                    if self.run_warned {
                         tracing::info!(
                             "{}: accepting connections again, after {} failed tries",
                             self.what,
@@ -101,22 +120,26 @@ impl<L: Incoming> Gate<L> {
                         );
                     }
                     self.failures = 0;
+                    self.run_warned = false;
                     self.backoff = BACKOFF_FIRST;
                     return Accepted { stream, from, place };
                 }
                 Err(error) => {
-                    if self.failures == 0 {
-                        // A client that gave up before it was accepted is
-                        // its own business; anything else is ours.
-                        if matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
-                            tracing::debug!("{}: a connection was gone before it was accepted: {error}", self.what);
-                        } else {
-                            tracing::warn!(
-                                "{}: cannot accept connections: {error}; trying again, pausing up to {} ms between tries",
-                                self.what,
-                                BACKOFF_MAX.as_millis()
-                            );
-                        }
+                    // A client that gave up before it was accepted is its
+                    // own business; anything else is ours, said once.
+                    let theirs =
+                        matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset);
+                    let quiet = self.warned_at.is_some_and(|at| at.elapsed() < QUIET);
+                    if theirs {
+                        tracing::debug!("{}: a connection was gone before it was accepted: {error}", self.what);
+                    } else if !self.run_warned && !quiet {
+                        tracing::warn!(
+                            "{}: cannot accept connections: {error}; trying again, pausing up to {} ms between tries",
+                            self.what,
+                            BACKOFF_MAX.as_millis()
+                        );
+                        self.warned_at = Some(tokio::time::Instant::now());
+                        self.run_warned = true;
                     }
                     self.failures += 1;
                     tokio::time::sleep(self.backoff).await;
@@ -177,10 +200,14 @@ mod tests {
         let started = Instant::now();
         let _first = gate.accept().await;
         assert_eq!((gate.failures, gate.backoff), (0, BACKOFF_FIRST));
+        let warned = gate.warned_at;
+        assert!(warned.is_some());
         let _second = gate.accept().await;
         // 10 + 20 ms, then 10 ms again: the pause started over.
         assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
         assert_eq!(tries.load(Ordering::Relaxed), 5);
+        // The second run came within a minute of the warning: not warned about.
+        assert_eq!(gate.warned_at, warned);
     }
 
     /// With every place taken, nothing is accepted until one is given back.
