@@ -12,13 +12,15 @@
 //!   model), [`restarter`] (one restart, verified, audited), [`ingest`]
 //!   (syslog in), [`guard`] (the running guard and its HTTP side);
 //! - leaves: [`config`] (TOML in, typed values out), [`secret`] (where a
-//!   secret lives; fetched at use), [`dirs`], [`cli`], [`exit`].
+//!   secret lives; fetched at use), [`dirs`], [`files`] (bounded reads),
+//!   [`cli`], [`exit`].
 
 mod cli;
 mod commands;
 mod config;
 mod dirs;
 mod exit;
+mod files;
 mod guard;
 mod ingest;
 mod logs;

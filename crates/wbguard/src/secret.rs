@@ -22,6 +22,8 @@ use anyhow::{bail, Context};
 use russh::keys::PrivateKey;
 use serde::Serialize;
 
+use crate::files::{read_bounded, SECRET_FILE};
+
 /// Where a server's MMP credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "from", rename_all = "snake_case")]
@@ -132,7 +134,8 @@ impl Location {
             },
             Location::File(path) => {
                 check_private(path)?;
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let text =
+                    read_bounded(path, SECRET_FILE).with_context(|| format!("cannot read {}", path.display()))?;
                 let text = text.trim();
                 if text.is_empty() {
                     bail!("{} is empty", path.display());
@@ -285,7 +288,7 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
         },
         AuthSource::PasswordFile { path } => {
             check_private(path).context("password file")?;
-            let text = std::fs::read_to_string(path).with_context(|| format!("password file {}", path.display()))?;
+            let text = read_bounded(path, SECRET_FILE).with_context(|| format!("password file {}", path.display()))?;
             let password = text.trim_end_matches(['\n', '\r']).to_owned();
             if password.is_empty() {
                 bail!("password file {} is empty", path.display());

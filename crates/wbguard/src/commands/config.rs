@@ -21,7 +21,8 @@ pub fn run(config_path: Option<&Path>, command: &ConfigCommand) -> anyhow::Resul
     match command {
         ConfigCommand::Check => check(config_path),
         ConfigCommand::ImportCiscoScript { script } => {
-            let text = std::fs::read_to_string(script).with_context(|| format!("cannot read {}", script.display()))?;
+            let text = crate::files::read_bounded(script, crate::files::TEXT_FILE)
+                .with_context(|| format!("cannot read {}", script.display()))?;
             print!("{}", import_cisco_script(&text, script)?);
             Ok(Outcome::Success)
         }

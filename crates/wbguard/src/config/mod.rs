@@ -54,7 +54,8 @@ pub fn find(explicit: Option<&Path>, dirs: &Dirs) -> anyhow::Result<PathBuf> {
 /// Finds and loads the configuration: `explicit`, else the search path.
 pub fn load(explicit: Option<&Path>, dirs: &Dirs) -> anyhow::Result<(PathBuf, Config)> {
     let path = find(explicit, dirs)?;
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::files::read_bounded(&path, crate::files::TEXT_FILE)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let config = Config::parse(&text, &path, dirs).with_context(|| format!("in {}", path.display()))?;
     Ok((path, config))
 }

@@ -104,6 +104,15 @@ fn hostile_values_exit_2_naming_the_key() {
     assert!(stderr(&out).contains("state_dir") && stderr(&out).contains("/etc/passwd"), "{}", stderr(&out));
 }
 
+/// A configuration that is no text file (an endless device, a log named
+/// by mistake) is refused at a bound, not read until memory runs out.
+#[test]
+fn an_endless_configuration_is_refused_not_read() {
+    let out = wbguard_env(&["--config", "/dev/zero", "config", "check"], None, &[]);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+    assert!(stderr(&out).contains("/dev/zero") && stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_demo_too_long_is_refused_by_its_flag() {
     let out = wbguard_env(&["demo", "--duration", "99999999999999d"], None, &[]);

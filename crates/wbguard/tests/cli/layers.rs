@@ -13,6 +13,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("config", Layer::Leaf),
     ("dirs", Layer::Leaf),
     ("exit", Layer::Leaf),
+    ("files", Layer::Leaf),
     ("secret", Layer::Leaf),
     ("guard", Layer::Service),
     ("ingest", Layer::Service),
