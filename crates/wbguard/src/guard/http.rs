@@ -6,6 +6,7 @@
 //! accept; a pause after a failed accept), at most
 //! [`MAX_HTTP_CONNECTIONS`] at once.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -67,7 +68,7 @@ impl axum::serve::Listener for Bounded {
 
     async fn accept(&mut self) -> (Placed, SocketAddr) {
         let Accepted { stream, from, place } = self.0.accept().await;
-        (Placed { stream, _place: place }, from)
+        (Placed::new(stream, place), from)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -76,21 +77,62 @@ impl axum::serve::Listener for Bounded {
 }
 
 /// A connection and its place: the place is given back when the
-/// connection is dropped, i.e. closed.
+/// connection is dropped, i.e. closed. A connection on which nothing moves
+/// for [`IDLE`] is closed: idle or half-sent requests must not hold the
+/// places that `/healthz` and the scrapes need.
 struct Placed {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+    /// When the connection counts as idle; moved on by every byte.
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long an HTTP connection may stay silent both ways (a keep-alive
+/// between scrapes, a request never finished, a reader that stopped).
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Placed {
+    fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Placed {
+        Placed { stream, _place: place, idle: Box::pin(tokio::time::sleep(IDLE)) }
+    }
+
+    /// Something moved: the idle clock starts again.
+    fn moved(&mut self) {
+        self.idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+    }
+
+    /// Nothing could move: an error once the connection has been idle too long.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle HTTP connection"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Placed {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Pending => this.waiting(cx),
+            ready => {
+                this.moved();
+                ready
+            }
+        }
     }
 }
 
 impl AsyncWrite for Placed {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Pending => this.waiting(cx),
+            ready => {
+                this.moved();
+                ready
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -98,7 +140,14 @@ impl AsyncWrite for Placed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.waiting(cx),
+            ready => {
+                this.moved();
+                ready
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -198,4 +247,34 @@ async fn status(State(web): State<Web>) -> Json<Status> {
 async fn metrics(State(web): State<Web>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let format = Format::accepted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     ([(header::CONTENT_TYPE, format.content_type())], web.shared.metrics.encode(format))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// A connection on which nothing moves is closed after [`IDLE`] (in
+    /// paused time: the test takes no 30 s) and gives its place back.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_and_gives_its_place_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let places = Arc::new(Semaphore::new(1));
+        let mut placed = Placed::new(stream, places.clone().acquire_owned().await.unwrap());
+        client.write_all(b"GET / HT").await.unwrap();
+        let mut buffer = [0u8; 16];
+        assert_eq!(placed.read(&mut buffer).await.unwrap(), 8);
+        // The rest of the request never comes.
+        let started = tokio::time::Instant::now();
+        let error = placed.read(&mut buffer).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= IDLE, "{:?}", started.elapsed());
+        assert_eq!(places.available_permits(), 0);
+        drop(placed);
+        assert_eq!(places.available_permits(), 1);
+    }
 }
