@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wbguard_core::policy::Mode;
 
 use crate::config::address::Listen;
+use crate::config::guard_settings::Clock;
 
 /// Keeps Cisco Meeting Server web bridges open despite the Web Bridge 2
 /// session leak (CSCvt73723).
@@ -32,6 +33,15 @@ fn mode(text: &str) -> Result<Mode, String> {
         "observe" => Ok(Mode::Observe),
         "enforce" => Ok(Mode::Enforce),
         other => Err(format!("'{other}' is neither observe nor enforce")),
+    }
+}
+
+/// `--clock`: wall or data.
+fn clock(text: &str) -> Result<Clock, String> {
+    match text {
+        "wall" => Ok(Clock::Wall),
+        "data" => Ok(Clock::Data),
+        other => Err(format!("'{other}' is neither wall nor data")),
     }
 }
 
@@ -128,6 +138,12 @@ pub struct WatchArgs {
     /// [[webhook]]) is reread on SIGHUP.
     #[arg(long, value_name = "MODE", value_parser = mode)]
     pub mode: Option<Mode>,
+    /// What "now" is: wall (the machine's clock; records dated more than
+    /// watch.future_tolerance ahead of it are counted and ignored) or data
+    /// (the newest record, for simulations faster than real time: trusts
+    /// every sender's clock).
+    #[arg(long, value_name = "CLOCK", value_parser = clock, default_value = "wall")]
+    pub clock: Clock,
 }
 
 /// `wbguard status`.

@@ -30,10 +30,29 @@ fn table(url: &str, status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "guard at {url}: {} mode, as of {}",
+        "guard at {url}: {} mode, as of {} ({} clock)",
         mode.as_deref().unwrap_or("?"),
-        snapshot.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        snapshot.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        snapshot.clock.name()
     );
+    for server in &snapshot.servers_ahead {
+        let _ = writeln!(
+            out,
+            "clock: {} sends records dated {} s ahead of the guard's clock ({} ignored since {})",
+            server.host,
+            server.ahead_seconds,
+            server.records,
+            server.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    for entry in &snapshot.journal_ahead {
+        let _ = writeln!(
+            out,
+            "journal: the restart of {} dated {} is in the future: not used",
+            entry.webbridge,
+            entry.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     let _ = writeln!(
         out,
         "{:<16} {:>6} {:>9} {:>9}  {:<17}  DECISION",

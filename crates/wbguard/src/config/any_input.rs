@@ -263,6 +263,7 @@ const WATCH: &[(&str, Kind)] = &[
     ("relays", Kind::Texts),
     ("log_timezone", Kind::Text),
     ("retention_days", Kind::Integer),
+    ("future_tolerance", Kind::Text),
     ("restart_token_env", Kind::Text),
 ];
 
@@ -441,6 +442,7 @@ const PATHS: &[KeyPath] = &[
     &["watch", "relays"],
     &["watch", "log_timezone"],
     &["watch", "retention_days"],
+    &["watch", "future_tolerance"],
     &["watch", "restart_token_env"],
     &["policy"],
     &["policy", "mode"],

@@ -12,6 +12,7 @@
 //! relays = ["10.0.0.5"]                        # may forward lines of any configured server
 //! log_timezone = "UTC"                         # for timestamps that carry no zone
 //! retention_days = 90
+//! future_tolerance = "2m"                      # records dated further ahead are ignored
 //! restart_token_env = "WBGUARD_RESTART_TOKEN"  # enables the page's "restart now" (enforce mode)
 //!
 //! [policy]
@@ -31,7 +32,7 @@
 //! [[webhook]]
 //! format = "slack"            # "generic" (default), "webex" or "slack"
 //! url_env = "WBGUARD_SLACK_WEBHOOK"   # or url_file, or url (the URL is a secret)
-//! events = ["restart", "failure", "lockout"]  # default: all four, with "decision"
+//! events = ["restart", "failure", "lockout"]  # default: all five, with "decision" and "clock"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +67,8 @@ pub struct RawWatch {
     pub log_timezone: Option<String>,
     /// Days of history kept.
     pub retention_days: Option<u32>,
+    /// How far ahead of the guard's clock a record may be dated (`2m`).
+    pub future_tolerance: Option<String>,
     /// Environment variable holding the token that enables the status
     /// page's "restart now" (enforce mode only).
     pub restart_token_env: Option<String>,
@@ -122,7 +125,7 @@ pub struct RawWebhook {
     pub url_file: Option<PathBuf>,
     /// `generic`, `webex` or `slack`.
     pub format: Option<WebhookFormat>,
-    /// Which events: `decision`, `restart`, `failure`, `lockout`.
+    /// Which events: `decision`, `restart`, `failure`, `lockout`, `clock`.
     pub events: Option<Vec<Event>>,
 }
 
@@ -150,11 +153,14 @@ pub enum Event {
     Failure,
     /// A web bridge reached its limit: users are refused.
     Lockout,
+    /// A server's records come from the future (its clock runs ahead, or
+    /// its lines are forged): they are ignored.
+    Clock,
 }
 
 impl Event {
     /// Every event, in order.
-    pub const ALL: [Event; 4] = [Event::Decision, Event::Restart, Event::Failure, Event::Lockout];
+    pub const ALL: [Event; 5] = [Event::Decision, Event::Restart, Event::Failure, Event::Lockout, Event::Clock];
 
     /// Its name in the file and in the generic body.
     pub fn name(self) -> &'static str {
@@ -163,6 +169,7 @@ impl Event {
             Event::Restart => "restart",
             Event::Failure => "failure",
             Event::Lockout => "lockout",
+            Event::Clock => "clock",
         }
     }
 }
@@ -190,6 +197,30 @@ impl WebhookSettings {
     }
 }
 
+/// What the guard's "now" is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// The machine's clock: records dated further ahead than the tolerance
+    /// are ignored, so a forged line or a server whose clock runs ahead
+    /// cannot move a decision.
+    #[default]
+    Wall,
+    /// The newest accepted record, when it is ahead of the machine's clock:
+    /// for simulations that run faster than real time. Trusts the senders.
+    Data,
+}
+
+impl Clock {
+    /// Its name on the command line and in `/api/status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::Wall => "wall",
+            Clock::Data => "data",
+        }
+    }
+}
+
 /// The guard's settings, checked (defaults without a configuration file).
 #[derive(Debug, Clone)]
 pub struct GuardSettings {
@@ -207,6 +238,11 @@ pub struct GuardSettings {
     pub log_timezone: chrono_tz::Tz,
     /// How long history is kept.
     pub retention: Duration,
+    /// What "now" is (`--clock`; not in the file: a simulation asks for
+    /// the data's clock on its command line).
+    pub clock: Clock,
+    /// How far ahead of the wall clock a record may be dated.
+    pub future_tolerance: Duration,
     /// When to restart.
     pub policy: Policy,
     /// Sessions at which a web bridge refuses new ones.
@@ -231,6 +267,8 @@ impl Default for GuardSettings {
             relays: Vec::new(),
             log_timezone: chrono_tz::Tz::UTC,
             retention: Duration::days(90),
+            clock: Clock::Wall,
+            future_tolerance: Duration::minutes(2),
             policy: Policy::default(),
             limit: 149,
             webhooks: Vec::new(),
@@ -414,6 +452,10 @@ impl GuardSettings {
             None => defaults.retention,
             Some(days) => Duration::days(days.into()),
         };
+        let future_tolerance = match &watch.future_tolerance {
+            None => defaults.future_tolerance,
+            Some(text) => duration(text, "watch.future_tolerance", std::time::Duration::from_secs(1), DAY)?,
+        };
         let raw_policy = raw_policy.cloned().unwrap_or_default();
         let limit = count(raw_policy.limit, "policy.limit", 1, LARGEST_COUNT)?.unwrap_or(defaults.limit);
         if let Some(variable) = &watch.restart_token_env {
@@ -429,6 +471,8 @@ impl GuardSettings {
             relays: watch.relays.unwrap_or_default(),
             log_timezone,
             retention,
+            clock: defaults.clock,
+            future_tolerance,
             policy: policy(&raw_policy)?,
             limit,
             webhooks: webhooks
@@ -460,6 +504,7 @@ impl GuardSettings {
             "relays": self.relays,
             "log_timezone": self.log_timezone.name(),
             "retention_days": self.retention.num_days(),
+            "future_tolerance_seconds": self.future_tolerance.num_seconds(),
             "restart_now": self.restart_token.as_ref().map_or("disabled".to_owned(), |token| format!("enabled, token from {}", token.describe())),
             "policy": {
                 "mode": policy.mode,

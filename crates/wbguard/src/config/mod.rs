@@ -528,6 +528,8 @@ mod tests {
             (format!("{server}[watch]\nretention_days = -1\n"), "watch.retention_days"),
             (format!("{server}[watch]\nretention_days = 0\n"), "watch.retention_days"),
             (format!("{server}[watch]\nretention_days = 3651\n"), "watch.retention_days"),
+            (format!("{server}[watch]\nfuture_tolerance = \"2d\"\n"), "watch.future_tolerance"),
+            (format!("{server}[watch]\nfuture_tolerance = \"0s\"\n"), "watch.future_tolerance"),
             (format!("{server}[policy]\nlimit = 0\n"), "policy.limit"),
             (format!("{server}[policy]\nlimit = 10001\n"), "policy.limit"),
             (format!("{server}[policy]\nleak_at_least = 10001\n"), "policy.leak_at_least"),

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use wbguard_core::model::{ClusterEstimate, WebBridgeEstimate};
 use wbguard_core::policy::{Decision, Mode};
 
+pub use crate::config::guard_settings::Clock;
+
 /// What a running guard listens on; printed as one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Endpoints {
@@ -35,11 +37,50 @@ pub struct WebBridgeView {
     pub restarts: Vec<DateTime<Utc>>,
 }
 
+/// A server whose records come from the future: its clock runs ahead of
+/// the guard's (or somebody forges its lines). Its records are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerAhead {
+    /// Log host name.
+    pub host: String,
+    /// How far its latest record was ahead of the guard's clock.
+    pub ahead_seconds: i64,
+    /// When its first record from the future came (guard's clock).
+    pub first_seen: DateTime<Utc>,
+    /// When its latest one came.
+    pub last_seen: DateTime<Utc>,
+    /// Its records ignored since `first_seen`.
+    pub records: u64,
+}
+
+/// A restart in the guard's journal dated in the future when the guard
+/// started: reported, and not used for `min_interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalAhead {
+    /// The web bridge.
+    pub webbridge: String,
+    /// The restart's date as journaled.
+    pub time: DateTime<Utc>,
+}
+
 /// What the guard knows, as of `now`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// When it was taken.
     pub now: DateTime<Utc>,
+    /// Where `now` comes from: `wall` (the machine's clock) or `data` (the
+    /// newest record: a simulation).
+    #[serde(default)]
+    pub clock: Clock,
+    /// How far ahead of the wall clock a record may be dated.
+    #[serde(default)]
+    pub future_tolerance_seconds: i64,
+    /// Servers whose records come from the future, and are ignored.
+    #[serde(default)]
+    pub servers_ahead: Vec<ServerAhead>,
+    /// Journaled restarts dated in the future at start, not used.
+    #[serde(default)]
+    pub journal_ahead: Vec<JournalAhead>,
     /// Observe or enforce.
     pub mode: Mode,
     /// Sessions at which a web bridge refuses new ones.

@@ -4,7 +4,7 @@
 //! One task owns the model (no lock around it); it publishes an immutable
 //! [`Snapshot`] after every change, which readers clone cheaply. Decisions
 //! are taken every [`DECIDE_EVERY`] on the latest data, with `now` from the
-//! clock: the core stays pure, time enters here.
+//! guard's clock ([`super::clock`]): the core stays pure, time enters here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,12 +18,15 @@ use wbguard_core::model::{Deployment, ModelConfig};
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
 use super::alerts::Alarms;
+use super::api::JournalAhead;
+use super::clock::{GuardClock, Verdict};
 use super::enforce::{Enforcer, Finished};
 use super::history::History;
 use super::metrics::RestartResult;
-use super::notify::Notifier;
+use super::notify::{Notice, Notifier};
 use super::snapshot::{Shared, Snapshot};
 use super::Setup;
+use crate::config::guard_settings::Event;
 use crate::config::Config;
 use crate::ingest::metrics::MessageResult;
 use crate::ingest::{Batch, Origin};
@@ -55,7 +58,8 @@ fn sample(record: &wbguard_core::log::Record) -> Option<Sample> {
     })
 }
 
-/// What a reload (SIGHUP) may change while the guard runs.
+/// What a reload (SIGHUP) may change while the guard runs (the clock is
+/// set by the command line and stays).
 #[derive(Debug, Clone)]
 pub struct Rules {
     /// The policy.
@@ -116,6 +120,8 @@ pub struct Guard {
     pub restarted: BTreeMap<String, DateTime<Utc>>,
     /// Webhooks.
     pub notifier: Notifier,
+    /// Wall or data, and how far ahead a record may be dated.
+    pub clock: GuardClock,
 }
 
 impl Guard {
@@ -128,7 +134,17 @@ impl Guard {
         mut manual: mpsc::Receiver<Manual>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let Guard { rules, limit, shared, history, restarted, notifier } = self;
+        let Guard { rules, limit, shared, history, restarted, notifier, clock } = self;
+        // A journal written under a clock that ran ahead (or by a guard that
+        // followed a forged line) would hold its web bridges for as long as
+        // min_interval after a date that has not come yet.
+        let (restarted, future) = clock.split_journal(restarted, Utc::now());
+        for (webbridge, time) in &future {
+            tracing::warn!(
+                "journal: the last restart of {webbridge} is dated {time}, in the future: not used for min_interval"
+            );
+        }
+        let journal_ahead = future.into_iter().map(|(webbridge, time)| JournalAhead { webbridge, time }).collect();
         let (enforcer, mut finished) =
             Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit());
         let mut task = Task {
@@ -145,7 +161,19 @@ impl Guard {
             alarms: Alarms::default(),
             estimated: None,
             decisions: Vec::new(),
+            clock,
+            journal_ahead,
         };
+        tracing::info!(
+            "clock: {}",
+            match task.clock.source {
+                super::clock::Clock::Wall =>
+                    format!("wall (records dated more than {} s ahead are ignored)", task.clock.tolerance.num_seconds()),
+                super::clock::Clock::Data =>
+                    "data: \"now\" follows the newest record, for simulations faster than real time".to_owned(),
+            }
+        );
+        task.publish();
         let mut decide_tick = tokio::time::interval(DECIDE_EVERY);
         let mut prune_tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -162,7 +190,7 @@ impl Guard {
                 Some(request) = manual.recv() => task.manual(request).await,
                 Some(done) = finished.recv() => task.finished(done),
                 _ = decide_tick.tick() => task.decide().await,
-                _ = prune_tick.tick() => task.history.prune(Utc::now() - task.rules.retention),
+                _ = prune_tick.tick() => task.prune(),
                 _ = shutdown.changed() => break,
             }
         }
@@ -198,27 +226,36 @@ struct Task {
     /// The last decision recorded per web bridge: only changes are stored.
     recorded: BTreeMap<String, (policy::Action, String)>,
     alarms: Alarms,
-    /// When estimates were last stored (data time).
+    /// When estimates were last stored (the guard's time).
     estimated: Option<DateTime<Utc>>,
+    /// "Now", and the servers whose records come from the future.
+    clock: GuardClock,
+    /// Journaled restarts dated in the future at start.
+    journal_ahead: Vec<JournalAhead>,
 }
 
 impl Task {
     /// Parses a batch and feeds the model.
     fn ingest(&mut self, batch: &Batch) {
         // A line without a host is named by its server, else by where it
-        // came from; a year is inferred against the data's own time when it
-        // runs ahead of the clock (a fast simulator).
+        // came from; a year is inferred against the guard's "now".
         let default_host = match &batch.origin {
             Origin::Servers(hosts) if hosts.len() == 1 => hosts[0].to_string(),
             _ => batch.source.to_string(),
         };
-        let ctx =
-            ParseContext { zone: self.rules.zone, reference: data_now(&self.model), default_host: Some(default_host) };
-        let (mut parsed, mut noise, mut malformed, mut rejected) = (0, 0, 0, 0);
+        let wall = Utc::now();
+        let ctx = ParseContext {
+            zone: self.rules.zone,
+            reference: self.clock.now(&self.model),
+            default_host: Some(default_host),
+        };
+        let (mut parsed, mut noise, mut malformed, mut rejected, mut future) = (0, 0, 0, 0, 0);
         for message in batch.messages() {
             match parse_line(message, &ctx) {
                 // Speaking for a server it is not: never moves a decision.
                 Ok(Some(record)) if !self.rules.accepts(&batch.origin, &record.host) => rejected += 1,
+                // Dated in the future: never moves the clock or a decision.
+                Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
                 Ok(Some(record)) => {
                     parsed += 1;
                     self.model.observe(&record);
@@ -234,16 +271,61 @@ impl Task {
         counts.add(MessageResult::Noise, noise);
         counts.add(MessageResult::Malformed, malformed);
         counts.add(MessageResult::Rejected, rejected);
+        counts.add(MessageResult::Future, future);
         // Samples go to the history writer in bounded batches.
         if self.samples.len() >= SAMPLES_PER_WRITE {
             self.history.samples(std::mem::take(&mut self.samples));
         }
     }
 
+    /// Whether `record` is dated in the future (and so ignored); the first
+    /// from a server in a while is logged and announced.
+    fn dated_ahead(&mut self, record: &wbguard_core::log::Record, wall: DateTime<Utc>) -> bool {
+        match self.clock.judge(&record.host, record.time, wall) {
+            Verdict::Admitted => false,
+            Verdict::Future => true,
+            Verdict::NewlyAhead(server) => {
+                let text = format!(
+                    "its records are dated {} s ahead of the guard's clock (latest {}): they are ignored until its clock is right",
+                    server.ahead_seconds,
+                    record.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                tracing::warn!("{}: {text}", server.host);
+                self.notifier.send(Notice {
+                    event: Event::Clock,
+                    webbridge: server.host.clone(),
+                    time: wall,
+                    text,
+                    details: serde_json::to_value(&server).unwrap_or_default(),
+                });
+                true
+            }
+        }
+    }
+
+    /// The snapshot of the model as of `now` with `decisions`, and the clock.
+    fn snapshot(&self, now: DateTime<Utc>, decisions: Vec<Decision>) -> Snapshot {
+        let mut snapshot = Snapshot::build(&self.model, self.rules.policy.mode, now, decisions);
+        snapshot.clock = self.clock.source;
+        snapshot.future_tolerance_seconds = self.clock.tolerance.num_seconds();
+        snapshot.servers_ahead = self.clock.ahead();
+        snapshot.journal_ahead = self.journal_ahead.clone();
+        snapshot
+    }
+
+    /// Drops history older than the retention and, with the wall clock,
+    /// anything dated in the future (left by a guard that trusted a
+    /// forged line): otherwise it would never be pruned.
+    fn prune(&mut self) {
+        let wall = Utc::now();
+        self.clock.forgive(wall);
+        self.history.prune(wall - self.rules.retention, self.clock.horizon(wall));
+    }
+
     /// Publishes the status (without new decisions) and hands over samples.
     fn publish(&mut self) {
-        let now = data_now(&self.model);
-        self.shared.publish(Snapshot::build(&self.model, self.rules.policy.mode, now, self.decisions.clone()));
+        let now = self.clock.now(&self.model);
+        self.shared.publish(self.snapshot(now, self.decisions.clone()));
         self.history.samples(std::mem::take(&mut self.samples));
         self.dirty = false;
     }
@@ -261,7 +343,7 @@ impl Task {
     /// An operator's "restart now": through the journal and the restart
     /// machinery like any other, bypassing only the need and the safety.
     async fn manual(&mut self, Manual { webbridge, reply }: Manual) {
-        let now = data_now(&self.model);
+        let now = self.clock.now(&self.model);
         let answer = match (&self.rules.config, self.rules.policy.mode) {
             (Some(config), Mode::Enforce) => {
                 let current = self.decisions.iter().find(|d| d.webbridge == webbridge).cloned();
@@ -288,7 +370,7 @@ impl Task {
 
     fn finished(&mut self, done: Finished) {
         let webbridge = done.webbridge().to_owned();
-        let result = self.enforcer.finished(done, data_now(&self.model));
+        let result = self.enforcer.finished(done, self.clock.now(&self.model));
         tracing::info!("the restart of {webbridge} ended: {result}");
         self.shared.count_restart(&webbridge, result);
     }
@@ -296,7 +378,7 @@ impl Task {
     /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and
     /// started, changes recorded and announced, estimates stored.
     async fn decide(&mut self) {
-        let now = data_now(&self.model);
+        let now = self.clock.now(&self.model);
         let (seen, unseen) = self.enforcer.verify(&self.model, now);
         for webbridge in &seen {
             self.shared.count_restart(webbridge, RestartResult::Verified);
@@ -308,7 +390,8 @@ impl Task {
         if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
             self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
         }
-        let snapshot = Snapshot::build(&self.model, self.rules.policy.mode, now, decisions.clone());
+        self.clock.forgive(Utc::now());
+        let snapshot = self.snapshot(now, decisions.clone());
         self.history.samples(std::mem::take(&mut self.samples));
         for decision in &decisions {
             let key = (decision.action, decision.reason.clone());
@@ -344,13 +427,6 @@ impl Task {
         self.shared.publish(snapshot);
         self.decisions = decisions;
     }
-}
-
-/// The guard's "now": the wall clock, or the data's time when the data runs
-/// ahead of it (a simulator at high speed, a server's clock ahead).
-fn data_now(model: &Deployment) -> DateTime<Utc> {
-    let wall = Utc::now();
-    model.latest().map_or(wall, |latest| latest.max(wall))
 }
 
 /// One round's decisions: the core's policy, then the enforcer's holds

@@ -21,7 +21,7 @@ enum Command {
     Samples(Vec<Sample>),
     Estimates(Vec<Estimate>),
     Decision { at: DateTime<Utc>, webbridge: String, action: String, reason: String, numbers: serde_json::Value },
-    Prune(DateTime<Utc>),
+    Prune(DateTime<Utc>, Option<DateTime<Utc>>),
     Intent { webbridge: String, reason: String, at: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<i64>> },
     Outcome { id: i64, result: String, detail: Option<String>, at: DateTime<Utc> },
     Alert { at: DateTime<Utc>, webbridge: Option<String>, kind: String, message: String },
@@ -64,7 +64,7 @@ impl History {
             )?;
             store.alert(Utc::now(), Some(&open.webbridge), "restart_interrupted", &message)?;
         }
-        store.prune(Utc::now() - retention)?;
+        store.prune(Utc::now() - retention, None)?;
         let last_restarts = store.last_restarts()?;
         std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands))?;
         Ok((History { queue, dropped }, last_restarts))
@@ -124,9 +124,9 @@ impl History {
         let _ = self.queue.send(command);
     }
 
-    /// Deletes history older than `before`.
-    pub fn prune(&self, before: DateTime<Utc>) {
-        let _ = self.queue.try_send(Command::Prune(before));
+    /// Deletes history older than `before`, and newer than `after` if given.
+    pub fn prune(&self, before: DateTime<Utc>, after: Option<DateTime<Utc>>) {
+        let _ = self.queue.try_send(Command::Prune(before, after));
     }
 
     /// Waits until everything queued so far is written (before exiting).
@@ -155,7 +155,7 @@ fn write(mut store: Store, commands: Receiver<Command>) {
             Command::Decision { at, webbridge, action, reason, numbers } => {
                 store.record_decision(at, &webbridge, &action, &reason, &numbers)
             }
-            Command::Prune(before) => store.prune(before).map(|_| ()),
+            Command::Prune(before, after) => store.prune(before, after).map(|_| ()),
             Command::Intent { webbridge, reason, at, reply } => {
                 let _ = reply.send(store.restart_intent(&webbridge, &reason, at));
                 Ok(())

@@ -19,6 +19,7 @@
 
 mod alerts;
 pub mod api;
+mod clock;
 mod enforce;
 mod event_loop;
 mod history;
@@ -201,6 +202,7 @@ pub async fn serve(
         history: history.clone(),
         restarted,
         notifier: notifier.clone(),
+        clock: clock::GuardClock::new(settings.clock, settings.future_tolerance),
     };
     let (rules_tx, rules_rx) = mpsc::channel(4);
     let (manual, manuals) = mpsc::channel(4);

@@ -19,6 +19,10 @@ impl Snapshot {
     pub fn empty(mode: Mode) -> Snapshot {
         Snapshot {
             now: Utc::now(),
+            clock: super::clock::Clock::Wall,
+            future_tolerance_seconds: 0,
+            servers_ahead: Vec::new(),
+            journal_ahead: Vec::new(),
             mode,
             limit: ModelConfig::default().limit,
             webbridges: Vec::new(),
@@ -28,7 +32,8 @@ impl Snapshot {
         }
     }
 
-    /// The model as of `now`, with the decisions taken on it.
+    /// The model as of `now`, with the decisions taken on it (the clock's
+    /// fields are the caller's to fill).
     pub fn build(model: &Deployment, mode: Mode, now: DateTime<Utc>, decisions: Vec<Decision>) -> Snapshot {
         let webbridges = model
             .webbridges()
@@ -47,6 +52,10 @@ impl Snapshot {
             model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();
         Snapshot {
             now,
+            clock: super::clock::Clock::Wall,
+            future_tolerance_seconds: 0,
+            servers_ahead: Vec::new(),
+            journal_ahead: Vec::new(),
             mode,
             limit: model.config().limit,
             webbridges,

@@ -30,17 +30,21 @@ pub enum MessageResult {
     Oversize,
     /// A UDP datagram that found the guard's queue full.
     Dropped,
+    /// A record dated further ahead of the guard's clock than
+    /// `watch.future_tolerance`: ignored.
+    Future,
 }
 
 impl MessageResult {
     /// Every result, in the order the status shows them.
-    pub const ALL: [MessageResult; 6] = [
+    pub const ALL: [MessageResult; 7] = [
         MessageResult::Parsed,
         MessageResult::Noise,
         MessageResult::Malformed,
         MessageResult::Rejected,
         MessageResult::Oversize,
         MessageResult::Dropped,
+        MessageResult::Future,
     ];
 
     /// The label value, also the key in `/api/status`'s `syslog_messages`.
@@ -52,6 +56,7 @@ impl MessageResult {
             MessageResult::Rejected => "rejected",
             MessageResult::Oversize => "oversize",
             MessageResult::Dropped => "dropped",
+            MessageResult::Future => "future",
         }
     }
 }
@@ -79,7 +84,7 @@ pub struct Messages {
     family: Family<MessageLabels, Counter>,
     /// Its counters, in [`MessageResult::ALL`]'s order, held so that
     /// counting never looks a label set up.
-    counters: [Counter; 6],
+    counters: [Counter; MessageResult::ALL.len()],
 }
 
 impl Default for Messages {

@@ -254,16 +254,22 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes what is older than `before` (restarts still open are kept).
-    pub fn prune(&mut self, before: DateTime<Utc>) -> anyhow::Result<usize> {
-        let cutoff = ms(before);
+    /// Deletes what is older than `before` or, if given, newer than `after`
+    /// (restarts still open are kept).
+    pub fn prune(&mut self, before: DateTime<Utc>, after: Option<DateTime<Utc>>) -> anyhow::Result<usize> {
+        let (cutoff, horizon) = (ms(before), after.map_or(i64::MAX, ms));
         let transaction = self.connection.transaction()?;
         let mut removed = 0;
         for table in ["samples", "estimates", "decisions", "alerts"] {
-            removed += transaction.execute(&format!("DELETE FROM {table} WHERE time_ms < ?1"), params![cutoff])?;
+            removed += transaction.execute(
+                &format!("DELETE FROM {table} WHERE time_ms < ?1 OR time_ms > ?2"),
+                params![cutoff, horizon],
+            )?;
         }
-        removed += transaction
-            .execute("DELETE FROM restarts WHERE intent_ms < ?1 AND finished_ms IS NOT NULL", params![cutoff])?;
+        removed += transaction.execute(
+            "DELETE FROM restarts WHERE (intent_ms < ?1 OR intent_ms > ?2) AND finished_ms IS NOT NULL",
+            params![cutoff, horizon],
+        )?;
         transaction.commit()?;
         Ok(removed)
     }
@@ -376,12 +382,24 @@ mod tests {
         store.record_decision(at(60), "cms1", "none", "not needed", &serde_json::json!({"active": 6})).unwrap();
         let history = store.history(at(30), at(200)).unwrap();
         assert_eq!(history["samples"].as_array().unwrap().len(), 2);
-        assert_eq!(store.prune(at(90)).unwrap(), 3);
+        assert_eq!(store.prune(at(90), None).unwrap(), 3);
         assert_eq!(store.history(at(0), at(200)).unwrap()["samples"].as_array().unwrap().len(), 1);
         drop(store);
         // Reopening does not migrate again.
         let store = Store::open(dir.path()).unwrap();
         let version: i64 = store.connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn pruning_removes_what_is_dated_in_the_future_if_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.record_decision(at(60), "cms1", "none", "not needed", &serde_json::json!({})).unwrap();
+        store.record_decision(at(6000), "cms1", "restart", "forged", &serde_json::json!({})).unwrap();
+        assert_eq!(store.prune(at(0), None).unwrap(), 0);
+        assert_eq!(store.prune(at(0), Some(at(100))).unwrap(), 1);
+        let left: i64 = store.connection.query_row("SELECT count(*) FROM decisions", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 1);
     }
 }

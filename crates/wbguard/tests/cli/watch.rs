@@ -249,7 +249,7 @@ fn the_simulators_syslog_gives_the_truths_numbers() {
     use cms_sim::live::{self, Credentials, LiveConfig};
     use cms_sim::scenario::Scenario;
 
-    let guard = Guard::start(&[]);
+    let guard = Guard::start(&["--clock", "data"]);
     let dir = tempfile::tempdir().unwrap();
     let mut scenario = Scenario::with_servers(2);
     scenario.leak_probability = 0.5;
@@ -331,7 +331,7 @@ fn history_survives_sigkill() {
 
 /// A simulated deployment sending its syslog to a guard, and the guard's
 /// configuration for it.
-fn simulated(
+pub fn simulated(
     guard_syslog: &str,
     servers: usize,
     speed: f64,
@@ -417,6 +417,9 @@ fn enforce_mode_keeps_every_web_bridge_open_without_dropping_a_call() {
         s(&dir.path().join("guard")),
         "--listen-syslog",
         &format!("tcp://127.0.0.1:{port}"),
+        // The simulator runs faster than real time.
+        "--clock",
+        "data",
     ]);
     let control = running.endpoints.control;
     std::thread::sleep(Duration::from_secs(62));
@@ -444,7 +447,14 @@ fn observe_mode_restarts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = super::free_port();
     let (runtime, running, config) = simulated(&format!("tcp://127.0.0.1:{port}"), 2, 2880.0, 0.25, dir.path(), |_| {});
-    let guard = Guard::start(&["--config", s(&config), "--listen-syslog", &format!("tcp://127.0.0.1:{port}")]);
+    let guard = Guard::start(&[
+        "--config",
+        s(&config),
+        "--listen-syslog",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--clock",
+        "data",
+    ]);
     std::thread::sleep(Duration::from_secs(25));
     let truth = super::truth(running.endpoints.control);
     let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
@@ -535,12 +545,15 @@ fn night_with_a_slow_mmp(
         s(&state),
         "--listen-syslog",
         &format!("tcp://127.0.0.1:{port}"),
+        // The simulator runs faster than real time.
+        "--clock",
+        "data",
     ];
     (runtime, running, args.iter().map(|a| a.to_string()).collect())
 }
 
 /// The guard's restarts, from its history.
-fn restarts(guard: &Guard) -> Vec<Value> {
+pub fn restarts(guard: &Guard) -> Vec<Value> {
     let history: Value =
         serde_json::from_str(&guard.get("/api/history?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")).unwrap();
     history["restarts"].as_array().unwrap().clone()
@@ -591,6 +604,9 @@ fn restart_now_needs_the_token_and_enforce_mode() {
         s(&config),
         "--listen-syslog",
         &format!("tcp://127.0.0.1:{port}"),
+        // The simulator runs faster than real time.
+        "--clock",
+        "data",
     ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -119,7 +119,7 @@ fn an_allowed_source_cannot_speak_for_another_server() {
 }
 
 /// A local webhook receiver: each POST's body, answered 200.
-fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
+pub fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (posts, received) = mpsc::channel();

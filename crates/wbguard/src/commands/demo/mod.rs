@@ -27,7 +27,7 @@ use wbguard_core::policy::{Mode, Policy, Triggers, Window};
 
 use crate::cli::DemoArgs;
 use crate::config::address::Listen;
-use crate::config::guard_settings::GuardSettings;
+use crate::config::guard_settings::{Clock, GuardSettings};
 use crate::config::{Channel, Config, HostKeyPolicy, Server, Timeouts};
 use crate::exit::Outcome;
 use crate::guard::{self, Setup};
@@ -245,6 +245,8 @@ fn guard_setup(
         listen_syslog: vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], syslog_port)))],
         listen_http,
         policy: policy(),
+        // The simulator runs days in minutes: the guard's "now" follows it.
+        clock: Clock::Data,
         ..GuardSettings::default()
     };
     let state_dir = dir.join("guard");
