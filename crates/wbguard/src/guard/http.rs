@@ -180,12 +180,17 @@ struct RestartRequest {
     webbridge: String,
 }
 
+/// The body of a "restart now", at most: `{"webbridge": NAME}` with a host name.
+const RESTART_BODY: usize = 1024;
+
 /// `POST /api/restart {"webbridge": ...}` with `Authorization: Bearer TOKEN`:
 /// the page's "restart now", only with a token configured, in enforce mode.
+/// The token is checked before the body is read: nothing a stranger sends
+/// is parsed, let alone logged.
 async fn restart_now(
     State(web): State<Web>,
     headers: axum::http::HeaderMap,
-    Json(request): Json<RestartRequest>,
+    body: axum::body::Body,
 ) -> (StatusCode, String) {
     let token = web.shared.restart_token.read().expect("never poisoned").clone();
     let Some(token) = token else {
@@ -194,9 +199,16 @@ async fn restart_now(
     let offered =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !offered.is_some_and(|offered| token.matches(offered)) {
-        tracing::warn!("restart now of {}: refused, wrong or missing token", request.webbridge);
+        tracing::warn!("restart now: refused, wrong or missing token");
         return (StatusCode::UNAUTHORIZED, "wrong or missing token\n".into());
     }
+    let Ok(body) = axum::body::to_bytes(body, RESTART_BODY).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, format!("the body must be at most {RESTART_BODY} bytes\n"));
+    };
+    let request: RestartRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("the body must be {{\"webbridge\": NAME}}: {error}\n")),
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     if web.manual.send(Manual { webbridge: request.webbridge, reply }).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the guard is stopping\n".into());
