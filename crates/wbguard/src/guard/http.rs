@@ -24,11 +24,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::api::Status;
 use super::event_loop::Manual;
-use super::history::History;
+use super::history::{History, Read, ReadError, READS};
 use super::metrics::Format;
 use super::snapshot::Shared;
 use crate::ingest::accept::{Accepted, Gate};
 use crate::ingest::metrics::MessageResult;
+use crate::store::history;
 
 /// HTTP connections served at once; more wait, unaccepted, in the listen
 /// backlog. Prometheus keeps one connection, a browser on the page about
@@ -224,24 +225,84 @@ async fn restart_now(
 struct Range {
     from: Option<String>,
     to: Option<String>,
+    points: Option<String>,
 }
 
-/// `/api/history?from=RFC3339&to=RFC3339` (default: the last day).
+/// `/api/history?from=RFC3339&to=RFC3339&points=N` (default: the last day,
+/// [`history::DEFAULT_POINTS`] per series): bounded whatever is asked (see
+/// [`crate::store::history`]), at most [`READS`] built at once.
 async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> axum::response::Response {
     let parse = |text: &Option<String>, default: chrono::DateTime<chrono::Utc>| match text {
         None => Ok(default),
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
             .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|_| format!("'{t}' is not an RFC 3339 time")),
+            .map_err(|_| format!("{t:?} is not an RFC 3339 time")),
     };
     let now = chrono::Utc::now();
     let (from, to) = match (parse(&range.from, now - chrono::Duration::days(1)), parse(&range.to, now)) {
         (Ok(from), Ok(to)) => (from, to),
         (Err(why), _) | (_, Err(why)) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
-    match web.history.read(from, to).await {
-        Ok(value) => Json(value).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    let points = match range.points.as_deref().map(str::parse::<usize>) {
+        None => history::DEFAULT_POINTS,
+        Some(Ok(points @ 1..=history::MAX_POINTS)) => points,
+        Some(_) => {
+            let why = format!("points must be a number from 1 to {}", history::MAX_POINTS);
+            return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+        }
+    };
+    match web.history.read(history::Query { points, ..history::Query::new(from, to) }).await {
+        Ok(read) => {
+            let body = axum::body::Body::new(Answer::of(read));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(ReadError::Busy) => {
+            let why = format!("{READS} history answers are being built; try again\n");
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], why).into_response()
+        }
+        Err(ReadError::Failed(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    }
+}
+
+/// A history answer as a response body, sent in pieces, that keeps its
+/// place among the [`READS`] until it is sent (or the connection closes):
+/// answers waiting for slow readers cannot pile up in memory.
+struct Answer {
+    json: axum::body::Bytes,
+    _place: OwnedSemaphorePermit,
+}
+
+/// The pieces an answer is sent in.
+const PIECE: usize = 64 * 1024;
+
+impl Answer {
+    fn of(read: Read) -> Answer {
+        Answer { json: read.json.into(), _place: read.place }
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.json.is_empty() {
+            return Poll::Ready(None);
+        }
+        let piece = this.json.split_to(PIECE.min(this.json.len()));
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.json.len() as u64)
     }
 }
 

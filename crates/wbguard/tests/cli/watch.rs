@@ -323,8 +323,9 @@ fn history_survives_sigkill() {
     drop(guard);
     let again = Guard::start(&["--state-dir", s(&state)]);
     let history: Value = serde_json::from_str(&again.get("/api/history")).unwrap();
-    let samples = history["samples"].as_array().unwrap();
-    assert!(samples.iter().any(|s| s["active"] == 11 && s["kind"] == "webbridge"), "{history}");
+    let series = history["samples"].as_array().unwrap();
+    let webbridge = series.iter().find(|s| s["kind"] == "webbridge").expect("a web bridge series");
+    assert!(webbridge["points"].as_array().unwrap().iter().any(|p| p["active"] == 11), "{history}");
     assert!(again.get("/api/history?from=yesterday").contains("not an RFC 3339 time"));
     assert!(state.join("wbguard.sqlite").exists());
 }
