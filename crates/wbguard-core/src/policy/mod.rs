@@ -204,8 +204,7 @@ pub fn decide(
             decisions.push(decision);
             continue;
         }
-        let last_restart =
-            state.restarts.last().map(|r| r.time).into_iter().chain(restarted.get(&state.host).copied()).max();
+        let last_restart = last_restart(model, restarted, &state.host);
         let safe = allowed_drops.is_none_or(|allowed| estimate.droppable_upper <= allowed);
         decision.action = Action::Hold;
         decision.reason = if let Some(when) = last_restart.filter(|&t| now - t < policy.min_interval) {
@@ -262,6 +261,18 @@ pub fn decide(
         }
     }
     decisions
+}
+
+/// The last restart of `webbridge` that the minimum interval counts: the
+/// later of the last one the logs show and the last one wbguard made
+/// itself (`restarted`; the logs may not show it yet).
+pub fn last_restart(
+    model: &Deployment,
+    restarted: &BTreeMap<String, DateTime<Utc>>,
+    webbridge: &str,
+) -> Option<DateTime<Utc>> {
+    let logged = model.webbridge(webbridge).and_then(|state| state.restarts.last()).map(|r| r.time);
+    logged.into_iter().chain(restarted.get(webbridge).copied()).max()
 }
 
 fn describe_need(need: &Need) -> String {

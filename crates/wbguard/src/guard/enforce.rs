@@ -253,6 +253,7 @@ mod tests {
     use super::*;
     use crate::config::{Channel, HostKeyPolicy, Timeouts};
     use crate::restarter::verify::Verification;
+    use crate::store::history::Query;
     use crate::store::Store;
 
     /// The test's clock: whole minutes from a fixed recent moment (recent,
@@ -339,8 +340,8 @@ mod tests {
     async fn journal(bench: &Bench) -> Vec<serde_json::Value> {
         bench.history.flush().await;
         let store = Store::open(bench.dir.path()).unwrap();
-        let history = store.history(at(-60), at(24 * 60)).unwrap();
-        history["restarts"].as_array().unwrap().clone()
+        let history = store.history(&Query::new(at(-60), at(24 * 60))).unwrap();
+        serde_json::to_value(history.restarts).unwrap().as_array().unwrap().clone()
     }
 
     /// Alerts of `kind` in the store, read as an operator would, with SQL.
@@ -463,8 +464,8 @@ mod tests {
         drop(history);
         let store = Store::open(dir.path()).unwrap();
         assert!(store.unfinished().unwrap().is_empty());
-        let journal = store.history(intent - Duration::hours(1), intent + Duration::hours(1)).unwrap();
-        assert_eq!(journal["restarts"][0]["result"], "interrupted");
+        let journal = store.history(&Query::new(intent - Duration::hours(1), intent + Duration::hours(1))).unwrap();
+        assert_eq!(journal.restarts[0].result.as_deref(), Some("interrupted"));
         assert_eq!(alerts(dir.path(), "restart_interrupted"), 1);
         // A second start finds nothing left to close.
         let (_history, again) =

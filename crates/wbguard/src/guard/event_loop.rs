@@ -341,31 +341,52 @@ impl Task {
     }
 
     /// An operator's "restart now": through the journal and the restart
-    /// machinery like any other, bypassing only the need and the safety.
+    /// machinery like any other, and under the same rules of the policy
+    /// (one restart at a time, `min_interval`); it bypasses only the need,
+    /// the safety and a back-off.
     async fn manual(&mut self, Manual { webbridge, reply }: Manual) {
         let now = self.clock.now(&self.model);
-        let answer = match (&self.rules.config, self.rules.policy.mode) {
-            (Some(config), Mode::Enforce) => {
-                let current = self.decisions.iter().find(|d| d.webbridge == webbridge).cloned();
-                match current {
-                    None => Err((404, format!("no web bridge {webbridge} in the guard's data"))),
-                    Some(_) if self.enforcer.busy => Err((409, "a restart is in progress: one at a time".to_owned())),
-                    Some(mut decision) => {
-                        decision.action = policy::Action::Restart;
-                        decision.reason = "requested by an operator on the status page".into();
-                        tracing::warn!("{webbridge}: restart requested by an operator");
-                        self.enforcer.act(config, &[decision], now, &mut self.restarted).await;
-                        if self.enforcer.busy {
-                            Ok(format!("restarting {webbridge}"))
-                        } else {
-                            Err((409, format!("{webbridge} could not be restarted: see the alerts")))
-                        }
-                    }
-                }
-            }
-            _ => Err((403, "restart now needs enforce mode and a configuration".to_owned())),
+        let _ = reply.send(self.restart_now(&webbridge, now).await);
+    }
+
+    /// Starts the restart an operator asked for, or says why not.
+    async fn restart_now(&mut self, webbridge: &str, now: DateTime<Utc>) -> Result<String, (u16, String)> {
+        let (Some(config), Mode::Enforce) = (&self.rules.config, self.rules.policy.mode) else {
+            return Err((403, "restart now needs enforce mode and a configuration".to_owned()));
         };
-        let _ = reply.send(answer);
+        // The name comes from the network: quoted and escaped wherever it is shown.
+        let Some(mut decision) = self.decisions.iter().find(|d| d.webbridge == webbridge).cloned() else {
+            return Err((404, format!("no web bridge {webbridge:?} in the guard's data")));
+        };
+        if self.enforcer.busy {
+            return Err((409, "a restart is in progress: one at a time".to_owned()));
+        }
+        let interval = self.rules.policy.min_interval;
+        if let Some(last) =
+            policy::last_restart(&self.model, &self.restarted, webbridge).filter(|&t| now - t < interval)
+        {
+            let allowed = last + interval;
+            // Whole minutes, rounded up: "in 0 min" would invite a retry that fails.
+            let wait = ((allowed - now).num_seconds() + 59) / 60;
+            return Err((
+                409,
+                format!(
+                    "{webbridge} was restarted {} min ago; min_interval is {} min: allowed again in {wait} min, at {}",
+                    (now - last).num_minutes(),
+                    interval.num_minutes(),
+                    allowed.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ));
+        }
+        decision.action = policy::Action::Restart;
+        decision.reason = "requested by an operator on the status page".into();
+        tracing::warn!("{webbridge}: restart requested by an operator");
+        self.enforcer.act(config, &[decision], now, &mut self.restarted).await;
+        if self.enforcer.busy {
+            Ok(format!("restarting {webbridge}"))
+        } else {
+            Err((409, format!("{webbridge} could not be restarted: see the alerts")))
+        }
     }
 
     fn finished(&mut self, done: Finished) {

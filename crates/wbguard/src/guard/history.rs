@@ -1,21 +1,40 @@
-//! The guard's writer: one thread owns the SQLite store, so that disk
-//! writes never stall the async tasks. Commands come through a bounded
-//! queue; when it is full, samples are dropped and counted (the model has
-//! them already), while decisions and restarts wait for a place.
+//! The guard's history: one thread owns the SQLite store and writes, so
+//! that disk writes never stall the async tasks, and `/api/history` reads
+//! on their own read-only connections (WAL: a reader never blocks the
+//! writer), a few at a time.
+//!
+//! Nothing here waits for the writer: commands go through one bounded
+//! queue without ever blocking the guard task (and so the ingest). Batches
+//! of samples and estimates take at most [`BATCHES`] places and are dropped
+//! and counted past that (the model has them already); the journal
+//! (decisions, restarts, alerts) has [`JOURNAL`] places of its own, and past
+//! those (a disk that stopped answering) an entry is dropped, counted and
+//! logged, and a restart whose intent cannot be queued is not made.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::store::history::Query;
 use crate::store::{Estimate, Sample, Store};
 
-/// Commands queued for the writer. Small: a flood of samples (a replayed
-/// log) must not grow memory; past this, sample batches are dropped and
-/// counted (decisions, restarts and alerts wait for a place instead).
-const QUEUE: usize = 64;
+/// Batches of samples or estimates queued for the writer, at most: a flood
+/// of samples (a replayed log) must not grow memory.
+const BATCHES: usize = 64;
+/// Journal entries (decisions, restarts, alerts) queued, at most, besides.
+const JOURNAL: usize = 256;
+
+/// `/api/history` answers built at once (each on its own connection);
+/// more requests wait up to [`READ_WAIT`], then are refused (503). Each
+/// answer is a few MB at most (see [`crate::store::history`]).
+pub const READS: usize = 2;
+/// How long a request waits for one of the [`READS`].
+pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum Command {
     Samples(Vec<Sample>),
@@ -25,7 +44,6 @@ enum Command {
     Intent { webbridge: String, reason: String, at: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<i64>> },
     Outcome { id: i64, result: String, detail: Option<String>, at: DateTime<Utc> },
     Alert { at: DateTime<Utc>, webbridge: Option<String>, kind: String, message: String },
-    History { from: DateTime<Utc>, to: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<serde_json::Value>> },
     Flush(oneshot::Sender<()>),
 }
 
@@ -33,9 +51,31 @@ enum Command {
 #[derive(Clone)]
 pub struct History {
     queue: SyncSender<Command>,
-    /// Batches of samples or estimates dropped because the writer was
-    /// behind (`wbguard_history_dropped_batches_total`).
+    /// Batches of samples or estimates in the queue.
+    batches: Arc<AtomicUsize>,
+    /// Batches of samples or estimates, or journal entries, dropped because
+    /// the writer was behind (`wbguard_history_dropped_batches_total`).
     dropped: Counter,
+    /// The connections `/api/history` reads on, one per permit.
+    readers: Arc<Mutex<Vec<Store>>>,
+    reads: Arc<Semaphore>,
+}
+
+/// Why `/api/history` has no answer.
+pub enum ReadError {
+    /// Every reader is busy: try again later.
+    Busy,
+    /// The store failed.
+    Failed(anyhow::Error),
+}
+
+/// An answer, as JSON, and its place among the [`READS`], held until the
+/// answer is sent.
+pub struct Read {
+    /// The JSON.
+    pub json: Vec<u8>,
+    /// The place.
+    pub place: OwnedSemaphorePermit,
 }
 
 impl History {
@@ -48,7 +88,7 @@ impl History {
         retention: Duration,
         dropped: Counter,
     ) -> anyhow::Result<(History, BTreeMap<String, DateTime<Utc>>)> {
-        let (queue, commands) = sync_channel(QUEUE);
+        let (queue, commands) = sync_channel(BATCHES + JOURNAL);
         let mut store = store;
         for open in store.unfinished()? {
             let message = format!(
@@ -66,8 +106,12 @@ impl History {
         }
         store.prune(Utc::now() - retention, None)?;
         let last_restarts = store.last_restarts()?;
-        std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands))?;
-        Ok((History { queue, dropped }, last_restarts))
+        let readers = (0..READS).map(|_| store.reader()).collect::<anyhow::Result<Vec<_>>>()?;
+        let batches = Arc::new(AtomicUsize::new(0));
+        let written = batches.clone();
+        std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands, &written))?;
+        let readers = Arc::new(Mutex::new(readers));
+        Ok((History { queue, batches, dropped, readers, reads: Arc::new(Semaphore::new(READS)) }, last_restarts))
     }
 
     /// Queues samples; drops them (counted) when the writer is behind.
@@ -87,33 +131,54 @@ impl History {
     /// What the model already holds may be lost when the writer is behind:
     /// counted, never waited for.
     fn queue_or_drop(&self, command: Command) {
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(command) {
+        if self.batches.fetch_add(1, Ordering::SeqCst) >= BATCHES {
+            self.batches.fetch_sub(1, Ordering::SeqCst);
+            self.dropped.inc();
+            return;
+        }
+        if self.queue.try_send(command).is_err() {
+            self.batches.fetch_sub(1, Ordering::SeqCst);
             self.dropped.inc();
         }
     }
 
-    /// Records a decision (waits for a place: decisions are never dropped).
+    /// Queues a journal entry; when the writer is so far behind that its
+    /// places are taken, drops it, counted and logged (`what` says which).
+    fn journal(&self, command: Command, what: &str) -> bool {
+        match self.queue.try_send(command) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.inc();
+                tracing::error!("history: the writer is behind (a slow or stuck disk?): {what} not recorded");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Records a decision.
     pub fn decision(&self, at: DateTime<Utc>, webbridge: &str, action: &str, reason: &str, numbers: serde_json::Value) {
-        let _ = self.queue.send(Command::Decision {
+        let command = Command::Decision {
             at,
             webbridge: webbridge.into(),
             action: action.into(),
             reason: reason.into(),
             numbers,
-        });
+        };
+        self.journal(command, "a decision");
     }
 
     /// Journals the intent to restart; returns once it is on disk.
     pub async fn intent(&self, webbridge: &str, reason: &str, at: DateTime<Utc>) -> anyhow::Result<i64> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Intent { webbridge: webbridge.into(), reason: reason.into(), at, reply };
-        self.queue.send(command).map_err(|_| anyhow::anyhow!("the history writer stopped"))?;
+        anyhow::ensure!(self.journal(command, "a restart's intent"), "the history writer is behind or stopped");
         answer.await.map_err(|_| anyhow::anyhow!("the history writer stopped"))?
     }
 
     /// Journals how a restart ended.
     pub fn outcome(&self, id: i64, result: &str, detail: Option<String>, at: DateTime<Utc>) {
-        let _ = self.queue.send(Command::Outcome { id, result: result.into(), detail, at });
+        self.journal(Command::Outcome { id, result: result.into(), detail, at }, "a restart's outcome");
     }
 
     /// Records an alert.
@@ -121,7 +186,7 @@ impl History {
         tracing::warn!("alert: {message}");
         let command =
             Command::Alert { at, webbridge: webbridge.map(str::to_owned), kind: kind.into(), message: message.into() };
-        let _ = self.queue.send(command);
+        self.journal(command, "an alert");
     }
 
     /// Deletes history older than `before`, and newer than `after` if given.
@@ -137,21 +202,38 @@ impl History {
         }
     }
 
-    /// Reads the history between `from` and `to`.
-    pub async fn read(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<serde_json::Value> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Command::History { from, to, reply })
-            .map_err(|_| anyhow::anyhow!("the history writer stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the history writer stopped"))?
+    /// `/api/history`'s answer to `query`, as JSON, built on a blocking
+    /// thread; [`ReadError::Busy`] when every reader stayed busy for [`READ_WAIT`].
+    pub async fn read(&self, query: Query) -> Result<Read, ReadError> {
+        let place = tokio::time::timeout(READ_WAIT, self.reads.clone().acquire_owned())
+            .await
+            .map_err(|_| ReadError::Busy)?
+            .map_err(|_| ReadError::Busy)?;
+        let readers = self.readers.clone();
+        let json = tokio::task::spawn_blocking(move || {
+            let reader = readers.lock().expect("never poisoned").pop().expect("one reader per place");
+            let json = reader.history(&query).and_then(|answer| Ok(serde_json::to_vec(&answer)?));
+            readers.lock().expect("never poisoned").push(reader);
+            json
+        })
+        .await
+        .map_err(|error| ReadError::Failed(anyhow::anyhow!("the history read stopped: {error}")))?
+        .map_err(ReadError::Failed)?;
+        Ok(Read { json, place })
     }
 }
 
-fn write(mut store: Store, commands: Receiver<Command>) {
+fn write(mut store: Store, commands: Receiver<Command>, batches: &AtomicUsize) {
     for command in commands {
         let outcome = match command {
-            Command::Samples(samples) => store.record_samples(&samples),
-            Command::Estimates(estimates) => store.record_estimates(&estimates),
+            Command::Samples(samples) => {
+                batches.fetch_sub(1, Ordering::SeqCst);
+                store.record_samples(&samples)
+            }
+            Command::Estimates(estimates) => {
+                batches.fetch_sub(1, Ordering::SeqCst);
+                store.record_estimates(&estimates)
+            }
             Command::Decision { at, webbridge, action, reason, numbers } => {
                 store.record_decision(at, &webbridge, &action, &reason, &numbers)
             }
@@ -162,10 +244,6 @@ fn write(mut store: Store, commands: Receiver<Command>) {
             }
             Command::Outcome { id, result, detail, at } => store.restart_outcome(id, &result, detail.as_deref(), at),
             Command::Alert { at, webbridge, kind, message } => store.alert(at, webbridge.as_deref(), &kind, &message),
-            Command::History { from, to, reply } => {
-                let _ = reply.send(store.history(from, to));
-                Ok(())
-            }
             Command::Flush(reply) => {
                 let _ = reply.send(());
                 Ok(())

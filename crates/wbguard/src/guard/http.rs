@@ -24,11 +24,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::api::Status;
 use super::event_loop::Manual;
-use super::history::History;
+use super::history::{History, Read, ReadError, READS};
 use super::metrics::Format;
 use super::snapshot::Shared;
 use crate::ingest::accept::{Accepted, Gate};
 use crate::ingest::metrics::MessageResult;
+use crate::store::history;
 
 /// HTTP connections served at once; more wait, unaccepted, in the listen
 /// backlog. Prometheus keeps one connection, a browser on the page about
@@ -180,12 +181,17 @@ struct RestartRequest {
     webbridge: String,
 }
 
+/// The body of a "restart now", at most: `{"webbridge": NAME}` with a host name.
+const RESTART_BODY: usize = 1024;
+
 /// `POST /api/restart {"webbridge": ...}` with `Authorization: Bearer TOKEN`:
 /// the page's "restart now", only with a token configured, in enforce mode.
+/// The token is checked before the body is read: nothing a stranger sends
+/// is parsed, let alone logged.
 async fn restart_now(
     State(web): State<Web>,
     headers: axum::http::HeaderMap,
-    Json(request): Json<RestartRequest>,
+    body: axum::body::Body,
 ) -> (StatusCode, String) {
     let token = web.shared.restart_token.read().expect("never poisoned").clone();
     let Some(token) = token else {
@@ -194,9 +200,16 @@ async fn restart_now(
     let offered =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !offered.is_some_and(|offered| token.matches(offered)) {
-        tracing::warn!("restart now of {}: refused, wrong or missing token", request.webbridge);
+        tracing::warn!("restart now: refused, wrong or missing token");
         return (StatusCode::UNAUTHORIZED, "wrong or missing token\n".into());
     }
+    let Ok(body) = axum::body::to_bytes(body, RESTART_BODY).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, format!("the body must be at most {RESTART_BODY} bytes\n"));
+    };
+    let request: RestartRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("the body must be {{\"webbridge\": NAME}}: {error}\n")),
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     if web.manual.send(Manual { webbridge: request.webbridge, reply }).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the guard is stopping\n".into());
@@ -212,24 +225,84 @@ async fn restart_now(
 struct Range {
     from: Option<String>,
     to: Option<String>,
+    points: Option<String>,
 }
 
-/// `/api/history?from=RFC3339&to=RFC3339` (default: the last day).
+/// `/api/history?from=RFC3339&to=RFC3339&points=N` (default: the last day,
+/// [`history::DEFAULT_POINTS`] per series): bounded whatever is asked (see
+/// [`crate::store::history`]), at most [`READS`] built at once.
 async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> axum::response::Response {
     let parse = |text: &Option<String>, default: chrono::DateTime<chrono::Utc>| match text {
         None => Ok(default),
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
             .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|_| format!("'{t}' is not an RFC 3339 time")),
+            .map_err(|_| format!("{t:?} is not an RFC 3339 time")),
     };
     let now = chrono::Utc::now();
     let (from, to) = match (parse(&range.from, now - chrono::Duration::days(1)), parse(&range.to, now)) {
         (Ok(from), Ok(to)) => (from, to),
         (Err(why), _) | (_, Err(why)) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
-    match web.history.read(from, to).await {
-        Ok(value) => Json(value).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    let points = match range.points.as_deref().map(str::parse::<usize>) {
+        None => history::DEFAULT_POINTS,
+        Some(Ok(points @ 1..=history::MAX_POINTS)) => points,
+        Some(_) => {
+            let why = format!("points must be a number from 1 to {}", history::MAX_POINTS);
+            return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+        }
+    };
+    match web.history.read(history::Query { points, ..history::Query::new(from, to) }).await {
+        Ok(read) => {
+            let body = axum::body::Body::new(Answer::of(read));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(ReadError::Busy) => {
+            let why = format!("{READS} history answers are being built; try again\n");
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], why).into_response()
+        }
+        Err(ReadError::Failed(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    }
+}
+
+/// A history answer as a response body, sent in pieces, that keeps its
+/// place among the [`READS`] until it is sent (or the connection closes):
+/// answers waiting for slow readers cannot pile up in memory.
+struct Answer {
+    json: axum::body::Bytes,
+    _place: OwnedSemaphorePermit,
+}
+
+/// The pieces an answer is sent in.
+const PIECE: usize = 64 * 1024;
+
+impl Answer {
+    fn of(read: Read) -> Answer {
+        Answer { json: read.json.into(), _place: read.place }
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.json.is_empty() {
+            return Poll::Ready(None);
+        }
+        let piece = this.json.split_to(PIECE.min(this.json.len()));
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.json.len() as u64)
     }
 }
 

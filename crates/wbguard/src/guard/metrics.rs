@@ -262,7 +262,7 @@ impl Metrics {
         );
         registry.register(
             "wbguard_history_dropped_batches",
-            "Batches of samples or estimates not written to the history because its writer was behind",
+            "Batches of samples or estimates, or journal entries, not written to the history because its writer was behind",
             history_dropped.clone(),
         );
         registry.register_collector(Box::new(SnapshotMetrics { latest, restarts: restarts.clone() }));

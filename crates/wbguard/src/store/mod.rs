@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+pub mod history;
+
 /// The file name inside the state directory.
 pub const FILE: &str = "wbguard.sqlite";
 
@@ -103,6 +105,8 @@ pub struct Unfinished {
 /// The history database.
 pub struct Store {
     connection: Connection,
+    /// The file, for [`Store::reader`].
+    path: std::path::PathBuf,
 }
 
 fn ms(time: DateTime<Utc>) -> i64 {
@@ -122,9 +126,19 @@ impl Store {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .context("setting up SQLite")?;
-        let mut store = Store { connection };
+        let mut store = Store { connection, path: path.clone() };
         store.migrate().with_context(|| format!("migrating {}", path.display()))?;
         Ok(store)
+    }
+
+    /// Another connection to the same file, read-only: with WAL, a long
+    /// read on it never waits for the writer nor holds it back.
+    pub fn reader(&self) -> anyhow::Result<Store> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&self.path, flags)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        connection.execute_batch("PRAGMA busy_timeout = 5000;").context("setting up SQLite")?;
+        Ok(Store { connection, path: self.path.clone() })
     }
 
     fn migrate(&mut self) -> anyhow::Result<()> {
@@ -274,58 +288,9 @@ impl Store {
         Ok(removed)
     }
 
-    /// Samples, estimates, restarts and decisions between `from` and `to`,
-    /// for `/api/history`.
-    pub fn history(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<serde_json::Value> {
-        let mut samples = self.connection.prepare_cached(
-            "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM samples WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
-        )?;
-        let samples: Vec<serde_json::Value> = samples
-            .query_map(params![ms(from), ms(to)], |row| {
-                Ok(serde_json::json!({
-                    "time": time(row.get(0)?), "host": row.get::<_, String>(1)?, "kind": row.get::<_, String>(2)?,
-                    "active": row.get::<_, Option<i64>>(3)?, "cma_current": row.get::<_, Option<i64>>(4)?, "cma_peak": row.get::<_, Option<i64>>(5)?,
-                }))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut restarts = self.connection.prepare_cached(
-            "SELECT id, webbridge, reason, intent_ms, finished_ms, result, detail FROM restarts WHERE intent_ms >= ?1 AND intent_ms <= ?2 ORDER BY id",
-        )?;
-        let restarts: Vec<serde_json::Value> = restarts
-            .query_map(params![ms(from), ms(to)], |row| {
-                Ok(serde_json::json!({
-                    "id": row.get::<_, i64>(0)?, "webbridge": row.get::<_, String>(1)?, "reason": row.get::<_, String>(2)?,
-                    "intent": time(row.get(3)?), "finished": row.get::<_, Option<i64>>(4)?.map(time),
-                    "result": row.get::<_, Option<String>>(5)?, "detail": row.get::<_, Option<String>>(6)?,
-                }))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut decisions = self.connection.prepare_cached(
-            "SELECT time_ms, webbridge, action, reason FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
-        )?;
-        let decisions: Vec<serde_json::Value> = decisions
-            .query_map(params![ms(from), ms(to)], |row| {
-                Ok(serde_json::json!({
-                    "time": time(row.get(0)?), "webbridge": row.get::<_, String>(1)?,
-                    "action": row.get::<_, String>(2)?, "reason": row.get::<_, String>(3)?,
-                }))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut estimates = self.connection.prepare_cached(
-            "SELECT time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms FROM estimates \
-             WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms LIMIT 100000",
-        )?;
-        let estimates: Vec<serde_json::Value> = estimates
-            .query_map(params![ms(from), ms(to)], |row| {
-                Ok(serde_json::json!({
-                    "time": time(row.get(0)?), "webbridge": row.get::<_, String>(1)?, "active": row.get::<_, i64>(2)?,
-                    "leaked_lower": row.get::<_, i64>(3)?, "leaked_upper": row.get::<_, i64>(4)?,
-                    "droppable_upper": row.get::<_, i64>(5)?, "lockout_forecast": row.get::<_, Option<i64>>(6)?.map(time),
-                }))
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(serde_json::json!({"from": from, "to": to, "samples": samples, "estimates": estimates,
-            "restarts": restarts, "decisions": decisions}))
+    /// `/api/history`'s answer to `query`, bounded (see [`history`]).
+    pub fn history(&self, query: &history::Query) -> anyhow::Result<history::Answer> {
+        history::read(&self.connection, query)
     }
 }
 
@@ -380,10 +345,13 @@ mod tests {
         };
         store.record_samples(&[sample(0, 5), sample(60, 6), sample(120, 7)]).unwrap();
         store.record_decision(at(60), "cms1", "none", "not needed", &serde_json::json!({"active": 6})).unwrap();
-        let history = store.history(at(30), at(200)).unwrap();
-        assert_eq!(history["samples"].as_array().unwrap().len(), 2);
+        let points = |store: &Store, from, to| {
+            let history = store.history(&history::Query::new(at(from), at(to))).unwrap();
+            history.samples.iter().map(|s| s.points.len()).sum::<usize>()
+        };
+        assert_eq!(points(&store, 30, 200), 2);
         assert_eq!(store.prune(at(90), None).unwrap(), 3);
-        assert_eq!(store.history(at(0), at(200)).unwrap()["samples"].as_array().unwrap().len(), 1);
+        assert_eq!(points(&store, 0, 200), 1);
         drop(store);
         // Reopening does not migrate again.
         let store = Store::open(dir.path()).unwrap();

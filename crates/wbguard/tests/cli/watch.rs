@@ -323,8 +323,9 @@ fn history_survives_sigkill() {
     drop(guard);
     let again = Guard::start(&["--state-dir", s(&state)]);
     let history: Value = serde_json::from_str(&again.get("/api/history")).unwrap();
-    let samples = history["samples"].as_array().unwrap();
-    assert!(samples.iter().any(|s| s["active"] == 11 && s["kind"] == "webbridge"), "{history}");
+    let series = history["samples"].as_array().unwrap();
+    let webbridge = series.iter().find(|s| s["kind"] == "webbridge").expect("a web bridge series");
+    assert!(webbridge["points"].as_array().unwrap().iter().any(|p| p["active"] == 11), "{history}");
     assert!(again.get("/api/history?from=yesterday").contains("not an RFC 3339 time"));
     assert!(state.join("wbguard.sqlite").exists());
 }
@@ -580,7 +581,9 @@ fn restart_now(guard: &Guard, token: Option<&str>, webbridge: &str) -> (u16, Str
 
 /// The page's "restart now": refused without the token, and without a
 /// token configured at all; with it, in enforce mode, the web bridge is
-/// restarted through the same journal and machinery.
+/// restarted through the same journal and machinery, and a second press
+/// within `min_interval` is refused with 409 and the time it is allowed
+/// again. A stranger's body is never read: a forged name is not logged.
 #[test]
 fn restart_now_needs_the_token_and_enforce_mode() {
     let plain = Guard::start(&[]);
@@ -597,17 +600,21 @@ fn restart_now_needs_the_token_and_enforce_mode() {
     std::fs::write(&config, text).unwrap();
     let token = "a-long-operator-token-0123";
     std::env::set_var("WBGUARD_TEST_RESTART_TOKEN", token);
-    let guard = Guard::start(&[
-        "--mode",
-        "enforce",
-        "--config",
-        s(&config),
-        "--listen-syslog",
-        &format!("tcp://127.0.0.1:{port}"),
-        // The simulator runs faster than real time.
-        "--clock",
-        "data",
-    ]);
+    let log = dir.path().join("guard.log");
+    let guard = Guard::start_with_stderr(
+        &[
+            "--mode",
+            "enforce",
+            "--config",
+            s(&config),
+            "--listen-syslog",
+            &format!("tcp://127.0.0.1:{port}"),
+            // The simulator runs faster than real time.
+            "--clock",
+            "data",
+        ],
+        std::fs::File::create(&log).unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
@@ -620,6 +627,13 @@ fn restart_now_needs_the_token_and_enforce_mode() {
     }
     assert_eq!(restart_now(&guard, None, "cms1").0, 401);
     assert_eq!(restart_now(&guard, Some("a-long-operator-token-0124"), "cms1").0, 401);
+    let forged = "cms1\n2026-03-05T00:00:00Z WARN wbguard: forged";
+    assert_eq!(restart_now(&guard, Some("a-long-operator-token-0124"), forged).0, 401);
+    let (code, answer) = restart_now(&guard, Some(token), forged);
+    assert_eq!(
+        (code, answer.as_str()),
+        (404, "no web bridge \"cms1\\n2026-03-05T00:00:00Z WARN wbguard: forged\" in the guard's data\n")
+    );
     assert_eq!(restart_now(&guard, Some(token), "cms9").0, 404);
     let control = running.endpoints.control;
     assert_eq!(super::truth(control)["totals"]["restarts"], 0);
@@ -632,5 +646,21 @@ fn restart_now_needs_the_token_and_enforce_mode() {
     }
     let restarts = restarts(&guard);
     assert!(restarts[0]["reason"].as_str().unwrap().contains("operator"), "{restarts:?}");
+    // Pressed again once the first has ended: too soon for min_interval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while self::restarts(&guard)[0]["result"].is_null() {
+        assert!(Instant::now() < deadline, "the restart never ended: {:?}", self::restarts(&guard));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    let (code, answer) = restart_now(&guard, Some(token), "cms1");
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer.contains("min_interval is 60 min: allowed again in"), "{answer}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(super::truth(control)["totals"]["restarts"], 1, "{}", super::truth(control));
+    assert_eq!(self::restarts(&guard).len(), 1);
     runtime.block_on(running.stop());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("restart now: refused, wrong or missing token"), "{log}");
+    assert!(!log.contains("forged"), "{log}");
 }
