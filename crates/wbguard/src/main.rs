@@ -85,8 +85,9 @@ fn man(dir: Option<&std::path::Path>) -> anyhow::Result<exit::Outcome> {
     }
     for (name, page) in pages {
         let path = dir.join(format!("{name}.1"));
-        let mut file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
-        clap_mangen::Man::new(page).render(&mut file)?;
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page).render(&mut text)?;
+        files::replace(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(exit::Outcome::Success)
 }

@@ -6,6 +6,7 @@ mod analyze;
 mod config;
 mod demo;
 mod deploy;
+mod files;
 mod layers;
 mod page;
 mod restart;
