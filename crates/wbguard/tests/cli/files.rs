@@ -1,10 +1,17 @@
-//! Hostile paths, end to end: the files wbguard writes are never written
-//! through a planted link or into a device.
+//! Hostile paths and hostile text, end to end: the files wbguard writes
+//! are never written through a planted link or into a device; host names
+//! with terminal escapes, newlines or spreadsheet formulas are shown
+//! escaped in tables, CSV, `wbguard status` and the guard's log; `CMS1`
+//! and `cms1` are one host; a directory is not followed; Cisco's script is
+//! read with a bound.
 
 use std::io::Write;
+use std::net::UdpSocket;
 use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use super::watch::Guard;
 use super::{s, wbguard};
 
 /// A web bridge Stats line from `host`, stamped now.
@@ -28,6 +35,19 @@ fn log(dir: &Path, hosts: &[&str]) -> std::path::PathBuf {
 
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls `what` for up to 20 s until `done` holds of it.
+fn wait_until(what: impl Fn() -> String, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = what();
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never came:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -94,4 +114,90 @@ fn the_restart_log_is_not_appended_through_a_link() {
         stderr(&output)
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+#[test]
+fn hostile_host_names_are_escaped_in_the_table_and_neutralised_in_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log(dir.path(), &["\u{1b}]0;pwned\u{7}cms9", "=HYPERLINK(\"http://evil/\")", "CMS1", "cms1"]);
+    let output = wbguard(&["analyze", "--format", "table", s(&path)], None);
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(!table.contains('\u{1b}') && !table.contains('\u{7}'), "{table:?}");
+    assert!(table.contains("\\u{1b}]0;pwned\\u{7}cms9"), "{table}");
+    // One web bridge cms1, whatever the case its lines were written in.
+    assert!(!table.contains("CMS1") && table.lines().filter(|l| l.starts_with("cms1 ")).count() == 1, "{table}");
+
+    let output = wbguard(&["analyze", "--format", "csv", s(&path)], None);
+    let csv = String::from_utf8(output.stdout).unwrap();
+    let hosts: Vec<&str> = csv.lines().skip(1).map(|row| row.rsplitn(17, ',').last().unwrap()).collect();
+    assert_eq!(hosts, ["\\u{1b}]0;pwned\\u{7}cms9", "\"'=hyperlink(\"\"http://evil/\"\")\"", "cms1"], "{csv}");
+}
+
+#[test]
+fn status_and_the_guards_log_show_hostile_text_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("guard.log");
+    // A followed path with a newline and an escape: its "waiting for it"
+    // line must stay one line, and not drive the terminal.
+    let forged = dir.path().join("cms\u{1b}[2J\n2026-01-01T00:00:00Z ERROR forged.log");
+    let guard = Guard::start_with_stderr(&["--follow", s(&forged)], std::fs::File::create(&log).unwrap());
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{}", guard.port("udp"));
+    for line in [stats("\u{1b}]0;pwned\u{7}cms9", 20), stats("CMS1", 30), stats("cms1", 31)] {
+        socket.send_to(line.as_bytes(), &to).unwrap();
+    }
+    let url = format!("http://{}", guard.http);
+    let status = wait_until(
+        || String::from_utf8_lossy(&wbguard(&["status", "--url", &url], None).stdout).into_owned(),
+        |text| text.contains("\\u{1b}]0;pwned\\u{7}cms9") && text.contains("cms1") && text.contains("31"),
+    );
+    assert!(!status.contains('\u{1b}'), "{status:?}");
+    assert!(!status.contains("CMS1"), "{status}");
+    assert!(!guard.get("/metrics").contains("webbridge=\"CMS1\""));
+
+    let text = wait_until(|| std::fs::read_to_string(&log).unwrap(), |text| text.contains("cannot follow"));
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("cms\\u{1b}[2J\\n2026-01-01T00:00:00Z ERROR forged.log"), "{text}");
+    assert!(!text.lines().any(|line| line.starts_with("2026-01-01")), "{text}");
+}
+
+#[test]
+fn a_directory_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = wbguard(
+        &[
+            "watch",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--state-dir",
+            s(&dir.path().join("state")),
+            "--follow",
+            s(dir.path()),
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains(s(dir.path())) && stderr(&output).contains("is a directory"));
+
+    // A followed file that becomes a directory is said once, not four times a second.
+    let path = dir.path().join("cms.log");
+    std::fs::write(&path, format!("{}\n", stats("cmsfile", 10))).unwrap();
+    let log = dir.path().join("guard.log");
+    let guard = Guard::start_with_stderr(&["--follow", s(&path)], std::fs::File::create(&log).unwrap());
+    guard.wait_for("wbguard_webbridge_active_sessions{webbridge=\"cmsfile\"}", 10.0);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    wait_until(|| std::fs::read_to_string(&log).unwrap(), |text| text.contains("it is a directory"));
+    // Eight rounds of the follower's poll.
+    std::thread::sleep(Duration::from_secs(2));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("is a directory").count(), 1, "{text}");
+    assert_eq!(text.matches(" WARN ").count(), 1, "{text}");
+}
+
+#[test]
+fn an_endless_cisco_script_is_refused_at_a_bound() {
+    let output = wbguard(&["config", "import-cisco-script", "/dev/zero"], None);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("/dev/zero") && stderr(&output).contains("larger than"), "{}", stderr(&output));
 }
