@@ -161,6 +161,27 @@ fn status_and_the_guards_log_show_hostile_text_escaped() {
     assert!(!text.lines().any(|line| line.starts_with("2026-01-01")), "{text}");
 }
 
+/// `restart --stats` finds a server's sessions whatever the case of its
+/// `log_host` and of the host name in its lines.
+#[test]
+fn a_host_is_one_whatever_its_case_for_restart_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats_log = log(dir.path(), &["Cms1"]);
+    let config = dir.path().join("wbguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[auth]\npassword_env = \"WBGUARD_TEST_UNSET\"\n\
+             [[server]]\nname = \"one\"\nlog_host = \"CMS1\"\nmmp = \"127.0.0.1:1\"\n",
+            s(&dir.path().join("state"))
+        ),
+    )
+    .unwrap();
+    let output = wbguard(&["--config", s(&config), "restart", "--stats", s(&stats_log)], None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("one: up to 10 live call(s) could be dropped (10 sessions"), "{stdout}{}", stderr(&output));
+}
+
 #[test]
 fn a_directory_is_not_followed() {
     let dir = tempfile::tempdir().unwrap();
