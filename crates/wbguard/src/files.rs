@@ -107,9 +107,10 @@ pub fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
 /// `meta` if it is a regular file's, else an error saying what it is.
 fn regular(meta: Metadata) -> std::io::Result<Metadata> {
     let kind = meta.file_type();
-    let what = if kind.is_file() {
+    if kind.is_file() {
         return Ok(meta);
-    } else if kind.is_symlink() {
+    }
+    let what = if kind.is_symlink() {
         "a symbolic link"
     } else if kind.is_dir() {
         "a directory"
@@ -126,9 +127,8 @@ fn regular(meta: Metadata) -> std::io::Result<Metadata> {
 }
 
 fn not_regular(what: &str) -> std::io::Error {
-    std::io::Error::other(format!(
-        "it is {what}; wbguard writes only regular files (name the file itself, not a link to it)"
-    ))
+    let hint = if what == "a symbolic link" { ", never through a link: name the file it points to" } else { "" };
+    std::io::Error::other(format!("it is {what}; wbguard writes only regular files{hint}"))
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ pub struct RawServer {
     pub name: String,
     /// MMP address, `host[:port]`.
     pub mmp: String,
-    /// Host name its log lines carry, in lower case (as records have it).(default: `name`).
+    /// Host name its log lines carry (default: `name`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_host: Option<String>,
     /// The web bridge's page, checked after a restart.

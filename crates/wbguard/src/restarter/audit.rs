@@ -51,7 +51,7 @@ pub struct RestartLog {
     audit: File,
 }
 
-/// Readable by all, as Cisco's script leaves its log.
+/// Readable by all (less the umask): the log and the audit hold no secret.
 const LOG_MODE: u32 = 0o644;
 
 fn append(path: &Path) -> anyhow::Result<File> {
