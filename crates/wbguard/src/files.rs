@@ -1,9 +1,28 @@
-//! Reading the small text files an operator names (the configuration, a
-//! password or webhook file, Cisco's script, known_hosts) with a bound: a
-//! path that turns out to be `/dev/zero`, a huge log or a stray binary is
-//! an error that names it, never a process that grows until it is killed.
+//! The files wbguard reads and writes, handled so that a hostile or
+//! unlucky path cannot turn a write into damage or a read into a hang.
+//!
+//! Reading: the small text files an operator names (the configuration, a
+//! password or webhook file, Cisco's script, known_hosts) are read with a
+//! bound: a path that turns out to be `/dev/zero`, a huge log or a stray
+//! binary is an error that names it, never a process that grows until it
+//! is killed.
+//!
+//! Writing: a file wbguard replaces (the chart, the demo's summary, the
+//! manual pages) is written whole to a temporary file created exclusively
+//! beside it (`O_EXCL`, a random name: never an existing file, never a
+//! planted link) and renamed over it, so nothing is written through a link
+//! and a reader never sees half a file. A file wbguard appends to (the
+//! restart log and audit, known_hosts, the restart lock) is opened without
+//! following a link in its last component (`O_NOFOLLOW`). Both refuse a
+//! target that is not a regular file, naming what it is: a device
+//! (`/dev/full`), a FIFO, a directory, or a symbolic link. A link is
+//! refused rather than replaced or written through: it was put there on
+//! purpose, by the operator or by someone else, and either way the
+//! operator should name the real file.
 
-use std::io::Read;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The configuration, Cisco's script: far more than any real one.
@@ -24,6 +43,94 @@ pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
+/// Mode of a file [`replace`] creates (less the umask); a replaced file
+/// keeps its own.
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Replaces (or creates) `path` with `bytes`: written and synced to a new
+/// temporary file in the same directory, then renamed over `path`.
+/// Refuses a `path` that exists and is not a regular file.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(meta) => Some(regular(meta)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let Some(name) = path.file_name() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "it does not name a file"));
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mode = existing.map_or(NEW_FILE_MODE, |meta| meta.permissions().mode() & 0o777);
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    // tempfile opens with O_CREAT | O_EXCL under a fresh random name, so
+    // an existing file or link at that name is never opened.
+    let mut temporary = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .rand_bytes(12)
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    temporary.write_all(bytes)?;
+    temporary.as_file().sync_all()?;
+    // On failure the temporary file is removed as it is dropped.
+    temporary.persist(path).map_err(|e| e.error)?;
+    // The rename itself, durable; a file system that cannot sync a
+    // directory still has the file.
+    let _ = File::open(dir).and_then(|dir| dir.sync_all());
+    Ok(())
+}
+
+/// Opens `path` for appending, creating it with `mode` (less the umask).
+/// Refuses a link in its last component and anything but a regular file;
+/// never blocks on a FIFO.
+pub fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // O_NOFOLLOW's answer when the last component is a link.
+            Some(libc::ELOOP) => not_regular("a symbolic link"),
+            _ => e,
+        })?;
+    regular(file.metadata()?)?;
+    Ok(file)
+}
+
+/// `meta` if it is a regular file's, else an error saying what it is.
+fn regular(meta: Metadata) -> std::io::Result<Metadata> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(meta);
+    }
+    let what = if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(not_regular(what))
+}
+
+fn not_regular(what: &str) -> std::io::Error {
+    let hint = if what == "a symbolic link" { ", never through a link: name the file it points to" } else { "" };
+    std::io::Error::other(format!("it is {what}; wbguard writes only regular files{hint}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +146,40 @@ mod tests {
         assert!(read_bounded(&path, 9).is_err());
         std::fs::write(&path, [0xff, 0xfe]).unwrap();
         assert!(read_bounded(&path, 10).unwrap_err().to_string().contains("UTF-8"));
+    }
+
+    #[test]
+    fn a_replaced_file_is_whole_and_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.svg");
+        replace(&path, b"one").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        replace(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // Nothing left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn only_regular_files_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        for (path, what) in [(&link, "a symbolic link"), (&dir.path().to_path_buf(), "a directory")] {
+            assert!(replace(path, b"x").unwrap_err().to_string().contains(what), "{}", path.display());
+            assert!(open_append(path, 0o600).unwrap_err().to_string().contains(what), "{}", path.display());
+        }
+        assert!(replace(Path::new("/dev/null"), b"x").unwrap_err().to_string().contains("a device"));
+        assert!(open_append(Path::new("/dev/null"), 0o600).unwrap_err().to_string().contains("a device"));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let log = dir.path().join("log");
+        writeln!(open_append(&log, 0o600).unwrap(), "one").unwrap();
+        writeln!(open_append(&log, 0o600).unwrap(), "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

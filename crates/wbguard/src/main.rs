@@ -12,8 +12,9 @@
 //!   model), [`restarter`] (one restart, verified, audited), [`ingest`]
 //!   (syslog in), [`guard`] (the running guard and its HTTP side);
 //! - leaves: [`config`] (TOML in, typed values out), [`secret`] (where a
-//!   secret lives; fetched at use), [`dirs`], [`files`] (bounded reads),
-//!   [`cli`], [`exit`].
+//!   secret lives; fetched at use), [`dirs`], [`files`] (bounded reads,
+//!   safe writes), [`text`] (outside text made safe to show), [`cli`],
+//!   [`exit`].
 
 mod cli;
 mod commands;
@@ -28,6 +29,7 @@ mod mmp;
 mod restarter;
 mod secret;
 mod store;
+mod text;
 
 use clap::Parser;
 
@@ -57,11 +59,23 @@ fn main() {
 }
 
 /// Logs through tracing to standard error; `WBGUARD_LOG` filters (`info`
-/// by default).
+/// by default). Every message and field is escaped ([`text::printable`])
+/// as it is written, so that a host name or request data in a line cannot
+/// forge another line or drive the terminal it is read on.
 fn init_logging() {
+    use tracing_subscriber::field::MakeExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WBGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let value = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", text::printable(&value)),
+            name => write!(writer, "{name}={}", text::printable(&value)),
+        }
+    })
+    .delimited(" ");
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -85,8 +99,9 @@ fn man(dir: Option<&std::path::Path>) -> anyhow::Result<exit::Outcome> {
     }
     for (name, page) in pages {
         let path = dir.join(format!("{name}.1"));
-        let mut file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
-        clap_mangen::Man::new(page).render(&mut file)?;
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page).render(&mut text)?;
+        files::replace(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(exit::Outcome::Success)
 }

@@ -13,7 +13,7 @@ pub struct Record {
     /// When the server logged it, in UTC.
     pub time: DateTime<Utc>,
     /// The server's configured host name (the word after `facility.severity`),
-    /// or the caller's fallback for lines that carry none.
+    /// or the caller's fallback for lines that carry none; in lower case.
     pub host: String,
     /// What the line said.
     pub body: RecordBody,

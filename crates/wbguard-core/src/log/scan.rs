@@ -158,10 +158,14 @@ pub fn parse_line(line: &[u8], ctx: &ParseContext) -> Result<Option<Record>, Mal
         .stamp
         .and_then(|stamp| timestamp::resolve(stamp, ctx.zone, ctx.reference))
         .ok_or(Malformed::Timestamp)?;
-    let host = match envelope.host {
+    let mut host = match envelope.host {
         Some(host) => String::from_utf8_lossy(host).into_owned(),
         None => ctx.default_host.clone().ok_or(Malformed::Host)?,
     };
+    // Host names know no case (DNS); folded here, where every record is
+    // made, `CMS1` and `cms1` are one server in the model, the history,
+    // the decisions and the restarts.
+    host.make_ascii_lowercase();
     Ok(Some(Record { time, host, body }))
 }
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use crate::cli::StatusArgs;
 use crate::exit::Outcome;
 use crate::guard::api::Status;
+use crate::text::printable;
 
 /// Runs `wbguard status`.
 pub fn run(args: &StatusArgs) -> anyhow::Result<Outcome> {
@@ -64,12 +65,12 @@ fn table(url: &str, status: &Status) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:>6} {:>9} {:>9}  {:<17}  {}",
-            wb.webbridge,
+            printable(&wb.webbridge),
             estimate.active,
             format!("{}-{}", estimate.leaked_lower, estimate.leaked_upper),
             estimate.droppable_upper,
             estimate.lockout_forecast.map_or("-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M").to_string()),
-            decision
+            printable(decision)
         );
     }
     let counts: Vec<String> = status.syslog_messages.iter().map(|(k, v)| format!("{k} {v}")).collect();

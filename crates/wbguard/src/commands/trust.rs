@@ -58,7 +58,8 @@ pub fn run(config_path: Option<&Path>, args: &TrustArgs) -> anyhow::Result<Outco
             outcome = outcome.max(Outcome::Refused);
             continue;
         }
-        known_hosts::record(&config.known_hosts, &server.host, server.port, &key)?;
+        known_hosts::record(&config.known_hosts, &server.host, server.port, &key)
+            .map_err(|e| anyhow::anyhow!("cannot record the host key in {}: {e}", config.known_hosts.display()))?;
         println!("  recorded in {}", config.known_hosts.display());
     }
     Ok(outcome)

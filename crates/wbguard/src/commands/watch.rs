@@ -28,6 +28,15 @@ fn setup(config_path: Option<&Path>, args: &WatchArgs, dirs: &Dirs) -> anyhow::R
     }
     settings.follow.extend(args.follow.iter().cloned());
     settings.clock = args.clock;
+    for path in &settings.follow {
+        // A file not there yet is waited for; a directory never becomes a log.
+        if path.is_dir() {
+            anyhow::bail!(
+                "cannot follow {}: it is a directory; name the log file the syslog server writes in it",
+                path.display()
+            );
+        }
+    }
     let state_dir = match (&args.state_dir, &config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(config)) => config.state_dir.clone(),

@@ -248,7 +248,7 @@ pub struct Server {
     pub host: String,
     /// MMP port.
     pub port: u16,
-    /// Host name its log lines carry.
+    /// Host name its log lines carry, in lower case (as records have it).
     pub log_host: String,
     /// Web bridge page to check after a restart.
     pub webbridge_url: Option<String>,
@@ -396,7 +396,8 @@ impl Config {
                 address::HttpUrl::parse(url)
                     .map_err(|why| anyhow::anyhow!("{} ({}): {why}", key("webbridge_url"), s.name))?;
             }
-            let log_host = s.log_host.clone().unwrap_or_else(|| s.name.clone());
+            // In lower case, as the parser gives every record's host.
+            let log_host = s.log_host.as_ref().unwrap_or(&s.name).to_ascii_lowercase();
             if log_host.is_empty() || log_host.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 bail!("{} ({}): '{}' is not a host name", key("log_host"), s.name, log_host.escape_debug());
             }
@@ -490,7 +491,7 @@ mod tests {
         assert_eq!(config.known_hosts, PathBuf::from("/etc/wbguard/kh"));
         assert_eq!(config.timeouts.command, Duration::from_secs(5));
         let (a, b) = (&config.servers[0], &config.servers[1]);
-        assert_eq!((a.port, a.log_host.as_str(), a.channel, a.legacy_algorithms), (2222, "cmsA", Channel::Exec, true));
+        assert_eq!((a.port, a.log_host.as_str(), a.channel, a.legacy_algorithms), (2222, "cmsa", Channel::Exec, true));
         assert_eq!(a.auth, vec![AuthSource::PasswordFile { path: "/run/pw".into() }]);
         assert_eq!((b.host.as_str(), b.channel), ("::1", Channel::Shell));
         assert_eq!(b.auth, vec![AuthSource::KeyFile { path: "/etc/wbguard/id".into(), passphrase_env: None }]);

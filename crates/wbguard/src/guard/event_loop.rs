@@ -346,7 +346,8 @@ impl Task {
     /// the safety and a back-off.
     async fn manual(&mut self, Manual { webbridge, reply }: Manual) {
         let now = self.clock.now(&self.model);
-        let _ = reply.send(self.restart_now(&webbridge, now).await);
+        // Host names are lower case everywhere (folded where records are made).
+        let _ = reply.send(self.restart_now(&webbridge.to_ascii_lowercase(), now).await);
     }
 
     /// Starts the restart an operator asked for, or says why not.

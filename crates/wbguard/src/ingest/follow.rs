@@ -10,8 +10,9 @@
 //! inode) means it was rotated by renaming, so the old one is read to its
 //! end before the new one is opened; a file shorter than what was read
 //! means it was truncated (`copytruncate`), so reading starts again at its
-//! start. A missing file is waited for. Reading starts at the beginning:
-//! the model wants the past, and history stores each sample once.
+//! start. A missing file is waited for, and so is a directory found where
+//! the file was (said once, not every round). Reading starts at the
+//! beginning: the model wants the past, and history stores each sample once.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,12 +39,18 @@ struct Open {
     file: std::fs::File,
     inode: u64,
     read: u64,
+    /// A read failed and was logged: once per file, not every round.
+    failed: bool,
 }
 
+/// Opens `path`, unless it is a directory (which opens, but never reads).
 fn open(path: &std::path::Path) -> std::io::Result<Open> {
     let file = std::fs::File::open(path)?;
-    let inode = file.metadata()?.ino();
-    Ok(Open { file, inode, read: 0 })
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(std::io::Error::other("it is a directory"));
+    }
+    Ok(Open { file, inode: meta.ino(), read: 0, failed: false })
 }
 
 /// The blocking side of a followed file: the open file, the codec and
@@ -87,7 +94,9 @@ impl Reader {
         let before = buffer.len();
         // Straight into the codec's buffer; an error keeps what came before it.
         if let Err(e) = (&mut file.file).take(ROUND_BYTES).read_to_end(buffer) {
-            tracing::warn!("reading {}: {e}", path.display());
+            if !std::mem::replace(&mut file.failed, true) {
+                tracing::warn!("reading {}: {e}", path.display());
+            }
         }
         let n = (buffer.len() - before) as u64;
         if n > 0 {

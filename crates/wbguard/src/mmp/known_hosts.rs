@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use data_encoding::BASE64;
@@ -87,7 +86,7 @@ pub fn record(path: &Path, host: &str, port: u16, key: &PublicKey) -> io::Result
         fs::create_dir_all(dir)?;
     }
     let key_text = key.to_openssh().map_err(|e| io::Error::other(e.to_string()))?;
-    let mut file = fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let mut file = crate::files::open_append(path, 0o600)?;
     writeln!(file, "{} {}", host_entry(host, port), key_text.trim())?;
     file.sync_all()
 }

@@ -5,7 +5,7 @@
 //! at once. The audit file adds what the log cannot say, one JSON object
 //! per line: who ran it, why, how long it took, how it was verified.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -51,8 +51,11 @@ pub struct RestartLog {
     audit: File,
 }
 
+/// Readable by all (less the umask): the log and the audit hold no secret.
+const LOG_MODE: u32 = 0o644;
+
 fn append(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))
+    crate::files::open_append(path, LOG_MODE).with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// Python's `str(datetime.now(timezone.utc))`, as Cisco's script writes it.

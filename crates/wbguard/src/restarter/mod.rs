@@ -108,12 +108,7 @@ pub fn record(
 pub fn lock(state_dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
     let path = state_dir.join("restart.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file = crate::files::open_append(&path, 0o600).with_context(|| format!("cannot open {}", path.display()))?;
     if file.try_lock().is_err() {
         println!("waiting for another wbguard restart to finish ({})", path.display());
         file.lock().with_context(|| format!("cannot lock {}", path.display()))?;

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("exit", Layer::Leaf),
     ("files", Layer::Leaf),
     ("secret", Layer::Leaf),
+    ("text", Layer::Leaf),
     ("guard", Layer::Service),
     ("ingest", Layer::Service),
     ("logs", Layer::Service),

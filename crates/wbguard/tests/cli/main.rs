@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod demo;
 mod deploy;
+mod files;
 mod history;
 mod layers;
 mod page;

@@ -109,12 +109,10 @@ impl Feeder {
     }
 }
 
-/// Writes a whole file through a temporary, so a reader never sees half.
+/// Writes a whole file through a temporary, so a reader never sees half
+/// and nothing is written through a link ([`crate::files::replace`]).
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+    crate::files::replace(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The built-in example, when the simulator is built in.

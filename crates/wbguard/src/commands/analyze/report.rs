@@ -10,6 +10,7 @@ use wbguard_core::log::LineCounts;
 use wbguard_core::model::{ClusterEstimate, Deployment, Restart};
 
 use crate::logs::InputResult;
+use crate::text;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -239,7 +240,7 @@ impl Report {
         );
         for wb in &self.webbridges {
             let row = [
-                csv_field(&wb.host),
+                text::csv_field(&wb.host),
                 wb.samples.to_string(),
                 time(wb.first_seen),
                 time(wb.last_seen),
@@ -372,20 +373,15 @@ fn minutes(total: f64) -> String {
     }
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
-}
-
-/// Left-aligned first column, right-aligned numbers, two spaces apart.
+/// Left-aligned first column, right-aligned numbers, two spaces apart;
+/// host names escaped ([`text::printable`]).
 fn columns(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|row| row.iter().map(|cell| text::printable(cell).into_owned()).collect()).collect();
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
-    for row in rows {
+    for row in &rows {
         let cells: Vec<String> = row
             .iter()
             .enumerate()

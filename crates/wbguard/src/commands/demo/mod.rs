@@ -103,7 +103,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     print!("{}", compare::table(&outcomes, COMPARISON_DAYS));
     if let Some(path) = &args.summary_json {
         let summary = serde_json::json!({ "strategies": outcomes });
-        std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
+        crate::files::replace(path, (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(Outcome::Success)
