@@ -128,6 +128,11 @@ pub struct WatchArgs {
     /// [[webhook]]) is reread on SIGHUP.
     #[arg(long, value_name = "MODE", value_parser = mode)]
     pub mode: Option<Mode>,
+    /// Without --config (any host may send): track at most N hosts (1 to
+    /// 100000); records of further hosts are counted as rejected
+    /// [default: watch.max_hosts, 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_hosts: Option<u32>,
 }
 
 /// `wbguard status`.

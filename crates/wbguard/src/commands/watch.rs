@@ -27,6 +27,9 @@ fn setup(config_path: Option<&Path>, args: &WatchArgs, dirs: &Dirs) -> anyhow::R
         settings.listen_http = http;
     }
     settings.follow.extend(args.follow.iter().cloned());
+    if let Some(max_hosts) = args.max_hosts {
+        settings.max_hosts = max_hosts as usize;
+    }
     let state_dir = match (&args.state_dir, &config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(config)) => config.state_dir.clone(),

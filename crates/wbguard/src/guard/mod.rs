@@ -22,6 +22,7 @@ pub mod api;
 mod enforce;
 mod event_loop;
 mod history;
+mod hosts;
 mod http;
 mod metrics;
 mod notify;

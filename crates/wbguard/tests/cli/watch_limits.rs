@@ -170,3 +170,38 @@ fn connections_from_a_source_not_allowed_are_closed_before_the_handshake() {
     drop(stdin);
     let _ = client.wait();
 }
+
+/// Without a configuration, a flood of Stats lines naming invented hosts:
+/// at most `--max-hosts` are tracked, the rest counted as rejected, and a
+/// real server's lines, before, during and after the flood, are parsed.
+#[test]
+fn a_flood_of_invented_host_names_is_bounded_and_real_lines_get_through() {
+    use rand::Rng;
+    let guard = Guard::start(&["--max-hosts", "50"]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{}", guard.port("udp"));
+    let line = |host: &str, active: u32| {
+        let stamp = chrono::Utc::now().format("%b %e %H:%M:%S");
+        format!("<14>{stamp} {host} webbridge: INFO : [DEBUGGING] Stats {active}, c:{}, d:5", active + 5)
+    };
+    let real = "wbguard_webbridge_active_sessions{webbridge=\"cmsreal\"}";
+    socket.send_to(line("cmsreal", 1).as_bytes(), &to).unwrap();
+    guard.wait_for(real, 1.0);
+    let mut rng = rand::thread_rng();
+    for i in 0..20_000u32 {
+        let invented: String = (0..12).map(|_| rng.gen_range(b'a'..=b'z') as char).collect();
+        socket.send_to(line(&invented, 5).as_bytes(), &to).unwrap();
+        if i % 1000 == 0 {
+            socket.send_to(line("cmsreal", 2 + i / 1000).as_bytes(), &to).unwrap();
+        }
+    }
+    socket.send_to(line("cmsreal", 77).as_bytes(), &to).unwrap();
+    guard.wait_for(real, 77.0);
+    let metrics = guard.get("/metrics");
+    let tracked = metrics.lines().filter(|l| l.starts_with("wbguard_webbridge_active_sessions{")).count();
+    assert!((2..=50).contains(&tracked), "{tracked} hosts tracked");
+    let rejected = guard.metric(r#"wbguard_syslog_messages_total{result="rejected"}"#).unwrap();
+    assert!(rejected >= 1000.0, "{rejected} rejected");
+    let status: serde_json::Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+    assert!(status["webbridges"].as_array().unwrap().len() <= 50);
+}
