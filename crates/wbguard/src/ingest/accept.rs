@@ -219,10 +219,7 @@ impl<L: Incoming> Gate<L> {
             let (stream, from) = self.connection().await;
             return Accepted { stream, from, place: Place { _permit: permit, holder: None } };
         };
-        let permit = match self.places.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => None,
-        };
+        let permit = self.places.clone().try_acquire_owned().ok();
         let (stream, from) = self.connection().await;
         let permit = match permit {
             Some(permit) => permit,
