@@ -144,6 +144,11 @@ pub struct WatchArgs {
     /// every sender's clock).
     #[arg(long, value_name = "CLOCK", value_parser = clock, default_value = "wall")]
     pub clock: Clock,
+    /// Without --config (any host may send): track at most N hosts (1 to
+    /// 100000); records of further hosts are counted as rejected
+    /// [default: watch.max_hosts, 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_hosts: Option<u32>,
 }
 
 /// `wbguard status`.

@@ -27,6 +27,9 @@ fn setup(config_path: Option<&Path>, args: &WatchArgs, dirs: &Dirs) -> anyhow::R
         settings.listen_http = http;
     }
     settings.follow.extend(args.follow.iter().cloned());
+    if let Some(max_hosts) = args.max_hosts {
+        settings.max_hosts = max_hosts as usize;
+    }
     settings.clock = args.clock;
     for path in &settings.follow {
         // A file not there yet is waited for; a directory never becomes a log.

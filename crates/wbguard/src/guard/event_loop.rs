@@ -22,6 +22,7 @@ use super::api::JournalAhead;
 use super::clock::{GuardClock, Verdict};
 use super::enforce::{Enforcer, Finished};
 use super::history::History;
+use super::hosts::OpenHosts;
 use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
 use super::snapshot::{Shared, Snapshot};
@@ -34,6 +35,10 @@ use crate::store::{Estimate, Sample};
 
 /// How often decisions are taken.
 const DECIDE_EVERY: Duration = Duration::from_secs(1);
+/// The status is rebuilt from new data at most this often between
+/// decisions: a rebuild costs a part per host, so rebuilding per batch
+/// made each record as slow as the hosts were many.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// How long a stopping guard waits for a restart in flight (systemd's
 /// stop timeout in deploy/ is longer).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -69,8 +74,10 @@ pub struct Rules {
     /// How long history is kept.
     pub retention: chrono::Duration,
     /// The configuration (servers to restart, log hosts to accept); none:
-    /// observe only, every host accepted.
+    /// observe only, any host accepted up to `max_hosts`.
     pub config: Option<Config>,
+    /// Without a configuration, the most hosts tracked (`watch.max_hosts`).
+    pub max_hosts: usize,
 }
 
 impl Rules {
@@ -82,6 +89,7 @@ impl Rules {
             zone: settings.log_timezone,
             retention: settings.retention,
             config: setup.config.clone(),
+            max_hosts: settings.max_hosts,
         }
     }
 
@@ -156,6 +164,8 @@ impl Guard {
             enforcer,
             model: Deployment::new(ModelConfig { limit, ..ModelConfig::default() }),
             dirty: false,
+            published: tokio::time::Instant::now(),
+            open_hosts: OpenHosts::default(),
             samples: Vec::new(),
             recorded: BTreeMap::new(),
             alarms: Alarms::default(),
@@ -182,7 +192,7 @@ impl Guard {
                     let Some(batch) = batch else { break };
                     task.ingest(&batch);
                     // Keep the status current without rebuilding it per message.
-                    if task.dirty && messages.is_empty() {
+                    if task.dirty && messages.is_empty() && task.published.elapsed() >= PUBLISH_EVERY {
                         task.publish();
                     }
                 }
@@ -221,6 +231,10 @@ struct Task {
     decisions: Vec<Decision>,
     /// The model changed since the snapshot was published.
     dirty: bool,
+    /// When new data was last published.
+    published: tokio::time::Instant,
+    /// Without a configuration, the hosts tracked.
+    open_hosts: OpenHosts,
     /// Samples not yet handed to the history writer.
     samples: Vec<Sample>,
     /// The last decision recorded per web bridge: only changes are stored.
@@ -256,6 +270,13 @@ impl Task {
                 Ok(Some(record)) if !self.rules.accepts(&batch.origin, &record.host) => rejected += 1,
                 // Dated in the future: never moves the clock or a decision.
                 Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
+                // Without a configuration: beyond max_hosts, a new host costs nothing.
+                Ok(Some(record))
+                    if matches!(batch.origin, Origin::Anyone)
+                        && !self.open_hosts.admits(&record.host, self.rules.max_hosts) =>
+                {
+                    rejected += 1
+                }
                 Ok(Some(record)) => {
                     parsed += 1;
                     self.model.observe(&record);
@@ -328,6 +349,7 @@ impl Task {
         self.shared.publish(self.snapshot(now, self.decisions.clone()));
         self.history.samples(std::mem::take(&mut self.samples));
         self.dirty = false;
+        self.published = tokio::time::Instant::now();
     }
 
     fn reload(&mut self, rules: Rules) {

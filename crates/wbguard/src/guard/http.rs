@@ -2,9 +2,11 @@
 //! status and history, health. Read-only, except the page's token-protected
 //! "restart now"; binds to loopback unless configured otherwise.
 //!
-//! Connections come through the ingest's [`Gate`] (a place first, then the
-//! accept; a pause after a failed accept), at most
-//! [`MAX_HTTP_CONNECTIONS`] at once.
+//! Connections come through the ingest's evicting [`Gate`] (a pause after a
+//! failed accept), at most [`MAX_HTTP_CONNECTIONS`] at once (fewer when the
+//! file limit is low); with every place taken, the connection silent
+//! longest gives its place to the newcomer, so `/healthz` and the scrapes
+//! are answered at once whatever idle or half-sent requests hold.
 
 use std::future::Future;
 use std::io;
@@ -27,7 +29,7 @@ use super::event_loop::Manual;
 use super::history::{History, Read, ReadError, READS};
 use super::metrics::Format;
 use super::snapshot::Shared;
-use crate::ingest::accept::{Accepted, Gate};
+use crate::ingest::accept::{Accepted, Gate, Place};
 use crate::ingest::metrics::MessageResult;
 use crate::store::history;
 
@@ -48,10 +50,15 @@ struct Web {
 /// The status page, built into the binary (no asset from the network).
 const PAGE: &str = include_str!("page/index.html");
 
-/// Serves `router` on `listener` until `shutdown` turns true, through a
-/// [`Gate`] of [`MAX_HTTP_CONNECTIONS`].
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let listener = Bounded(Gate::new(listener, MAX_HTTP_CONNECTIONS, "HTTP"));
+/// Serves `router` on `listener` until `shutdown` turns true, through an
+/// evicting [`Gate`] of `places` (at most [`MAX_HTTP_CONNECTIONS`]).
+pub async fn serve(
+    listener: TcpListener,
+    places: usize,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = Bounded(Gate::evicting(listener, places, "HTTP"));
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
@@ -78,46 +85,113 @@ impl axum::serve::Listener for Bounded {
 }
 
 /// A connection and its place: the place is given back when the
-/// connection is dropped, i.e. closed. A connection on which nothing moves
-/// for [`IDLE`] is closed: idle or half-sent requests must not hold the
-/// places that `/healthz` and the scrapes need.
+/// connection is dropped, i.e. closed. Idle or half-sent requests must not
+/// hold the places that `/healthz` and the scrapes need, so a connection is
+/// closed when nothing moves on it for [`IDLE`], when a request's head
+/// (its first line and headers) is not whole within [`HEAD`] of its first
+/// byte (or of the connection's opening), or when the gate asks its place
+/// back for a newcomer because it has been silent longest.
 struct Placed {
     stream: TcpStream,
-    _place: OwnedSemaphorePermit,
+    place: Place,
     /// When the connection counts as idle; moved on by every byte.
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// Where the request in progress is.
+    phase: Phase,
+    /// When the head being read must be whole (armed in [`Phase::Head`]).
+    head: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Where a connection's request is. The head's end is found by its empty
+/// line (HTTP/1, which is all the guard speaks); any answer ends a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a head: the line ends seen in a row so far (`\r` ignored).
+    Head(u8),
+    /// The head is whole: the body, the handler, the answer.
+    Request,
+    /// Answered: the next byte opens a new head.
+    Answered,
 }
 
 /// How long an HTTP connection may stay silent both ways (a keep-alive
-/// between scrapes, a request never finished, a reader that stopped).
+/// between scrapes, a reader that stopped).
 pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a request's head may take to arrive, from its first byte (or
+/// the connection's opening): a request sent a byte at a time, never
+/// finished, gives its place back after this however much it trickles.
+pub const HEAD: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Placed {
-    fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Placed {
-        Placed { stream, _place: place, idle: Box::pin(tokio::time::sleep(IDLE)) }
+    fn new(stream: TcpStream, place: Place) -> Placed {
+        Placed {
+            stream,
+            place,
+            idle: Box::pin(tokio::time::sleep(IDLE)),
+            phase: Phase::Head(0),
+            head: Box::pin(tokio::time::sleep(HEAD)),
+        }
     }
 
     /// Something moved: the idle clock starts again.
     fn moved(&mut self) {
         self.idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+        self.place.moved();
     }
 
-    /// Nothing could move: an error once the connection has been idle too long.
-    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        match self.idle.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle HTTP connection"))),
-            Poll::Pending => Poll::Pending,
+    /// Something was written: an answer, which ends the request.
+    fn wrote(&mut self) {
+        self.moved();
+        self.phase = Phase::Answered;
+    }
+
+    /// `bytes` were read: a new head opens, or the one being read may end.
+    fn received(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
         }
+        if self.phase == Phase::Answered {
+            self.phase = Phase::Head(0);
+            self.head.as_mut().reset(tokio::time::Instant::now() + HEAD);
+        }
+        for &byte in bytes {
+            let Phase::Head(ends) = self.phase else { return };
+            self.phase = match byte {
+                b'\n' if ends == 1 => Phase::Request,
+                b'\n' => Phase::Head(1),
+                b'\r' => Phase::Head(ends),
+                _ => Phase::Head(0),
+            };
+        }
+    }
+
+    /// Nothing could move: an error once the connection has been idle too
+    /// long, its head is late, or its place is wanted.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let closed = |why: &str| Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why.to_owned())));
+        if self.idle.as_mut().poll(cx).is_ready() {
+            return closed("idle HTTP connection");
+        }
+        if matches!(self.phase, Phase::Head(_)) && self.head.as_mut().poll(cx).is_ready() {
+            return closed("HTTP request head not whole in time");
+        }
+        if self.place.asked_to_leave(cx) {
+            return closed("HTTP connection silent longest, its place given to a newcomer");
+        }
+        Poll::Pending
     }
 }
 
 impl AsyncRead for Placed {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Pending => this.waiting(cx),
             ready => {
                 this.moved();
+                this.received(&buf.filled()[before..]);
                 ready
             }
         }
@@ -130,7 +204,7 @@ impl AsyncWrite for Placed {
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Pending => this.waiting(cx),
             ready => {
-                this.moved();
+                this.wrote();
                 ready
             }
         }
@@ -145,7 +219,7 @@ impl AsyncWrite for Placed {
         match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
             Poll::Pending => this.waiting(cx),
             ready => {
-                this.moved();
+                this.wrote();
                 ready
             }
         }
@@ -325,29 +399,55 @@ async fn metrics(State(web): State<Web>, headers: axum::http::HeaderMap) -> impl
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::Semaphore;
 
     use super::*;
 
-    /// A connection on which nothing moves is closed after [`IDLE`] (in
-    /// paused time: the test takes no 30 s) and gives its place back.
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_connection_is_closed_and_gives_its_place_back() {
+    /// A connection accepted through a gate of one place, and its client.
+    async fn placed() -> (Placed, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        let places = Arc::new(Semaphore::new(1));
-        let mut placed = Placed::new(stream, places.clone().acquire_owned().await.unwrap());
-        client.write_all(b"GET / HT").await.unwrap();
-        let mut buffer = [0u8; 16];
-        assert_eq!(placed.read(&mut buffer).await.unwrap(), 8);
-        // The rest of the request never comes.
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let Accepted { stream, place, .. } = Gate::evicting(listener, 1, "test").accept().await;
+        (Placed::new(stream, place), client)
+    }
+
+    /// A request whose head trickles in is closed [`HEAD`] after its first
+    /// byte, however often a byte comes (in paused time: no waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_trickles_in_is_closed_in_time() {
+        let (mut placed, mut client) = placed().await;
         let started = tokio::time::Instant::now();
+        let trickle = tokio::spawn(async move {
+            while client.write_all(b"G").await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        });
+        let mut buffer = [0u8; 16];
+        let error = loop {
+            match placed.read(&mut buffer).await {
+                Ok(n) => assert!(n > 0, "the client never closes"),
+                Err(error) => break error,
+            }
+        };
+        trickle.abort();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(took >= HEAD && took < IDLE, "{took:?}");
+    }
+
+    /// A whole head is not held to [`HEAD`]; after the answer, a silent
+    /// keep-alive connection is closed after [`IDLE`].
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_after_its_answer() {
+        let (mut placed, mut client) = placed().await;
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buffer = [0u8; 64];
+        assert!(placed.read(&mut buffer).await.unwrap() > 0);
+        // The handler takes longer than HEAD: the connection stays.
+        tokio::time::sleep(HEAD * 2).await;
+        placed.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        let answered = tokio::time::Instant::now();
         let error = placed.read(&mut buffer).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= IDLE, "{:?}", started.elapsed());
-        assert_eq!(places.available_permits(), 0);
-        drop(placed);
-        assert_eq!(places.available_permits(), 1);
+        assert!(answered.elapsed() >= IDLE, "{:?}", answered.elapsed());
     }
 }

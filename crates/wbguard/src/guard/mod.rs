@@ -23,6 +23,7 @@ mod clock;
 mod enforce;
 mod event_loop;
 mod history;
+mod hosts;
 mod http;
 mod metrics;
 mod notify;
@@ -184,10 +185,11 @@ pub async fn serve(
     let intake = Intake { queue, sources: sources.clone(), counts: shared.metrics.syslog.clone() };
     let mut tasks = tokio::task::JoinSet::new();
     let mut bound_syslog = Vec::new();
+    let places = connection_bounds(&settings.listen_syslog);
     for listen in &settings.listen_syslog {
         let bound = ingest::bind(listen, tls.as_ref()).await?;
         bound_syslog.push(bound.url()?);
-        tasks.spawn(bound.serve(intake.clone(), shutdown_rx.clone()));
+        tasks.spawn(bound.serve(intake.clone(), places.syslog, shutdown_rx.clone()));
     }
     for path in &settings.follow {
         tasks.spawn(ingest::follow::follow(path.clone(), intake.clone(), shutdown_rx.clone()));
@@ -216,7 +218,7 @@ pub async fn serve(
         http: listener.local_addr()?,
     };
     announce(&endpoints);
-    tasks.spawn(http::serve(listener, http::router(shared.clone(), history, manual), shutdown_rx.clone()));
+    tasks.spawn(http::serve(listener, places.http, http::router(shared.clone(), history, manual), shutdown_rx.clone()));
     tracing::info!(
         "watching ({:?} mode): syslog on {}{}, status on http://{}",
         settings.policy.mode,
@@ -258,6 +260,55 @@ pub async fn serve(
     let _ = shutdown.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Connections each listener may hold at once.
+struct Places {
+    /// HTTP.
+    http: usize,
+    /// Each TCP or TLS syslog listener.
+    syslog: usize,
+}
+
+/// Raises the file limit, then bounds the connections so that they fit
+/// under it with room kept for restarts, webhooks and history
+/// ([`ingest::descriptors`]); says what it found, and loudly when the
+/// bounds had to be lowered.
+fn connection_bounds(listen_syslog: &[Listen]) -> Places {
+    use ingest::descriptors;
+    let streams = listen_syslog.iter().filter(|l| !matches!(l, Listen::Udp(_))).count();
+    let wanted = Places { http: http::MAX_HTTP_CONNECTIONS, syslog: ingest::MAX_CONNECTIONS };
+    let Some(limit) = descriptors::raise() else { return wanted };
+    // Open now, and the listeners about to be bound.
+    let open = descriptors::open_now() + listen_syslog.len() + 1;
+    let free = usize::try_from(limit.soft).unwrap_or(usize::MAX).saturating_sub(open);
+    let mut gates = vec![wanted.http];
+    gates.extend(std::iter::repeat_n(wanted.syslog, streams));
+    let shared = descriptors::share(free, &gates);
+    let places = Places { http: shared[0], syslog: shared.get(1).copied().unwrap_or(wanted.syslog) };
+    let raised = if limit.soft > limit.was { format!(" (raised from {})", limit.was) } else { String::new() };
+    if places.http < wanted.http || (streams > 0 && places.syslog < wanted.syslog) {
+        tracing::warn!(
+            "file limit {}{raised}, hard {}: too low for {} HTTP and {} syslog connections per TCP/TLS listener; \
+             serving at most {} and {} (raise LimitNOFILE, or ulimit -n, to at least {})",
+            limit.soft,
+            limit.hard,
+            wanted.http,
+            wanted.syslog,
+            places.http,
+            places.syslog,
+            open + gates.iter().map(|n| n + 1).sum::<usize>() + descriptors::RESERVED
+        );
+    } else {
+        tracing::info!(
+            "file limit {}{raised}: at most {} HTTP and {} syslog connections per TCP/TLS listener, {} descriptors kept for restarts, webhooks and history",
+            limit.soft,
+            places.http,
+            places.syslog,
+            descriptors::RESERVED
+        );
+    }
+    places
 }
 
 /// Reads the setup again. What needs a new process to change (listeners,

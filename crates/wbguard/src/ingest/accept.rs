@@ -14,11 +14,20 @@
 //! run that starts within [`QUIET`] of the last warning is not logged
 //! again (recovering from EMFILE, accepts fail and succeed by turns as
 //! descriptors come and go).
+//!
+//! A gate may also take places back ([`Gate::evicting`]): with every place
+//! taken, the next connection is accepted anyway (one over the bound, at
+//! most) and the holder silent longest is asked to leave ([`Place::moved`]
+//! says when a holder last did something, [`Place::asked_to_leave`] tells
+//! it to go). Idle or half-sent connections then cannot keep a newcomer
+//! waiting for their timeouts: it is served at once.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -59,7 +68,92 @@ pub struct Accepted<S> {
     /// Its peer.
     pub from: SocketAddr,
     /// Its place: dropping it lets the next connection in.
-    pub place: OwnedSemaphorePermit,
+    pub place: Place,
+}
+
+/// How long a newcomer waits for the place of a holder asked to leave
+/// before the next one is asked too (a holder busy in a handler notices
+/// only when it next reads or writes).
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// What the gate knows of one holder: when it last moved, whether it was
+/// asked to leave, and how to wake it to tell it so.
+#[derive(Debug, Default)]
+struct Holder {
+    /// Milliseconds since the gate's start when it last moved.
+    moved: AtomicU64,
+    /// Asked to leave: it closes the next time it is polled.
+    asked: AtomicBool,
+    /// Its task, woken when it is asked to leave.
+    waker: Mutex<Option<Waker>>,
+}
+
+/// Every place's holder, by place (only kept by evicting gates).
+#[derive(Debug)]
+struct Holders {
+    /// When the gate started: holders' times are counted from it.
+    started: tokio::time::Instant,
+    /// One slot per place; `None` when free.
+    slots: Mutex<Vec<Option<Arc<Holder>>>>,
+}
+
+impl Holders {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Asks the holder silent longest, not yet asked, to leave.
+    fn evict_one(&self) {
+        let slots = self.slots.lock().expect("never poisoned");
+        let silent_longest = slots
+            .iter()
+            .flatten()
+            .filter(|h| !h.asked.load(Ordering::Relaxed))
+            .min_by_key(|h| h.moved.load(Ordering::Relaxed));
+        if let Some(holder) = silent_longest {
+            holder.asked.store(true, Ordering::Relaxed);
+            if let Some(waker) = holder.waker.lock().expect("never poisoned").take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A place at a gate, held by one connection until dropped.
+#[derive(Debug)]
+pub struct Place {
+    _permit: OwnedSemaphorePermit,
+    /// For an evicting gate: this holder, its slot and the slots.
+    holder: Option<(Arc<Holder>, usize, Arc<Holders>)>,
+}
+
+impl Place {
+    /// The holder did something (read or wrote): it is not silent.
+    pub fn moved(&self) {
+        if let Some((holder, _, holders)) = &self.holder {
+            holder.moved.store(holders.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the gate wants the place back for a newcomer; if not yet,
+    /// the task of `cx` is woken when it does.
+    pub fn asked_to_leave(&self, cx: &mut Context<'_>) -> bool {
+        let Some((holder, _, _)) = &self.holder else { return false };
+        if holder.asked.load(Ordering::Relaxed) {
+            return true;
+        }
+        *holder.waker.lock().expect("never poisoned") = Some(cx.waker().clone());
+        // Asked while the waker was being stored: it may have found none.
+        holder.asked.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some((_, slot, holders)) = &self.holder {
+            holders.slots.lock().expect("never poisoned")[*slot] = None;
+        }
+    }
 }
 
 /// A listener with a bound on the connections served at once and a
@@ -83,6 +177,8 @@ pub struct Gate<L = TcpListener> {
     run_warned: bool,
     /// What it accepts for, in log messages.
     what: &'static str,
+    /// For an evicting gate, who holds each place.
+    holders: Option<Arc<Holders>>,
 }
 
 impl<L: Incoming> Gate<L> {
@@ -97,7 +193,15 @@ impl<L: Incoming> Gate<L> {
             warned_at: None,
             run_warned: false,
             what,
+            holders: None,
         }
+    }
+
+    /// A gate that takes a place back for a newcomer when all are taken:
+    /// the holder silent longest is asked to leave (see the module's doc).
+    pub fn evicting(incoming: L, places: usize, what: &'static str) -> Gate<L> {
+        let holders = Holders { started: tokio::time::Instant::now(), slots: Mutex::new(vec![None; places]) };
+        Gate { holders: Some(Arc::new(holders)), ..Gate::new(incoming, places, what) }
     }
 
     /// The listener.
@@ -105,10 +209,39 @@ impl<L: Incoming> Gate<L> {
         &self.incoming
     }
 
-    /// Waits for a place, then for a connection. Cancel-safe: dropped while
-    /// waiting, it takes nothing.
+    /// Waits for a place, then for a connection; an evicting gate with
+    /// every place taken accepts first, then asks for a place back.
+    /// Cancel-safe: dropped while waiting, it takes nothing (but the
+    /// newcomer of an evicting gate, if already accepted).
     pub async fn accept(&mut self) -> Accepted<L::Stream> {
-        let place = self.places.clone().acquire_owned().await.expect("the places are never closed");
+        let Some(holders) = self.holders.clone() else {
+            let permit = self.places.clone().acquire_owned().await.expect("the places are never closed");
+            let (stream, from) = self.connection().await;
+            return Accepted { stream, from, place: Place { _permit: permit, holder: None } };
+        };
+        let permit = self.places.clone().try_acquire_owned().ok();
+        let (stream, from) = self.connection().await;
+        let permit = match permit {
+            Some(permit) => permit,
+            None => loop {
+                holders.evict_one();
+                let freed = tokio::time::timeout(EVICTION_WAIT, self.places.clone().acquire_owned()).await;
+                if let Ok(permit) = freed {
+                    break permit.expect("the places are never closed");
+                }
+            },
+        };
+        let holder = Arc::new(Holder::default());
+        holder.moved.store(holders.now(), Ordering::Relaxed);
+        let mut slots = holders.slots.lock().expect("never poisoned");
+        let slot = slots.iter().position(Option::is_none).expect("a place was free, so is its slot");
+        slots[slot] = Some(holder.clone());
+        drop(slots);
+        Accepted { stream, from, place: Place { _permit: permit, holder: Some((holder, slot, holders)) } }
+    }
+
+    /// The next connection, pausing after failed accepts.
+    async fn connection(&mut self) -> (L::Stream, SocketAddr) {
         loop {
             match self.incoming.accept().await {
                 Ok((stream, from)) => {
@@ -122,7 +255,7 @@ impl<L: Incoming> Gate<L> {
                     self.failures = 0;
                     self.run_warned = false;
                     self.backoff = BACKOFF_FIRST;
-                    return Accepted { stream, from, place };
+                    return (stream, from);
                 }
                 Err(error) => {
                     // A client that gave up before it was accepted is its
@@ -208,6 +341,30 @@ mod tests {
         assert_eq!(tries.load(Ordering::Relaxed), 5);
         // The second run came within a minute of the warning: not warned about.
         assert_eq!(gate.warned_at, warned);
+    }
+
+    /// An evicting gate with every place taken accepts the newcomer and
+    /// asks the holder silent longest to leave; the newcomer has its place
+    /// once that one is gone.
+    #[tokio::test(start_paused = true)]
+    async fn an_evicting_gate_asks_the_holder_silent_longest_to_leave() {
+        let (incoming, _) = scripted(vec![Ok(()), Ok(()), Ok(())]);
+        let mut gate = Gate::evicting(incoming, 2, "test");
+        let older = gate.accept().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let newer = gate.accept().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        older.place.moved(); // the older one spoke last: the newer is silent longest
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(!older.place.asked_to_leave(&mut cx) && !newer.place.asked_to_leave(&mut cx));
+        let newcomer = tokio::spawn(async move { gate.accept().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(newer.place.asked_to_leave(&mut cx), "the silent one is asked");
+        assert!(!older.place.asked_to_leave(&mut cx));
+        assert!(!newcomer.is_finished(), "placed before a place was given back");
+        drop(newer);
+        let placed = tokio::time::timeout(Duration::from_secs(1), newcomer).await.unwrap().unwrap();
+        assert!(!placed.place.asked_to_leave(&mut cx));
     }
 
     /// With every place taken, nothing is accepted until one is given back.

@@ -169,6 +169,12 @@ impl Framer {
         self.reset();
     }
 
+    /// Whether a message is begun and not yet whole (or an oversized one
+    /// not yet skipped).
+    pub fn partial(&self) -> bool {
+        !self.pending.is_empty() || self.skip > 0 || self.skip_line
+    }
+
     /// Forgets what was read (a file truncated in place).
     pub fn reset(&mut self) {
         self.pending.clear();

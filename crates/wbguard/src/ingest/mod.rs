@@ -14,12 +14,14 @@
 
 pub mod accept;
 pub mod codec;
+pub mod descriptors;
 pub mod follow;
 pub mod metrics;
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -37,11 +39,24 @@ use metrics::{MessageResult, Messages};
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// The UDP socket's receive buffer asked of the kernel.
 const UDP_RECEIVE_BUFFER: usize = 8 << 20;
-/// TCP and TLS senders served at once; more wait for a place, unaccepted,
-/// in the listen backlog. A sender is one connection of a CMS server or a
-/// relay, so a few dozen is plenty; the bound keeps a flood of connections
-/// from using up the guard's file descriptors (the HTTP side needs some).
+/// TCP and TLS senders served at once, per listener; more wait for a
+/// place, unaccepted, in the listen backlog. A sender is one connection of
+/// a CMS server or a relay, so a few dozen is plenty; the bound keeps a
+/// flood of connections from using up the guard's file descriptors (the
+/// HTTP side needs some). Fewer when the file limit is low
+/// ([`descriptors`]).
 pub const MAX_CONNECTIONS: usize = 256;
+/// A TCP or TLS sender silent this long is closed and gives its place
+/// back. Senders keep their connection open between messages, and a CMS
+/// server logs its call bridge's `STATS` every 5 minutes: three of them
+/// missed means the sender has nothing to say (it connects again when it
+/// has).
+pub const IDLE: Duration = Duration::from_secs(15 * 60);
+/// A message begun must be whole within this: a sender writes a message
+/// at once, so one that stops in the middle holds its place for nothing.
+pub const PARTIAL: Duration = Duration::from_secs(60);
+/// A TLS handshake must be done within this.
+pub const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Who a message may speak for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +284,9 @@ impl Bound {
         })
     }
 
-    /// Serves until `shutdown` turns true.
-    pub async fn serve(self, intake: Intake, mut shutdown: watch::Receiver<bool>) {
+    /// Serves until `shutdown` turns true, at most `places` senders at once
+    /// (TCP and TLS).
+    pub async fn serve(self, intake: Intake, places: usize, mut shutdown: watch::Receiver<bool>) {
         let (listener, tls) = match self {
             Bound::Udp(socket) => {
                 let mut buffer = vec![0u8; 65_536];
@@ -318,10 +334,19 @@ impl Bound {
             Bound::Tls(listener, acceptor) => (listener, Some(acceptor)),
         };
         let what = if tls.is_some() { "syslog over TLS" } else { "syslog over TCP" };
-        let mut gate = Gate::new(listener, MAX_CONNECTIONS, what);
+        let mut gate = Gate::new(listener, places, what);
         loop {
             tokio::select! {
                 Accepted { stream, from, place } = gate.accept() => {
+                    // The allow list first, as the connection opens (a reload
+                    // applies to new ones): a source not on it is closed at
+                    // once, unread and before any TLS handshake, so it costs
+                    // nothing and holds no place a sender needs.
+                    let Some(origin) = intake.sources().origin(from.ip()) else {
+                        intake.counts.count(MessageResult::Rejected);
+                        tracing::debug!("{what} from {from}: not on the allow list, closed");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let intake = intake.clone();
                     let shutdown = shutdown.clone();
@@ -329,16 +354,17 @@ impl Bound {
                     tokio::spawn(async move {
                         // The place is given back when the sender is done.
                         let _place = place;
+                        let sender = Sender { source: from.ip(), origin, what };
                         match tls {
-                            None => stream_messages(stream, from.ip(), intake, shutdown).await,
-                            Some(acceptor) => {
-                                let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
-                                match handshake.await {
-                                    Ok(Ok(stream)) => stream_messages(stream, from.ip(), intake, shutdown).await,
-                                    Ok(Err(e)) => tracing::warn!("syslog over TLS from {from}: handshake failed: {e}"),
-                                    Err(_) => tracing::warn!("syslog over TLS from {from}: no handshake within 10 s"),
-                                }
-                            }
+                            None => stream_messages(stream, sender, intake, shutdown).await,
+                            Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream_messages(stream, sender, intake, shutdown).await,
+                                Ok(Err(e)) => tracing::warn!("{what} from {from}: handshake failed: {e}"),
+                                Err(_) => tracing::warn!(
+                                    "{what} from {from}: no handshake within {} s, closed",
+                                    HANDSHAKE.as_secs()
+                                ),
+                            },
                         }
                     });
                 }
@@ -348,28 +374,50 @@ impl Bound {
     }
 }
 
+/// A TCP or TLS sender on the allow list.
+struct Sender {
+    /// Its address.
+    source: IpAddr,
+    /// Who it may speak for (as the connection opened).
+    origin: Origin,
+    /// The listener, in log messages.
+    what: &'static str,
+}
+
 /// One TCP or TLS sender, framed by the [`codec`] (RFC 6587), until it
-/// closes or the guard stops.
+/// closes, stays silent for [`IDLE`], leaves a message unfinished for
+/// [`PARTIAL`], or the guard stops.
 async fn stream_messages<S: AsyncRead + Unpin>(
     mut stream: S,
-    source: IpAddr,
+    sender: Sender,
     intake: Intake,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // The allow list as the connection opened: a reload applies to new ones.
-    let Some(origin) = intake.sources().origin(source) else {
-        intake.counts.count(MessageResult::Rejected);
-        return;
-    };
+    let Sender { source, origin, what } = sender;
     let oversize = intake.counts.counter(MessageResult::Oversize).clone();
     let mut framer = Framer::new(Framing::Syslog);
     let mut batch = Batch::new(source, origin);
+    // When the message begun must be whole (none begun: no bound but IDLE).
+    let mut partial_until: Option<tokio::time::Instant> = None;
     loop {
         let buffer = framer.buffer();
         buffer.reserve(BATCH_BYTES);
+        let idle_until = tokio::time::Instant::now() + IDLE;
+        let until = partial_until.map_or(idle_until, |partial| partial.min(idle_until));
         let read = tokio::select! {
-            read = stream.read_buf(buffer) => read,
+            read = tokio::time::timeout_at(until, stream.read_buf(buffer)) => read,
             _ = shutdown.changed() => return,
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(_) if partial_until.is_some_and(|partial| partial <= idle_until) => {
+                tracing::info!("{what} from {source}: a message left unfinished for {} s, closed", PARTIAL.as_secs());
+                return;
+            }
+            Err(_) => {
+                tracing::info!("{what} from {source}: silent for {} min, closed", IDLE.as_secs() / 60);
+                return;
+            }
         };
         match read {
             Ok(0) | Err(_) => {
@@ -380,6 +428,11 @@ async fn stream_messages<S: AsyncRead + Unpin>(
             Ok(_) => {}
         }
         framer.frame(&mut batch, &oversize);
+        partial_until = match (framer.partial(), partial_until) {
+            (false, _) => None,
+            (true, None) => Some(tokio::time::Instant::now() + PARTIAL),
+            (true, begun) => begun,
+        };
         if !intake.offer_stream(batch.take()).await {
             return;
         }
@@ -389,6 +442,55 @@ async fn stream_messages<S: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A sender served by [`stream_messages`] on an in-memory stream: its
+    /// end to write on, the guard's queue, and the task (done when closed).
+    fn served() -> (tokio::io::DuplexStream, mpsc::Receiver<Batch>, tokio::task::JoinHandle<()>) {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let (queue, received) = mpsc::channel(64);
+        let intake = Intake { queue, sources: Default::default(), counts: Messages::default() };
+        let sender = Sender { source: "127.0.0.1".parse().unwrap(), origin: Origin::Anyone, what: "test" };
+        let (_stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _stop = _stop;
+            stream_messages(ours, sender, intake, shutdown).await;
+        });
+        (theirs, received, task)
+    }
+
+    /// A sender that writes now and then keeps its connection; once silent
+    /// for [`IDLE`], it is closed (in paused time: no waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_sender_is_closed_after_idle() {
+        let (mut sender, mut received, task) = served();
+        for _ in 0..12 {
+            sender.write_all(b"<14>a CMS server's STATS\n").await.unwrap();
+            assert_eq!(received.recv().await.unwrap().len(), 1);
+            tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+            assert!(!task.is_finished(), "a sender writing every 5 minutes was closed");
+        }
+        let silent = tokio::time::Instant::now();
+        task.await.unwrap();
+        assert!(silent.elapsed() >= IDLE - Duration::from_secs(5 * 60), "{:?}", silent.elapsed());
+    }
+
+    /// A message begun and never finished gives the place back after
+    /// [`PARTIAL`], whatever keeps trickling in.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_left_unfinished_is_closed_after_partial() {
+        let (mut sender, _received, task) = served();
+        let started = tokio::time::Instant::now();
+        let trickle = tokio::spawn(async move {
+            while sender.write_all(b"x").await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+        task.await.unwrap();
+        let took = started.elapsed();
+        assert!(took >= PARTIAL && took < PARTIAL + Duration::from_secs(11), "{took:?}");
+        trickle.abort();
+    }
 
     #[test]
     fn the_allow_list() {

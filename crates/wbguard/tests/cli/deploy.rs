@@ -65,6 +65,24 @@ fn alert_rules_and_the_dashboard_use_only_exported_metrics() {
     }
 }
 
+/// The unit gives the guard room for its connection bounds and the
+/// descriptors it keeps (the default 1,024 is tight, and the guard only
+/// raises its soft limit up to the hard one).
+#[test]
+fn the_unit_sets_a_file_limit_above_the_guards_needs() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let unit = std::fs::read_to_string(deploy.join("wbguard.service")).unwrap();
+    let limit: u32 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE in the unit")
+        .parse()
+        .expect("a number");
+    // HTTP, TCP and TLS syslog at 256 each (and one more each), 64 kept, and
+    // what the process opens itself.
+    assert!(limit >= 3 * 257 + 64 + 100, "LimitNOFILE={limit}");
+}
+
 #[test]
 fn the_documented_example_configuration_is_valid() {
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");

@@ -15,6 +15,7 @@ mod restart;
 mod sshd;
 mod watch;
 mod watch_inputs;
+mod watch_limits;
 
 use std::io::Write;
 use std::path::Path;

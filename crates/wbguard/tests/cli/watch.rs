@@ -569,7 +569,7 @@ fn wait_for_a_restart_in_flight(guard: &Guard) {
 }
 
 /// `POST /api/restart` as the status page sends it; the status and the answer.
-fn restart_now(guard: &Guard, token: Option<&str>, webbridge: &str) -> (u16, String) {
+pub fn restart_now(guard: &Guard, token: Option<&str>, webbridge: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut request = agent.post(&format!("http://{}/api/restart", guard.http));
     if let Some(token) = token {
