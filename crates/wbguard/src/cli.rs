@@ -146,7 +146,7 @@ pub struct WatchArgs {
     pub clock: Clock,
     /// Without --config (any host may send): track at most N hosts (1 to
     /// 100000); records of further hosts are counted as rejected
-    /// [default: watch.max_hosts, 1000].
+    /// [default: 1000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_hosts: Option<u32>,
 }

@@ -14,7 +14,6 @@
 //! retention_days = 90
 //! future_tolerance = "2m"                      # records dated further ahead are ignored
 //! restart_token_env = "WBGUARD_RESTART_TOKEN"  # enables the page's "restart now" (enforce mode)
-//! max_hosts = 1000                             # without servers configured: hosts tracked at most
 //!
 //! [policy]
 //! mode = "observe"            # or "enforce"
@@ -73,8 +72,6 @@ pub struct RawWatch {
     /// Environment variable holding the token that enables the status
     /// page's "restart now" (enforce mode only).
     pub restart_token_env: Option<String>,
-    /// Without a configuration of servers, the most hosts tracked.
-    pub max_hosts: Option<u32>,
 }
 
 /// `[policy]` as written.
@@ -255,8 +252,9 @@ pub struct GuardSettings {
     /// Where the token of the status page's "restart now" is (none:
     /// read-only page).
     pub restart_token: Option<Location>,
-    /// Without a configuration of servers (any host may send), the most
-    /// hosts tracked; records of others are rejected.
+    /// Without a configuration (any host may send), the most hosts
+    /// tracked; records of others are rejected (`--max-hosts`; not in the
+    /// file: with one, only its servers are tracked).
     pub max_hosts: usize,
 }
 
@@ -287,10 +285,6 @@ impl Default for GuardSettings {
 /// Hosts tracked without a configuration, by default: far more than any
 /// CMS deployment has servers.
 pub const DEFAULT_MAX_HOSTS: usize = 1000;
-
-/// The most `watch.max_hosts` may be: each host costs model state and a
-/// part of every status.
-const LARGEST_MAX_HOSTS: u32 = 100_000;
 
 /// The largest count any key takes (sessions, leaks, dropped calls): a web
 /// bridge refuses new sessions at about 149, so anything near this bound
@@ -477,10 +471,8 @@ impl GuardSettings {
             super::check_variable(variable, "watch.restart_token_env")?;
         }
         let restart_token = watch.restart_token_env.as_ref().map(|variable| Location::Env(variable.clone()));
-        let max_hosts =
-            count(watch.max_hosts, "watch.max_hosts", 1, LARGEST_MAX_HOSTS)?.map_or(defaults.max_hosts, |n| n as usize);
         Ok(GuardSettings {
-            max_hosts,
+            max_hosts: defaults.max_hosts,
             restart_token,
             listen_syslog,
             listen_http,
@@ -523,7 +515,6 @@ impl GuardSettings {
             "log_timezone": self.log_timezone.name(),
             "retention_days": self.retention.num_days(),
             "future_tolerance_seconds": self.future_tolerance.num_seconds(),
-            "max_hosts": self.max_hosts,
             "restart_now": self.restart_token.as_ref().map_or("disabled".to_owned(), |token| format!("enabled, token from {}", token.describe())),
             "policy": {
                 "mode": policy.mode,
@@ -588,7 +579,6 @@ mod tests {
             relays = ["10.0.0.5"]
             log_timezone = "Europe/Berlin"
             retention_days = 30
-            max_hosts = 50
             [policy]
             mode = "enforce"
             leak_at_least = 0
@@ -612,7 +602,6 @@ mod tests {
         assert_eq!(s.tls, Some(("/etc/syslog.crt".into(), "/k/syslog.key".into())));
         assert_eq!(s.follow, vec![PathBuf::from("/etc/cms.log")]);
         assert_eq!(s.log_timezone, chrono_tz::Europe::Berlin);
-        assert_eq!(s.max_hosts, 50);
         assert_eq!(s.webhooks[0].events, vec![Event::Restart, Event::Failure]);
         assert_eq!(s.webhooks[0].url, Location::Env("WBGUARD_TEST_HOOK".into()));
         let described = s.describe().to_string();
@@ -629,7 +618,6 @@ mod tests {
         );
         assert!(error("[watch]\nlisten_syslog = [\"tls://127.0.0.1:6514\"]\n").contains("tls_certificate"));
         assert!(error("[watch]\nlisten_syslog = [\"ftp://127.0.0.1:1\"]\n").contains("ftp://"));
-        assert!(error("[watch]\nmax_hosts = 0\n").contains("watch.max_hosts"));
         assert!(error("[[webhook]]\nurl = \"hooks.example.com\"\n").contains("https://"));
         // The URL is never repeated: it may hold a secret.
         let message = error("[[webhook]]\nurl = \"https://u:s3cret@h:99999/t0k3n\"\n");

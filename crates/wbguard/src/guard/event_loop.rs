@@ -368,8 +368,7 @@ impl Task {
     /// the safety and a back-off.
     async fn manual(&mut self, Manual { webbridge, reply }: Manual) {
         let now = self.clock.now(&self.model);
-        // Host names are lower case everywhere (folded where records are made).
-        let _ = reply.send(self.restart_now(&webbridge.to_ascii_lowercase(), now).await);
+        let _ = reply.send(self.restart_now(&webbridge, now).await);
     }
 
     /// Starts the restart an operator asked for, or says why not.
@@ -378,9 +377,13 @@ impl Task {
             return Err((403, "restart now needs enforce mode and a configuration".to_owned()));
         };
         // The name comes from the network: quoted and escaped wherever it is shown.
-        let Some(mut decision) = self.decisions.iter().find(|d| d.webbridge == webbridge).cloned() else {
+        // Host names are lower case where records are made; an operator may type CMS1.
+        let Some(mut decision) = self.decisions.iter().find(|d| d.webbridge.eq_ignore_ascii_case(webbridge)).cloned()
+        else {
             return Err((404, format!("no web bridge {webbridge:?} in the guard's data")));
         };
+        let webbridge = decision.webbridge.clone();
+        let webbridge = webbridge.as_str();
         if self.enforcer.busy {
             return Err((409, "a restart is in progress: one at a time".to_owned()));
         }

@@ -637,8 +637,10 @@ fn restart_now_needs_the_token_and_enforce_mode() {
     assert_eq!(restart_now(&guard, Some(token), "cms9").0, 404);
     let control = running.endpoints.control;
     assert_eq!(super::truth(control)["totals"]["restarts"], 0);
-    let (code, answer) = restart_now(&guard, Some(token), "cms1");
+    // Names are one whatever their case.
+    let (code, answer) = restart_now(&guard, Some(token), "CMS1");
     assert_eq!(code, 202, "{answer}");
+    assert!(answer.contains("restarting cms1"), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while super::truth(control)["totals"]["restarts"] != 1 {
         assert!(Instant::now() < deadline, "not restarted: {}", super::truth(control));
