@@ -205,7 +205,7 @@ pub fn decide(
             continue;
         }
         let last_restart =
-            state.restarts.last().map(|r| r.time).into_iter().chain(restarted.get(&state.host).copied()).max();
+            state.restarts.back().map(|r| r.time).into_iter().chain(restarted.get(&state.host).copied()).max();
         let safe = allowed_drops.is_none_or(|allowed| estimate.droppable_upper <= allowed);
         decision.action = Action::Hold;
         decision.reason = if let Some(when) = last_restart.filter(|&t| now - t < policy.min_interval) {
