@@ -66,9 +66,9 @@ pub const BLOCK: usize = 1 << 20;
 pub const RANGE: u64 = 32 << 20;
 /// How many ranges of one input may be scanned ahead of the merge.
 const WINDOW: usize = 3;
-/// Records from ranges that may wait for the merge (some 10 MB) before the
+/// Records from ranges that may wait for the merge (some 5 MB) before the
 /// ranges the merge does not wait for pause.
-pub const IN_FLIGHT: usize = 64 * BATCH;
+pub const IN_FLIGHT: usize = 32 * BATCH;
 /// How many batches a stream may hold before it waits for the merge.
 const STREAM_BATCHES: usize = 4;
 

@@ -44,7 +44,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     if sources.iter().filter(|s| matches!(s, Source::Stdin)).count() > 1 {
         bail!("standard input (-) can be named only once");
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Beyond 4 workers the merge is the bottleneck, and each worker costs
+    // memory (its buffer and allocator arena): 4 keep the peak under 64 MB.
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4));
     let settings =
         ScanSettings { zone, default_host: args.host.clone(), threads, block: logs::BLOCK, range: logs::RANGE };
     let config = ModelConfig { limit: args.limit, ..ModelConfig::default() };
