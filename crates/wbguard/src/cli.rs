@@ -253,7 +253,8 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
 
-    /// Worker threads [default: the number of CPUs].
+    /// Worker threads [default: the number of CPUs, at most 4]; each one
+    /// adds some 6 MB to the peak memory.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }

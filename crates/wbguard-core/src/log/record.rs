@@ -7,8 +7,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// One fact parsed from a CMS log line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One fact parsed from a CMS log line. Records compare and hash by value,
+/// so the same line read twice can be recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Record {
     /// When the server logged it, in UTC.
     pub time: DateTime<Utc>,
@@ -20,7 +21,7 @@ pub struct Record {
 }
 
 /// The kinds of lines wbguard understands.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RecordBody {
     /// Web Bridge 2: `[DEBUGGING] Stats 149, c:3477, d:3170`.
@@ -32,7 +33,7 @@ pub enum RecordBody {
 }
 
 /// The Web Bridge 2 statistics record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct WebBridgeStats {
     /// Sessions on this web bridge now, leaked ones included. At the limit
     /// (149) the web bridge refuses new sessions.
@@ -46,7 +47,7 @@ pub struct WebBridgeStats {
 
 /// A `current/peak` pair from a Call Bridge STATS record: the value now and
 /// the peak over the last reporting interval (5 minutes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Pair {
     /// The value when the record was written.
     pub current: u32,
@@ -55,7 +56,7 @@ pub struct Pair {
 }
 
 /// The Call Bridge statistics record (CMS 2.8 and later, every 5 minutes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct CallBridgeStats {
     /// `callLegsPS`, if present.
     pub call_legs_per_second: Option<u32>,
@@ -84,7 +85,7 @@ impl CallBridgeStats {
 }
 
 /// One command issued on the MMP, as its audit line tells it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct AuditCommand {
     /// The MMP user.
     pub user: String,

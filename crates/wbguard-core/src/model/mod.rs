@@ -22,6 +22,12 @@
 //! The model never reads the clock: records carry their time, and queries
 //! take `now`. Records should arrive in time order; small disorder only
 //! costs tightness.
+//!
+//! Its memory does not grow with the number of records, even when their
+//! time stands still: the samples waiting for a pairing are at most
+//! [`PENDING_PER_TARGET`] per web bridge (the oldest give way, and simply
+//! give no bound), and each web bridge's own state is bounded too
+//! ([`RECENT_SLOTS`], [`RESTARTS_KEPT`]).
 
 mod pairing;
 mod webbridge;
@@ -34,7 +40,14 @@ use serde::{Deserialize, Serialize};
 use crate::log::{AuditCommand, CallBridgeStats, Record, RecordBody, WebBridgeStats};
 pub use pairing::CallBridgeState;
 use pairing::{CallBridges, Pending, Target};
-pub use webbridge::{Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState};
+pub use webbridge::{
+    Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState, RECENT_SLOTS, RESTARTS_KEPT,
+};
+
+/// Samples waiting for a pairing, per web bridge (and for the cluster). A
+/// sample waits one call bridge interval (5 minutes), so this is reached
+/// only by Stats lines less than 5 s apart, or by a clock that stands still.
+pub const PENDING_PER_TARGET: usize = 64;
 
 /// The numbers the model works with. Every field has a default that fits
 /// CMS as documented; change them only with a reason.
@@ -157,7 +170,7 @@ impl Deployment {
         if self.warmed_up(time) {
             let target = Target::WebBridge { host: host.to_owned(), epoch };
             if let Some(pending) = self.callbridges.pending_for(target, time, active, &config) {
-                self.pending.push(pending);
+                self.push_pending(pending);
             }
             self.maybe_snapshot_cluster(time);
         }
@@ -180,8 +193,18 @@ impl Deployment {
         }
         let target = Target::Cluster { epoch: self.cluster_epoch };
         if let Some(pending) = self.callbridges.pending_for(target, time, total, &self.config) {
-            self.pending.push(pending);
+            self.push_pending(pending);
         }
+    }
+
+    /// Queues a sample for pairing; beyond the bound the oldest gives way.
+    fn push_pending(&mut self, pending: Pending) {
+        let bound = PENDING_PER_TARGET * (self.webbridges.len() + 1);
+        if self.pending.len() >= bound {
+            // Pending samples are kept in arrival order (see resolve_pending).
+            self.pending.drain(..=self.pending.len() - bound);
+        }
+        self.pending.push(pending);
     }
 
     fn observe_callbridge(&mut self, host: &str, time: DateTime<Utc>, stats: &CallBridgeStats) {
@@ -202,15 +225,16 @@ impl Deployment {
         }
     }
 
-    /// Applies every pending sample whose CMA figures are all in.
+    /// Applies every pending sample whose CMA figures are all in; the rest
+    /// stay in arrival order.
     fn resolve_pending(&mut self) {
-        let mut index = 0;
-        while index < self.pending.len() {
-            let Some(cma) = self.pending[index].cma() else {
-                index += 1;
-                continue;
-            };
-            let pending = self.pending.swap_remove(index);
+        if self.pending.iter().all(|p| p.cma().is_none()) {
+            return;
+        }
+        let (complete, waiting) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.cma().is_some());
+        self.pending = waiting;
+        for pending in complete {
+            let cma = pending.cma().expect("partitioned on it");
             let candidate = pending.active.saturating_sub(cma);
             match pending.target {
                 Target::WebBridge { host, epoch } => {

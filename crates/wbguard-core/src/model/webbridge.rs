@@ -70,6 +70,12 @@ pub struct WebBridgeEstimate {
 const COLLAPSE_FROM: u32 = 20;
 /// "About zero".
 const COLLAPSE_TO: u32 = 1;
+/// Slots for the recent samples over one `peak_window`: samples closer in
+/// time than `peak_window / RECENT_SLOTS` (21 s for a day) share one, so a
+/// log whose clock stands still cannot grow them.
+pub const RECENT_SLOTS: i32 = 4096;
+/// Restarts kept per web bridge (the latest); older ones are only counted.
+pub const RESTARTS_KEPT: usize = 1000;
 
 /// What the model keeps about one web bridge.
 #[derive(Debug, Clone)]
@@ -85,8 +91,10 @@ pub struct WebBridgeState {
     /// Time spent at the limit (gaps in the log longer than
     /// `at_limit_max_gap` count only up to it).
     pub at_limit: Duration,
-    /// Every restart recognised, in order.
-    pub restarts: Vec<Restart>,
+    /// The latest restarts recognised (at most [`RESTARTS_KEPT`]), in order.
+    pub restarts: VecDeque<Restart>,
+    /// Every restart recognised, including those no longer kept.
+    pub restart_count: u64,
     last: Option<WebBridgeSample>,
     epoch: u64,
     epoch_start: DateTime<Utc>,
@@ -99,7 +107,8 @@ pub struct WebBridgeState {
     /// `(time, active, active - lower)`: upper bounds of the real sessions
     /// over the last `peak_window`, for the usual daily peak. The bound of
     /// a sample tightens when a later-paired sample proves a larger leak
-    /// (leaks only grow within an epoch).
+    /// (leaks only grow within an epoch). Samples in one slot are merged:
+    /// the slot keeps its first time and the largest of each figure.
     recent_real: VecDeque<(DateTime<Utc>, u32, u32)>,
 }
 
@@ -111,7 +120,8 @@ impl WebBridgeState {
             first_seen: None,
             max_active: 0,
             at_limit: Duration::zero(),
-            restarts: Vec::new(),
+            restarts: VecDeque::new(),
+            restart_count: 0,
             last: None,
             epoch: 0,
             epoch_start: time,
@@ -156,7 +166,7 @@ impl WebBridgeState {
             };
             // An audit line since the previous sample already told of it.
             let known =
-                self.restarts.last().is_some_and(|r| r.time > last.time || time - r.time <= config.restart_merge);
+                self.restarts.back().is_some_and(|r| r.time > last.time || time - r.time <= config.restart_merge);
             if let Some(signal) = signal.filter(|_| !known) {
                 revealed = Some(self.begin_epoch(time, signal, None));
             }
@@ -171,7 +181,16 @@ impl WebBridgeState {
             self.at_limit_since = Some(time);
         }
         self.last = Some(WebBridgeSample { time, stats: *stats });
-        self.recent_real.push_back((time, stats.active, stats.active.saturating_sub(self.lower)));
+        let real = stats.active.saturating_sub(self.lower);
+        let slot = config.peak_window / RECENT_SLOTS;
+        match self.recent_real.back_mut() {
+            // The same slot as the previous sample (or earlier: a disorder).
+            Some((t, active, upper)) if time - *t < slot => {
+                *active = (*active).max(stats.active);
+                *upper = (*upper).max(real);
+            }
+            _ => self.recent_real.push_back((time, stats.active, real)),
+        }
         while self.recent_real.front().is_some_and(|&(t, _, _)| time - t > config.peak_window) {
             self.recent_real.pop_front();
         }
@@ -181,7 +200,7 @@ impl WebBridgeState {
     /// A `webbridge restart` audit line; returns whether it began a new
     /// epoch (false when the samples already showed this restart).
     pub(super) fn restart_by_audit(&mut self, time: DateTime<Utc>, by: String, config: &ModelConfig) -> bool {
-        if let Some(seen) = self.restarts.last_mut() {
+        if let Some(seen) = self.restarts.back_mut() {
             if seen.signal != RestartSignal::Audit && (time - seen.time).abs() <= config.restart_merge {
                 seen.by = Some(by);
                 return false;
@@ -198,7 +217,11 @@ impl WebBridgeState {
         self.first_lower = Some((time, 0));
         self.at_limit_since = None;
         let restart = Restart { time, signal, by };
-        self.restarts.push(restart.clone());
+        self.restart_count += 1;
+        if self.restarts.len() == RESTARTS_KEPT {
+            self.restarts.pop_front();
+        }
+        self.restarts.push_back(restart.clone());
         restart
     }
 

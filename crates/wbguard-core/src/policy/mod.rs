@@ -271,7 +271,7 @@ pub fn last_restart(
     restarted: &BTreeMap<String, DateTime<Utc>>,
     webbridge: &str,
 ) -> Option<DateTime<Utc>> {
-    let logged = model.webbridge(webbridge).and_then(|state| state.restarts.last()).map(|r| r.time);
+    let logged = model.webbridge(webbridge).and_then(|state| state.restarts.back()).map(|r| r.time);
     logged.into_iter().chain(restarted.get(webbridge).copied()).max()
 }
 

@@ -33,8 +33,12 @@ pub struct WebBridgeView {
     /// forecast), flattened into the same JSON object.
     #[serde(flatten)]
     pub estimate: WebBridgeEstimate,
-    /// Restarts seen (any cause), by the time they happened.
+    /// Restarts seen (any cause), by the time they happened: the latest
+    /// 1,000 (the model keeps no more).
     pub restarts: Vec<DateTime<Utc>>,
+    /// Restarts seen since the guard started, all of them.
+    #[serde(default)]
+    pub restarts_total: u64,
 }
 
 /// A server whose records come from the future: its clock runs ahead of

@@ -365,7 +365,7 @@ impl Collector for SnapshotMetrics {
         )?;
         for w in webbridges {
             let labels = RestartLabels { webbridge: w.webbridge.clone(), result: RestartResult::Observed };
-            ConstCounter::new(w.restarts.len() as u64).encode(restarts.encode_family(&labels)?)?;
+            ConstCounter::new(w.restarts_total).encode(restarts.encode_family(&labels)?)?;
         }
         self.restarts.encode(restarts)
     }

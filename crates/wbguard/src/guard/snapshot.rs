@@ -45,6 +45,7 @@ impl Snapshot {
                     last_seen: last.time,
                     estimate,
                     restarts: state.restarts.iter().map(|r| r.time).collect(),
+                    restarts_total: state.restart_count,
                 })
             })
             .collect();

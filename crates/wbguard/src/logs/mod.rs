@@ -2,30 +2,42 @@
 //! behind `wbguard analyze` and `wbguard restart --stats`.
 //!
 //! Reading runs in parallel and merges the records by time.
-//! Each input is cut into parts: a large plain file into byte ranges, a
-//! gzip file, a pipe or stdin is one part read as a stream. A pool of
-//! worker threads scans the ranges with the core's [`Scanner`], so two cores
-//! share one big file as well as several files; each stream has a thread of
-//! its own. Parts hand their records over in batches, and the calling
-//! thread merges the inputs by time and passes each record on.
+//! Each input is opened once and cut into parts: a large plain file into
+//! byte ranges, a gzip file, a pipe, a FIFO, a device or stdin is one part
+//! read as a stream. A pool of worker threads scans the ranges
+//! ([`lines`]), so two cores share one big file as well as several files;
+//! each stream has a thread of its own. Parts hand their records over in
+//! batches, and the calling thread merges the inputs by time, drops the
+//! records read twice ([`dedup`]) and passes each record on.
 //!
 //! Memory stays bounded whatever the size of the input: workers run at most
-//! [`WINDOW`] ranges ahead of the merge in each input, a stream waits when
-//! its batches are not taken, and lines longer than a read block are
-//! counted as overlong and skipped without being held. A range owns the
-//! lines that *start* inside it: it skips a partial first line and reads
-//! past its end to finish its last one.
+//! [`WINDOW`] ranges ahead of the merge in each input, and once
+//! [`IN_FLIGHT`] records wait for the merge, every range but the one the
+//! merge waits for pauses (and is resumed later from where it stopped); a
+//! stream waits when its batches are not taken.
+//!
+//! A plain file that shrinks or is replaced (rotated) while it is read is
+//! reported with a warning naming it: the report then covers only what was
+//! read, and says so.
+
+mod dedup;
+mod lines;
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
 use wbguard_core::model::{Deployment, ModelConfig};
+
+use dedup::Dedup;
+use lines::{Ended, Sink, Tools, BATCH};
 
 /// How log lines are read into the model: the same settings the guard
 /// uses for syslog (`watch.log_timezone`, `policy.limit`).
@@ -54,10 +66,11 @@ pub const BLOCK: usize = 1 << 20;
 pub const RANGE: u64 = 32 << 20;
 /// How many ranges of one input may be scanned ahead of the merge.
 const WINDOW: usize = 3;
+/// Records from ranges that may wait for the merge (some 5 MB) before the
+/// ranges the merge does not wait for pause.
+pub const IN_FLIGHT: usize = 32 * BATCH;
 /// How many batches a stream may hold before it waits for the merge.
 const STREAM_BATCHES: usize = 4;
-/// Records per batch handed to the merge.
-const BATCH: usize = 1024;
 
 /// One input named on the command line.
 #[derive(Debug, Clone)]
@@ -92,8 +105,14 @@ pub struct InputResult {
     pub counts: LineCounts,
     /// Lines longer than a block, skipped unread.
     pub overlong: u64,
+    /// Records skipped because the same record had just been read (from
+    /// this input or another).
+    pub duplicates: u64,
     /// Why it could not be read completely, if it could not.
     pub error: Option<String>,
+    /// How it changed while it was read (shrank, replaced), if it did: what
+    /// was read is in the report, but it is not the whole file.
+    pub warning: Option<String>,
 }
 
 /// Shared settings of the parse.
@@ -113,27 +132,114 @@ pub struct ScanSettings {
 /// What a part sends to the merge: batches of records, then its totals.
 enum Message {
     Records(Vec<Record>),
-    Done { counts: LineCounts, overlong: u64, error: Option<String> },
+    Done { counts: LineCounts, overlong: u64, problem: Option<Problem> },
 }
 
-/// A range of a plain file, waiting for a worker.
+/// What went wrong with one part.
+#[derive(Debug, Clone, PartialEq)]
+enum Problem {
+    /// Reading failed, for this reason.
+    Read(String),
+    /// The file ended before the part did.
+    Shrank,
+}
+
+/// A range of a plain file, waiting for a worker (again, if it paused).
 struct RangeJob {
     input: usize,
     /// Its position among the input's parts.
     part: usize,
-    path: PathBuf,
+    file: Arc<File>,
     start: u64,
     end: u64,
+    /// Whether `start` may fall inside a line (false on resuming).
+    mid_line: bool,
     reference: DateTime<Utc>,
-    to_merge: Sender<Message>,
+    out: PartOutput,
 }
 
-/// Where the merge stands, so that workers do not run too far ahead.
+/// Where the merge stands, so that workers neither run too far ahead nor
+/// hold too many records.
 struct Schedule {
     /// Parts of each input already merged.
     merged: Vec<usize>,
-    /// Ranges not yet started, in the order they should be.
+    /// Ranges not yet started or paused, by `(part, input)`.
     waiting: VecDeque<RangeJob>,
+    /// The part `(input, part)` the merge is blocked on, if it is.
+    awaited: Option<(usize, usize)>,
+}
+
+/// The schedule and the flow of records from ranges to the merge.
+struct Shared {
+    schedule: Mutex<Schedule>,
+    progress: Condvar,
+    /// Records sent by ranges and not yet taken by the merge.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().expect("the schedule lock is never poisoned")
+    }
+
+    fn over_budget(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > IN_FLIGHT
+    }
+
+    /// The next range a worker may scan; `None` when none is left.
+    fn next_job(&self) -> Option<RangeJob> {
+        let mut state = self.lock();
+        loop {
+            let over = self.over_budget();
+            let Schedule { merged, waiting, awaited } = &*state;
+            let allowed = waiting.iter().position(|job| {
+                job.part < merged[job.input] + WINDOW && (!over || *awaited == Some((job.input, job.part)))
+            });
+            if let Some(index) = allowed {
+                return state.waiting.remove(index);
+            }
+            if state.waiting.is_empty() {
+                return None;
+            }
+            state = self.progress.wait(state).expect("the schedule lock is never poisoned");
+        }
+    }
+
+    /// Whether a range should stop: too many records wait for the merge,
+    /// and the merge is not waiting for this range.
+    fn should_pause(&self, input: usize, part: usize) -> bool {
+        self.over_budget() && self.lock().awaited != Some((input, part))
+    }
+
+    /// Puts a paused range back, in its place.
+    fn requeue(&self, job: RangeJob) {
+        let mut state = self.lock();
+        let key = (job.part, job.input);
+        let at = state.waiting.iter().position(|j| (j.part, j.input) > key).unwrap_or(state.waiting.len());
+        state.waiting.insert(at, job);
+        self.progress.notify_all();
+    }
+
+    /// The merge is about to block on `(input, part)`, or (`None`) no more.
+    fn awaiting(&self, awaited: Option<(usize, usize)>) {
+        self.lock().awaited = awaited;
+        self.progress.notify_all();
+    }
+
+    /// The merge took `count` records from a range.
+    fn taken(&self, count: usize) {
+        let before = self.in_flight.fetch_sub(count, Ordering::SeqCst);
+        if before > IN_FLIGHT && before - count <= IN_FLIGHT {
+            let _state = self.lock();
+            self.progress.notify_all();
+        }
+    }
+
+    /// The merge finished a part of `input`.
+    fn part_merged(&self, input: usize) {
+        self.lock().merged[input] += 1;
+        self.progress.notify_all();
+    }
 }
 
 /// How a part's scan reaches the merge.
@@ -144,8 +250,8 @@ struct PartOutput {
 }
 
 enum PartSender {
-    /// Ranges never wait (they are bounded by their size).
-    Range(Sender<Message>),
+    /// Ranges never block; they pause instead (see [`Shared::should_pause`]).
+    Range(Sender<Message>, Arc<AtomicUsize>),
     /// Streams wait when the merge has not taken their batches.
     Stream(SyncSender<Message>),
 }
@@ -155,66 +261,97 @@ impl PartOutput {
         PartOutput { counts: LineCounts::default(), overlong: 0, to_merge }
     }
 
-    /// Hands a batch to the merge; false when the merge has gone.
-    fn send(&self, records: Vec<Record>) -> bool {
-        self.send_message(Message::Records(records))
-    }
-
     fn send_message(&self, message: Message) -> bool {
         match &self.to_merge {
-            PartSender::Range(sender) => sender.send(message).is_ok(),
+            PartSender::Range(sender, in_flight) => {
+                if let Message::Records(records) = &message {
+                    in_flight.fetch_add(records.len(), Ordering::SeqCst);
+                }
+                sender.send(message).is_ok()
+            }
             PartSender::Stream(sender) => sender.send(message).is_ok(),
         }
     }
 
-    fn finish(self, error: Option<String>) {
-        let done = Message::Done { counts: self.counts.clone(), overlong: self.overlong, error };
+    fn finish(self, problem: Option<Problem>) {
+        let done = Message::Done { counts: self.counts.clone(), overlong: self.overlong, problem };
         self.send_message(done);
     }
 }
 
+impl Sink for PartOutput {
+    fn send(&mut self, records: Vec<Record>) -> bool {
+        self.send_message(Message::Records(records))
+    }
+
+    fn count(&mut self, counts: &LineCounts, overlong: u64) {
+        self.counts.add(counts);
+        self.overlong += overlong;
+    }
+}
+
 /// Reads and scans every input, calls `on_record` with every record in
-/// time order (inputs merged; within one input, file order), and returns
-/// each input's counters in input order.
+/// time order (inputs merged; within one input, file order; duplicates
+/// dropped), and returns each input's counters in input order.
 pub fn scan_merged(sources: &[Source], settings: &ScanSettings, mut on_record: impl FnMut(Record)) -> Vec<InputResult> {
     let mut results: Vec<InputResult> =
         sources.iter().map(|s| InputResult { name: s.name(), ..InputResult::default() }).collect();
     let mut cursors: Vec<Cursor> = (0..sources.len()).map(|_| Cursor::default()).collect();
+    let mut watched: Vec<Option<Opened>> = (0..sources.len()).map(|_| None).collect();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let mut ranges: Vec<RangeJob> = Vec::new();
-    let mut streams: Vec<(usize, SyncSender<Message>)> = Vec::new();
+    let mut streams: Vec<(Stream, SyncSender<Message>)> = Vec::new();
     for (input, source) in sources.iter().enumerate() {
         match plan(source, settings.range) {
             Err(error) => results[input].error = Some(error),
-            Ok(Plan::Stream) => {
+            Ok(Plan::Stream(stream, opened)) => {
                 let (sender, receiver) = mpsc::sync_channel(STREAM_BATCHES);
                 cursors[input].parts.push_back(receiver);
-                streams.push((input, sender));
+                streams.push((stream, sender));
+                watched[input] = opened;
             }
-            Ok(Plan::Ranges { path, bounds, reference }) => {
+            Ok(Plan::Ranges { opened, bounds, reference }) => {
+                cursors[input].ranges = true;
                 for (part, (start, end)) in bounds.into_iter().enumerate() {
                     let (sender, receiver) = mpsc::channel();
                     cursors[input].parts.push_back(receiver);
-                    ranges.push(RangeJob { input, part, path: path.clone(), start, end, reference, to_merge: sender });
+                    let out = PartOutput::new(PartSender::Range(sender, in_flight.clone()));
+                    let file = opened.file.clone();
+                    ranges.push(RangeJob { input, part, file, start, end, mid_line: true, reference, out });
                 }
+                watched[input] = Some(opened);
             }
         }
     }
     // Start the first range of every input first, then the second, ...
     ranges.sort_by_key(|job| (job.part, job.input));
     let workers = settings.threads.clamp(1, ranges.len().max(1));
-    let schedule = Mutex::new(Schedule { merged: vec![0; sources.len()], waiting: ranges.into() });
-    let progress = Condvar::new();
+    let schedule = Schedule { merged: vec![0; sources.len()], waiting: ranges.into(), awaited: None };
+    let shared = Shared { schedule: Mutex::new(schedule), progress: Condvar::new(), in_flight };
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| range_worker(&schedule, &progress, settings));
+            scope.spawn(|| range_worker(&shared, settings));
         }
-        for (input, sender) in streams {
-            let source = &sources[input];
-            scope.spawn(move || stream_part(source, settings, sender));
+        for (stream, sender) in streams {
+            scope.spawn(move || stream_part(stream, settings, sender));
         }
-        merge(&mut cursors, &mut results, &schedule, &progress, &mut on_record);
+        merge(&mut cursors, &mut results, &shared, &mut on_record);
     });
+    for ((result, cursor), opened) in results.iter_mut().zip(&cursors).zip(&watched) {
+        let lines = result.counts.total;
+        match &cursor.problem {
+            Some(Problem::Read(why)) => {
+                result.error = Some(format!("{}: read failed after {lines} lines: {why}", result.name));
+            }
+            Some(Problem::Shrank) | None => {}
+        }
+        if let Some(opened) = opened {
+            result.warning = opened.changed(cursor.problem == Some(Problem::Shrank)).map(|change| {
+                format!("{}: {change} while it was read; the report covers the {lines} lines read", result.name)
+            });
+        }
+    }
     results
 }
 
@@ -222,34 +359,49 @@ pub fn scan_merged(sources: &[Source], settings: &ScanSettings, mut on_record: i
 #[derive(Default)]
 struct Cursor {
     parts: VecDeque<Receiver<Message>>,
+    /// Whether its parts are ranges (their records count as in flight).
+    ranges: bool,
+    /// Parts already merged.
+    merged: usize,
     batch: VecDeque<Record>,
+    /// The first problem of any of its parts.
+    problem: Option<Problem>,
 }
 
 impl Cursor {
     /// The next record's time, fetching batches as needed; `None` when the
     /// input is exhausted.
-    fn head(
-        &mut self,
-        input: usize,
-        result: &mut InputResult,
-        schedule: &Mutex<Schedule>,
-        progress: &Condvar,
-    ) -> Option<DateTime<Utc>> {
+    fn head(&mut self, input: usize, result: &mut InputResult, shared: &Shared) -> Option<DateTime<Utc>> {
         while self.batch.is_empty() {
             let part = self.parts.front()?;
-            match part.recv() {
-                Ok(Message::Records(records)) => self.batch = records.into(),
+            let message = match part.try_recv() {
+                Ok(message) => Some(message),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) => {
+                    shared.awaiting(Some((input, self.merged)));
+                    let message = part.recv().ok();
+                    shared.awaiting(None);
+                    message
+                }
+            };
+            match message {
+                Some(Message::Records(records)) => {
+                    if self.ranges {
+                        shared.taken(records.len());
+                    }
+                    self.batch = records.into();
+                }
                 finished => {
-                    if let Ok(Message::Done { counts, overlong, error }) = finished {
+                    if let Some(Message::Done { counts, overlong, problem }) = finished {
                         result.counts.add(&counts);
                         result.overlong += overlong;
-                        if result.error.is_none() {
-                            result.error = error;
+                        if self.problem.is_none() {
+                            self.problem = problem;
                         }
                     }
                     self.parts.pop_front();
-                    schedule.lock().expect("the schedule lock is never poisoned").merged[input] += 1;
-                    progress.notify_all();
+                    self.merged += 1;
+                    shared.part_merged(input);
                 }
             }
         }
@@ -258,100 +410,123 @@ impl Cursor {
 }
 
 /// The k-way merge: always passes on the earliest head among the inputs.
-fn merge(
-    cursors: &mut [Cursor],
-    results: &mut [InputResult],
-    schedule: &Mutex<Schedule>,
-    progress: &Condvar,
-    on_record: &mut impl FnMut(Record),
-) {
+fn merge(cursors: &mut [Cursor], results: &mut [InputResult], shared: &Shared, on_record: &mut impl FnMut(Record)) {
     let mut heads: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(cursors.len());
     for (input, cursor) in cursors.iter_mut().enumerate() {
-        heads.push(cursor.head(input, &mut results[input], schedule, progress));
+        heads.push(cursor.head(input, &mut results[input], shared));
     }
+    let mut dedup = Dedup::default();
     while let Some((input, _)) =
         heads.iter().enumerate().filter_map(|(i, head)| head.map(|t| (i, t))).min_by_key(|&(i, t)| (t, i))
     {
         let record = cursors[input].batch.pop_front().expect("a head was seen");
-        on_record(record);
-        heads[input] = cursors[input].head(input, &mut results[input], schedule, progress);
+        if dedup.is_duplicate(&record) {
+            results[input].duplicates += 1;
+        } else {
+            on_record(record);
+        }
+        heads[input] = cursors[input].head(input, &mut results[input], shared);
     }
 }
 
-fn range_worker(schedule: &Mutex<Schedule>, progress: &Condvar, settings: &ScanSettings) {
+fn range_worker(shared: &Shared, settings: &ScanSettings) {
     let scanner = Scanner::new();
     let mut buffer = vec![0u8; settings.block.max(2)];
-    loop {
-        let job = {
-            let mut state = schedule.lock().expect("the schedule lock is never poisoned");
-            loop {
-                let merged = &state.merged;
-                let allowed = state.waiting.iter().position(|job| job.part < merged[job.input] + WINDOW);
-                if let Some(index) = allowed {
-                    break state.waiting.remove(index).expect("position is in range");
-                }
-                if state.waiting.is_empty() {
-                    return;
-                }
-                state = progress.wait(state).expect("the schedule lock is never poisoned");
-            }
-        };
+    while let Some(mut job) = shared.next_job() {
         let ctx = context(settings, job.reference);
-        let mut out = PartOutput::new(PartSender::Range(job.to_merge));
-        let outcome = File::open(&job.path)
-            .and_then(|file| scan_range(file, job.start, job.end, &scanner, &ctx, &mut buffer, &mut out));
-        let error = outcome.err().map(|e| read_error(&job.path.display().to_string(), &out.counts, &e));
-        out.finish(error);
+        let tools = Tools { scanner: &scanner, ctx: &ctx, buffer: &mut buffer };
+        let (input, part) = (job.input, job.part);
+        let bounds = (job.start, job.end, job.mid_line);
+        let pause = || shared.should_pause(input, part);
+        match lines::scan_range(&job.file, bounds, tools, &mut job.out, &pause) {
+            Ok(Ended::Paused(at)) => {
+                job.start = at;
+                job.mid_line = false;
+                shared.requeue(job);
+            }
+            Ok(Ended::Done) => job.out.finish(None),
+            Ok(Ended::Early) => job.out.finish(Some(Problem::Shrank)),
+            Err(error) => job.out.finish(Some(Problem::Read(describe(&error)))),
+        }
     }
 }
 
-fn stream_part(source: &Source, settings: &ScanSettings, to_merge: SyncSender<Message>) {
+/// An input read as one stream.
+enum Stream {
+    /// A file opened by [`plan`] (gzip, FIFO, device): never opened twice.
+    File(File, DateTime<Utc>),
+    Stdin,
+    Memory(Arc<Vec<u8>>, DateTime<Utc>),
+}
+
+fn stream_part(stream: Stream, settings: &ScanSettings, to_merge: SyncSender<Message>) {
     let scanner = Scanner::new();
     // Streams may be many (rotated .gz files); a smaller buffer each.
     let mut buffer = vec![0u8; settings.block.clamp(2, 256 << 10)];
     let mut out = PartOutput::new(PartSender::Stream(to_merge));
-    let outcome = match source {
-        Source::Path(path) => {
-            let reference = std::fs::metadata(path).map(|m| modified(&m)).unwrap_or_else(|_| Utc::now());
-            File::open(path)
-                .and_then(|file| scan_stream(file, &scanner, &context(settings, reference), &mut buffer, &mut out))
-        }
-        Source::Stdin => {
-            scan_stream(io::stdin().lock(), &scanner, &context(settings, Utc::now()), &mut buffer, &mut out)
-        }
-        Source::Memory { bytes, reference, .. } => scan_stream(
-            io::Cursor::new(bytes.as_slice()),
-            &scanner,
-            &context(settings, *reference),
-            &mut buffer,
-            &mut out,
-        ),
+    let reference = match &stream {
+        Stream::File(_, reference) | Stream::Memory(_, reference) => *reference,
+        Stream::Stdin => Utc::now(),
     };
-    let error = outcome.err().map(|e| read_error(&source.name(), &out.counts, &e));
-    out.finish(error);
+    let ctx = context(settings, reference);
+    let tools = Tools { scanner: &scanner, ctx: &ctx, buffer: &mut buffer };
+    let outcome = match stream {
+        Stream::File(file, _) => lines::scan_stream(file, tools, &mut out),
+        Stream::Stdin => lines::scan_stream(io::stdin().lock(), tools, &mut out),
+        Stream::Memory(bytes, _) => lines::scan_stream(io::Cursor::new(bytes.as_slice()), tools, &mut out),
+    };
+    out.finish(outcome.err().map(|e| Problem::Read(describe(&e))));
 }
 
 fn context(settings: &ScanSettings, reference: DateTime<Utc>) -> ParseContext {
     ParseContext { zone: settings.zone, reference, default_host: settings.default_host.clone() }
 }
 
-fn read_error(name: &str, counts: &LineCounts, error: &io::Error) -> String {
-    format!("{name}: read failed after {} lines: {}", counts.total, describe(error))
+/// A plain file as it was opened, to tell at the end whether it changed.
+struct Opened {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Device and inode: who the name pointed to.
+    identity: (u64, u64),
+    size: u64,
+}
+
+impl Opened {
+    fn new(path: &Path, file: Arc<File>, metadata: &std::fs::Metadata) -> Self {
+        Opened { path: path.to_owned(), file, identity: (metadata.dev(), metadata.ino()), size: metadata.len() }
+    }
+
+    /// How the file changed while it was read, in words, if it did.
+    fn changed(&self, ended_early: bool) -> Option<String> {
+        let now = self.file.metadata().map_or(0, |m| m.len());
+        if ended_early || now < self.size {
+            return Some(format!("shrank from {} to {now} bytes", self.size));
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(metadata) if (metadata.dev(), metadata.ino()) == self.identity => None,
+            Ok(_) => Some("was replaced (rotated?)".to_owned()),
+            Err(_) => Some("was removed".to_owned()),
+        }
+    }
 }
 
 /// How an input is read.
 enum Plan {
-    /// As one stream.
-    Stream,
+    /// As one stream; `Some` for a plain (gzip) file, to check at the end.
+    Stream(Stream, Option<Opened>),
     /// As byte ranges of a plain file, in parallel.
-    Ranges { path: PathBuf, bounds: Vec<(u64, u64)>, reference: DateTime<Utc> },
+    Ranges { opened: Opened, bounds: Vec<(u64, u64)>, reference: DateTime<Utc> },
 }
 
-/// Decides how to read one input, or says why it cannot be read.
+/// Opens one input, once, and decides how to read it, or says why it
+/// cannot be read.
 fn plan(source: &Source, range_size: u64) -> Result<Plan, String> {
     let path = match source {
         Source::Path(path) => path,
-        Source::Stdin | Source::Memory { .. } => return Ok(Plan::Stream),
+        Source::Stdin => return Ok(Plan::Stream(Stream::Stdin, None)),
+        Source::Memory { bytes, reference, .. } => {
+            return Ok(Plan::Stream(Stream::Memory(bytes.clone(), *reference), None))
+        }
     };
     let name = path.display();
     let mut file = File::open(path).map_err(|e| format!("cannot open {name}: {}", describe(&e)))?;
@@ -359,14 +534,22 @@ fn plan(source: &Source, range_size: u64) -> Result<Plan, String> {
     if metadata.is_dir() {
         return Err(format!("cannot read {name}: it is a directory"));
     }
-    if !metadata.is_file() || is_gzip(&mut file).map_err(|e| format!("cannot read {name}: {}", describe(&e)))? {
-        return Ok(Plan::Stream);
+    let reference = modified(&metadata);
+    if !metadata.is_file() {
+        // A FIFO, a device, /dev/stdin: read as it comes, from this opening.
+        return Ok(Plan::Stream(Stream::File(file, reference), None));
+    }
+    if is_gzip(&mut file).map_err(|e| format!("cannot read {name}: {}", describe(&e)))? {
+        let watch = file.try_clone().map_err(|e| format!("cannot read {name}: {}", describe(&e)))?;
+        let opened = Opened::new(path, Arc::new(watch), &metadata);
+        return Ok(Plan::Stream(Stream::File(file, reference), Some(opened)));
     }
     let size = metadata.len();
     let count = size.div_ceil(range_size.max(1)).max(1);
     let step = size.div_ceil(count).max(1);
     let bounds = (0..count).map(|i| (i * step, ((i + 1) * step).min(size))).collect();
-    Ok(Plan::Ranges { path: path.clone(), bounds, reference: modified(&metadata) })
+    let opened = Opened::new(path, Arc::new(file), &metadata);
+    Ok(Plan::Ranges { opened, bounds, reference })
 }
 
 fn is_gzip(file: &mut File) -> io::Result<bool> {
@@ -397,148 +580,6 @@ fn describe(error: &io::Error) -> String {
             text.split(" (os error").next().unwrap_or(&text).to_owned()
         }
     }
-}
-
-/// A stream, gzip-compressed or not (by its first bytes).
-fn scan_stream(
-    reader: impl Read,
-    scanner: &Scanner,
-    ctx: &ParseContext,
-    buffer: &mut [u8],
-    out: &mut PartOutput,
-) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    if gzip {
-        let decoder = flate2::bufread::MultiGzDecoder::new(reader);
-        scan_lines(decoder, 0, None, scanner, ctx, buffer, out)
-    } else {
-        scan_lines(reader, 0, None, scanner, ctx, buffer, out)
-    }
-}
-
-/// The lines that start within `start..end` of a plain file.
-fn scan_range(
-    mut file: File,
-    start: u64,
-    end: u64,
-    scanner: &Scanner,
-    ctx: &ParseContext,
-    buffer: &mut [u8],
-    out: &mut PartOutput,
-) -> io::Result<()> {
-    // Begin one byte early: if that byte is a newline, a line starts at
-    // `start`; otherwise the partial line belongs to the range before.
-    let from = start.saturating_sub(1);
-    file.seek(SeekFrom::Start(from))?;
-    scan_lines(file, from, Some((start > 0, end)), scanner, ctx, buffer, out)
-}
-
-/// Feeds whole lines to the scanner, block by block.
-///
-/// `range`: `Some((skip_partial_first_line, end))` for a range of a file
-/// whose first byte is at offset `position`; `None` for a whole stream.
-fn scan_lines(
-    mut reader: impl Read,
-    mut position: u64,
-    range: Option<(bool, u64)>,
-    scanner: &Scanner,
-    ctx: &ParseContext,
-    buffer: &mut [u8],
-    out: &mut PartOutput,
-) -> io::Result<()> {
-    let (mut skipping_partial, end) = match range {
-        Some((skip, end)) => (skip, Some(end)),
-        None => (false, None),
-    };
-    let mut skipping_overlong = false;
-    let mut filled = 0;
-    let mut batch = Vec::new();
-    let mut counts = LineCounts::default();
-    let mut overlong = 0;
-    let result = loop {
-        let read = match reader.read(&mut buffer[filled..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
-        };
-        let eof = read == 0;
-        filled += read;
-
-        // Drop the head of the buffer up to the first newline: the tail of
-        // the previous range's last line, or of an overlong line.
-        if skipping_partial || skipping_overlong {
-            match memchr::memchr(b'\n', &buffer[..filled]) {
-                Some(newline) => {
-                    if skipping_overlong {
-                        counts.total += 1;
-                        overlong += 1;
-                    }
-                    skipping_partial = false;
-                    skipping_overlong = false;
-                    buffer.copy_within(newline + 1..filled, 0);
-                    filled -= newline + 1;
-                    position += newline as u64 + 1;
-                }
-                None => {
-                    if eof && skipping_overlong {
-                        counts.total += 1;
-                        overlong += 1;
-                    }
-                    position += filled as u64;
-                    filled = 0;
-                    if eof {
-                        break Ok(());
-                    }
-                    continue;
-                }
-            }
-        }
-        if end.is_some_and(|end| position >= end) {
-            break Ok(());
-        }
-
-        // Whole lines in the buffer, stopping after the line that crosses
-        // the range's end.
-        let mut finished = false;
-        let mut take = memchr::memrchr(b'\n', &buffer[..filled]).map_or(0, |nl| nl + 1);
-        if let Some(end) = end {
-            let limit = (end - position) as usize; // position < end here
-            if limit <= filled {
-                if let Some(newline) = memchr::memchr(b'\n', &buffer[limit - 1..filled]) {
-                    take = limit + newline;
-                    finished = true;
-                }
-            }
-        }
-        if eof && !finished {
-            take = filled;
-            finished = true;
-        }
-        scanner.scan(&buffer[..take], ctx, &mut counts, &mut |record| batch.push(record));
-        // Batches of some size: each hand-over wakes the merge thread.
-        if batch.len() >= BATCH && !out.send(std::mem::take(&mut batch)) {
-            break Ok(()); // nobody listens any more
-        }
-        if finished {
-            break Ok(());
-        }
-        buffer.copy_within(take..filled, 0);
-        filled -= take;
-        position += take as u64;
-        if filled == buffer.len() {
-            // One line fills the whole buffer: skip it to its end.
-            position += filled as u64;
-            filled = 0;
-            skipping_overlong = true;
-        }
-    };
-    if !batch.is_empty() {
-        out.send(batch);
-    }
-    out.counts.add(&counts);
-    out.overlong += overlong;
-    result
 }
 
 /// Whether `path` names standard input.

@@ -243,6 +243,9 @@ fn garbage_truncated_gzip_and_huge_lines_are_counted_not_fatal() {
     assert!(stderr.contains("cut.log.gz"), "{stderr}");
     let records = report["lines"]["records"].as_u64().unwrap();
     assert!(records > 0 && records < generated.summary.records, "{records}");
+    // The lines read are those of the whole input.
+    let read = format!("read failed after {} lines", report["lines"]["total"]);
+    assert!(report["errors"][0].as_str().unwrap().contains(&read), "{report}");
 
     // Empty input is a valid, empty report.
     let empty = write_log(dir.path(), "empty.log", b"", end);

@@ -3,6 +3,7 @@
 //! the shared harness is here, each command has its module.
 
 mod analyze;
+mod analyze_inputs;
 mod clock;
 mod config;
 mod demo;

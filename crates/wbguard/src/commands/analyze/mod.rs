@@ -2,9 +2,12 @@
 //!
 //! The flow: read and scan every input in parallel ([`input`]), merge the
 //! records by time and feed them, one by one, to the core's leak model, then
-//! print the [`report`] and draw the [`plot`]. Nothing holds all records.
-//! Unreadable inputs are named on stderr and in the report, the others are
-//! still analysed, and the exit code is 2.
+//! print the [`report`] and draw the [`plot`]. Nothing holds all records,
+//! and the state kept per web bridge is bounded, so memory does not grow
+//! with the length of the log. Unreadable inputs are named on stderr and in
+//! the report, the others are still analysed, and the exit code is 2; an
+//! input that shrank or was replaced while it was read gives a warning and
+//! exit code 1.
 
 #[cfg(feature = "demo")]
 mod example;
@@ -41,7 +44,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     if sources.iter().filter(|s| matches!(s, Source::Stdin)).count() > 1 {
         bail!("standard input (-) can be named only once");
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Beyond 4 workers the merge is the bottleneck, and each worker costs
+    // memory (its buffer and allocator arena): 4 keep the peak under 64 MB.
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4));
     let settings =
         ScanSettings { zone, default_host: args.host.clone(), threads, block: logs::BLOCK, range: logs::RANGE };
     let config = ModelConfig { limit: args.limit, ..ModelConfig::default() };
@@ -61,13 +66,22 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<Outcome> {
     for error in &report.errors {
         eprintln!("wbguard: {error}");
     }
+    for warning in &report.warnings {
+        eprintln!("wbguard: warning: {warning}");
+    }
     if let Some(note) = note {
         eprintln!("\n{note}");
     }
     if let (Some(path), Some(series)) = (&args.plot, &series) {
         write_file(path, plot::render(series, args.limit).as_bytes())?;
     }
-    Ok(if report.errors.is_empty() { Outcome::Success } else { Outcome::InputErrors })
+    Ok(if !report.errors.is_empty() {
+        Outcome::InputErrors
+    } else if !report.warnings.is_empty() {
+        Outcome::Failures
+    } else {
+        Outcome::Success
+    })
 }
 
 /// The model, fed record by record, and the chart's series if asked for.
@@ -88,11 +102,9 @@ impl Feeder {
     }
 
     fn observe(&mut self, record: &Record) {
+        let restarts_before = self.model.webbridge(&record.host).map_or(0, |state| state.restart_count);
         self.model.observe(record);
         let Some(series) = self.series.as_mut() else { return };
-        if let Some(state) = self.model.webbridge(&record.host) {
-            series.note_restarts(&record.host, &state.restarts);
-        }
         match &record.body {
             RecordBody::WebBridgeStats(stats) => {
                 let lower = self.model.webbridge(&record.host).map_or(0, |state| state.leaked_lower());
@@ -105,6 +117,12 @@ impl Feeder {
                 }
             }
             RecordBody::Audit(_) => {}
+        }
+        // A record reveals at most one restart, the latest.
+        if let Some(state) = self.model.webbridge(&record.host).filter(|s| s.restart_count > restarts_before) {
+            if let Some(restart) = state.restarts.back() {
+                series.note_restart(&record.host, restart.time);
+            }
         }
     }
 }

@@ -11,61 +11,153 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
-use wbguard_core::model::Restart;
 
-/// Everything the chart shows, gathered while the model is fed.
-///
-/// Bounded whatever the input's length: once a series holds
-/// [`MAX_POINTS`] points, neighbours are merged pairwise (keeping the
-/// larger count), halving it; the chart has fewer pixels than that anyway.
+/// Everything the chart shows, gathered while the model is fed, each
+/// series downsampled as it streams ([`Track`]): bounded per web bridge
+/// whatever the input's length.
 #[derive(Debug, Default)]
 pub struct Series {
-    /// Per web bridge: `(time, active, leak lower bound)` at each sample.
-    webbridges: BTreeMap<String, Vec<(DateTime<Utc>, u32, u32)>>,
-    /// `(time, cluster CMA total)` after each call bridge report.
-    cma_total: Vec<(DateTime<Utc>, u32)>,
-    /// `(time, web bridge)` of each restart.
-    restarts: Vec<(DateTime<Utc>, String)>,
+    /// Per web bridge: the active count and the leak's lower bound.
+    webbridges: BTreeMap<String, Track>,
+    /// The cluster's CMA total after each call bridge report (no bound).
+    cma_total: Track,
 }
 
-/// Points kept per series before they are merged pairwise.
-pub const MAX_POINTS: usize = 8192;
+/// Buckets kept per series before their width doubles; the chart has
+/// fewer pixel columns than half of it.
+pub const MAX_BUCKETS: usize = 2048;
+
+/// `(time, value, lower bound)`: one sample of a series.
+type Point = (DateTime<Utc>, u32, u32);
+
+/// One series, downsampled as it streams: samples fall into buckets of
+/// equal width in time, each keeping its first, lowest, highest and last
+/// sample (so peaks and dips show), and restarts. When there are more than
+/// [`MAX_BUCKETS`], the width doubles and neighbours merge.
+#[derive(Debug)]
+struct Track {
+    /// Bucket `n` covers `origin + n * width ..` (width in milliseconds).
+    origin: Option<DateTime<Utc>>,
+    width: i64,
+    buckets: Vec<Bucket>,
+    /// Restart times, at most one per bucket width.
+    restarts: Vec<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    slot: i64,
+    first: Point,
+    low: Point,
+    high: Point,
+    last: Point,
+}
+
+impl Default for Track {
+    fn default() -> Self {
+        Track { origin: None, width: 1000, buckets: Vec::new(), restarts: Vec::new() }
+    }
+}
+
+impl Track {
+    fn slot(&mut self, time: DateTime<Utc>) -> i64 {
+        let origin = *self.origin.get_or_insert(time);
+        (time - origin).num_milliseconds().div_euclid(self.width)
+    }
+
+    fn push(&mut self, point: Point) {
+        let slot = self.slot(point.0);
+        match self.buckets.last_mut() {
+            // The same bucket, or a sample out of order: into the last one.
+            Some(last) if slot <= last.slot => *last = last.merge(&Bucket::of(last.slot, point)),
+            _ => self.buckets.push(Bucket::of(slot, point)),
+        }
+        self.bound();
+    }
+
+    fn note_restart(&mut self, time: DateTime<Utc>) {
+        let slot = self.slot(time);
+        let origin = self.origin;
+        let width = self.width;
+        let slot_of = |t: DateTime<Utc>| origin.map_or(0, |o| (t - o).num_milliseconds().div_euclid(width));
+        if self.restarts.last().is_none_or(|&t| slot_of(t) != slot) {
+            self.restarts.push(time);
+        }
+        self.bound();
+    }
+
+    /// Doubles the width until the buckets and restarts fit.
+    fn bound(&mut self) {
+        while self.buckets.len() > MAX_BUCKETS || self.restarts.len() > MAX_BUCKETS {
+            self.width *= 2;
+            let mut merged: Vec<Bucket> = Vec::with_capacity(self.buckets.len() / 2 + 1);
+            for bucket in &self.buckets {
+                let slot = bucket.slot.div_euclid(2);
+                match merged.last_mut() {
+                    Some(last) if last.slot == slot => *last = last.merge(bucket),
+                    _ => merged.push(Bucket { slot, ..*bucket }),
+                }
+            }
+            self.buckets = merged;
+            let (origin, width) = (self.origin, self.width);
+            let slot_of = |t: DateTime<Utc>| origin.map_or(0, |o| (t - o).num_milliseconds().div_euclid(width));
+            self.restarts.dedup_by_key(|t| slot_of(*t));
+        }
+    }
+
+    /// The samples kept, in time order.
+    fn points(&self) -> Vec<Point> {
+        let mut points = Vec::with_capacity(self.buckets.len() * 4);
+        for bucket in &self.buckets {
+            let mut picked = [bucket.first, bucket.low, bucket.high, bucket.last];
+            picked.sort_by_key(|p| p.0);
+            for point in picked {
+                if points.last() != Some(&point) {
+                    points.push(point);
+                }
+            }
+        }
+        points
+    }
+}
+
+impl Bucket {
+    fn of(slot: i64, point: Point) -> Self {
+        Bucket { slot, first: point, low: point, high: point, last: point }
+    }
+
+    /// This bucket followed by `next`.
+    fn merge(&self, next: &Bucket) -> Bucket {
+        Bucket {
+            slot: self.slot,
+            first: self.first,
+            low: if next.low.1 < self.low.1 { next.low } else { self.low },
+            high: if next.high.1 > self.high.1 { next.high } else { self.high },
+            last: next.last,
+        }
+    }
+}
 
 impl Series {
     /// A web bridge sample and its lower bound.
     pub fn push_webbridge(&mut self, host: &str, time: DateTime<Utc>, active: u32, lower: u32) {
         if !self.webbridges.contains_key(host) {
-            self.webbridges.insert(host.to_owned(), Vec::new());
+            self.webbridges.insert(host.to_owned(), Track::default());
         }
-        let points = self.webbridges.get_mut(host).expect("inserted above");
-        points.push((time, active, lower));
-        if points.len() >= MAX_POINTS {
-            halve(points, |a, b| (a.0, a.1.max(b.1), b.2));
-        }
+        self.webbridges.get_mut(host).expect("inserted above").push((time, active, lower));
     }
 
     /// The cluster's CMA total after a call bridge report.
     pub fn push_cma(&mut self, time: DateTime<Utc>, total: u32) {
-        self.cma_total.push((time, total));
-        if self.cma_total.len() >= MAX_POINTS {
-            halve(&mut self.cma_total, |a, b| (a.0, a.1.max(b.1)));
-        }
+        self.cma_total.push((time, total, 0));
     }
 
-    /// Records the restarts of `host` not drawn yet.
-    pub fn note_restarts(&mut self, host: &str, restarts: &[Restart]) {
-        let drawn = self.restarts.iter().filter(|(_, h)| h == host).count();
-        for restart in restarts.iter().skip(drawn) {
-            self.restarts.push((restart.time, host.to_owned()));
+    /// A restart of `host`, drawn if the web bridge has samples.
+    pub fn note_restart(&mut self, host: &str, time: DateTime<Utc>) {
+        if let Some(track) = self.webbridges.get_mut(host) {
+            track.note_restart(time);
         }
     }
-}
-
-/// Merges neighbours pairwise.
-fn halve<T: Copy>(points: &mut Vec<T>, merge: impl Fn(T, T) -> T) {
-    let merged: Vec<T> =
-        points.chunks(2).map(|pair| if pair.len() == 2 { merge(pair[0], pair[1]) } else { pair[0] }).collect();
-    *points = merged;
 }
 
 const WIDTH: f64 = 1200.0;
@@ -96,8 +188,11 @@ impl Frame {
 
 /// Renders the chart.
 pub fn render(series: &Series, limit: u32) -> String {
-    let times =
-        series.webbridges.values().flat_map(|s| s.iter().map(|p| p.0)).chain(series.cma_total.iter().map(|p| p.0));
+    // Per web bridge: host, samples kept, restarts.
+    let webbridges: Vec<_> =
+        series.webbridges.iter().map(|(host, track)| (host, track.points(), track.restarts.as_slice())).collect();
+    let cma_total = series.cma_total.points();
+    let times = webbridges.iter().flat_map(|(_, s, _)| s.iter().map(|p| p.0)).chain(cma_total.iter().map(|p| p.0));
     let (start, end) = times.fold((None, None), |(lo, hi): (Option<DateTime<Utc>>, Option<DateTime<Utc>>), t| {
         (Some(lo.map_or(t, |l| l.min(t))), Some(hi.map_or(t, |h| h.max(t))))
     });
@@ -110,11 +205,10 @@ pub fn render(series: &Series, limit: u32) -> String {
         let _ = write!(svg, r#"<text x="{LEFT}" y="80">no records</text></svg>"#);
         return svg;
     };
-    let peak = series
-        .webbridges
-        .values()
-        .flat_map(|s| s.iter().map(|p| p.1))
-        .chain(series.cma_total.iter().map(|p| p.1))
+    let peak = webbridges
+        .iter()
+        .flat_map(|(_, s, _)| s.iter().map(|p| p.1))
+        .chain(cma_total.iter().map(|p| p.1))
         .max()
         .unwrap_or(0)
         .max(limit);
@@ -125,7 +219,7 @@ pub fn render(series: &Series, limit: u32) -> String {
     };
     axes(&mut svg, &frame, end);
 
-    for (index, (host, samples)) in series.webbridges.iter().enumerate() {
+    for (index, (host, samples, restarts)) in webbridges.iter().enumerate() {
         let color = PALETTE[index % PALETTE.len()];
         let reduced = reduce(samples, &frame);
         // The leak range: from the lower bound up to the active count.
@@ -137,7 +231,7 @@ pub fn render(series: &Series, limit: u32) -> String {
             let _ = write!(band, "{:.1},{:.1} ", frame.x(t), frame.y(f64::from(lower)));
         }
         let _ = write!(svg, r#"<polygon points="{band}" fill="{color}" fill-opacity="0.12" stroke="none"/>"#);
-        let line = |pick: fn(&(DateTime<Utc>, u32, u32)) -> u32| {
+        let line = |pick: fn(&Point) -> u32| {
             reduced.iter().fold(String::new(), |mut acc, p| {
                 let _ = write!(acc, "{:.1},{:.1} ", frame.x(p.0), frame.y(f64::from(pick(p))));
                 acc
@@ -155,7 +249,7 @@ pub fn render(series: &Series, limit: u32) -> String {
             escape(host),
             line(|p| p.2)
         );
-        for (t, _) in series.restarts.iter().filter(|(_, h)| h == host) {
+        for t in restarts.iter() {
             let x = frame.x(*t);
             let _ = write!(
                 svg,
@@ -167,10 +261,10 @@ pub fn render(series: &Series, limit: u32) -> String {
         legend(&mut svg, index, color, &format!("{host}: active"), false);
         legend_dash(&mut svg, index, color, "leak lower bound");
     }
-    if !series.cma_total.is_empty() {
+    if !cma_total.is_empty() {
         let mut points = String::new();
         let mut last_column = i64::MIN;
-        for &(t, cma) in &series.cma_total {
+        for &(t, cma, _) in &cma_total {
             // One point per pixel column is enough for a 5-minute series.
             let column = frame.column(t);
             if column != last_column {
@@ -196,10 +290,10 @@ pub fn render(series: &Series, limit: u32) -> String {
 
 /// Keeps, per pixel column, the samples with the lowest and highest
 /// active count and the last one (for the lower bound's steps).
-fn reduce(samples: &[(DateTime<Utc>, u32, u32)], frame: &Frame) -> Vec<(DateTime<Utc>, u32, u32)> {
-    let mut out: Vec<(DateTime<Utc>, u32, u32)> = Vec::new();
-    let mut bucket: Vec<(DateTime<Utc>, u32, u32)> = Vec::new();
-    let flush = |bucket: &mut Vec<(DateTime<Utc>, u32, u32)>, out: &mut Vec<_>| {
+fn reduce(samples: &[Point], frame: &Frame) -> Vec<Point> {
+    let mut out: Vec<Point> = Vec::new();
+    let mut bucket: Vec<Point> = Vec::new();
+    let flush = |bucket: &mut Vec<Point>, out: &mut Vec<_>| {
         if bucket.is_empty() {
             return;
         }
@@ -320,16 +414,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_series_stay_bounded() {
+    fn long_series_stay_bounded_and_keep_their_extremes() {
         let mut series = Series::default();
         let start = Utc::now();
-        for i in 0..100_000 {
-            series.push_webbridge("cms1", start + Duration::seconds(i), (i % 150) as u32, 0);
+        for i in 0..1_000_000i64 {
+            // One dip to 0 and one peak at 149 among a million samples.
+            let active = match i {
+                400_000 => 0,
+                700_001 => 149,
+                _ => 50 + (i % 7) as u32,
+            };
+            series.push_webbridge("cms1", start + Duration::seconds(i), active, 0);
+            if i % 1000 == 0 {
+                series.note_restart("cms1", start + Duration::seconds(i));
+            }
         }
-        let points = &series.webbridges["cms1"];
-        assert!(points.len() < MAX_POINTS);
+        let track = &series.webbridges["cms1"];
+        assert!(track.buckets.len() <= MAX_BUCKETS && track.restarts.len() <= MAX_BUCKETS);
+        let points = track.points();
         assert_eq!(points.iter().map(|p| p.1).max(), Some(149));
-        assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(points.iter().map(|p| p.1).min(), Some(0));
+        assert!(points.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(points.first().map(|p| p.0), Some(start));
+        assert_eq!(points.last().map(|p| p.0), Some(start + Duration::seconds(999_999)));
+    }
+
+    #[test]
+    fn a_clock_that_stands_still_fills_one_bucket() {
+        let mut series = Series::default();
+        let now = Utc::now();
+        for i in 0..100_000u32 {
+            series.push_webbridge("cms1", now, i % 150, 0);
+            series.push_cma(now, i % 40);
+        }
+        assert_eq!(series.webbridges["cms1"].buckets.len(), 1);
+        assert_eq!(series.cma_total.buckets.len(), 1);
     }
 
     #[test]

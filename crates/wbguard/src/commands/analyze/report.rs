@@ -31,6 +31,8 @@ pub struct Report {
     pub cluster: ClusterEstimate,
     /// Inputs that could not be read (completely).
     pub errors: Vec<String>,
+    /// Inputs that changed (shrank, were replaced) while they were read.
+    pub warnings: Vec<String>,
 }
 
 /// Line counters.
@@ -46,16 +48,20 @@ pub struct Lines {
     pub malformed_by_reason: BTreeMap<&'static str, u64>,
     /// Lines longer than a read block (1 MiB), skipped unread.
     pub overlong: u64,
+    /// Records read a second time (overlapping rotated files, a file named
+    /// twice), counted once: included in `records`, left out of the model.
+    pub duplicates: u64,
 }
 
 impl Lines {
-    fn new(counts: &LineCounts, overlong: u64) -> Self {
+    fn new(counts: &LineCounts, overlong: u64, duplicates: u64) -> Self {
         Lines {
             total: counts.total,
             records: counts.records,
             malformed: counts.malformed_total(),
             malformed_by_reason: counts.malformed_by_reason().map(|(r, n)| (r.as_str(), n)).collect(),
             overlong,
+            duplicates,
         }
     }
 }
@@ -69,6 +75,8 @@ pub struct InputSummary {
     pub lines: Lines,
     /// Why it could not be read completely, if so.
     pub error: Option<String>,
+    /// How it changed while it was read, if it did.
+    pub warning: Option<String>,
 }
 
 /// One web bridge.
@@ -88,9 +96,11 @@ pub struct WebBridgeReport {
     pub max_active: u32,
     /// Minutes spent at the limit.
     pub minutes_at_limit: f64,
-    /// Restart times.
+    /// Every restart recognised.
+    pub restarts_total: u64,
+    /// The latest restarts' times (at most 1,000; `restarts_total` counts all).
     pub restarts: Vec<DateTime<Utc>>,
-    /// Restarts with how they were recognised and by whom.
+    /// The same restarts, with how they were recognised and by whom.
     pub restart_details: Vec<Restart>,
     /// Lower bound of the leaked sessions now.
     pub leaked_lower: u32,
@@ -151,9 +161,11 @@ impl Report {
         let now = model.latest();
         let mut total = LineCounts::default();
         let mut overlong = 0;
+        let mut duplicates = 0;
         for input in inputs {
             total.add(&input.counts);
             overlong += input.overlong;
+            duplicates += input.duplicates;
         }
         let webbridges = match now {
             None => Vec::new(),
@@ -175,8 +187,9 @@ impl Report {
                         },
                         max_active: state.max_active,
                         minutes_at_limit: state.at_limit.num_seconds() as f64 / 60.0,
+                        restarts_total: state.restart_count,
                         restarts: state.restarts.iter().map(|r| r.time).collect(),
-                        restart_details: state.restarts.clone(),
+                        restart_details: state.restarts.iter().cloned().collect(),
                         leaked_lower: estimate.leaked_lower,
                         leaked_upper: estimate.leaked_upper,
                         droppable_upper: estimate.droppable_upper,
@@ -208,19 +221,21 @@ impl Report {
         Report {
             now,
             limit: model.config().limit,
-            lines: Lines::new(&total, overlong),
+            lines: Lines::new(&total, overlong, duplicates),
             inputs: inputs
                 .iter()
                 .map(|i| InputSummary {
                     name: i.name.clone(),
-                    lines: Lines::new(&i.counts, i.overlong),
+                    lines: Lines::new(&i.counts, i.overlong, i.duplicates),
                     error: i.error.clone(),
+                    warning: i.warning.clone(),
                 })
                 .collect(),
             webbridges,
             callbridges,
             cluster,
             errors: inputs.iter().filter_map(|i| i.error.clone()).collect(),
+            warnings: inputs.iter().filter_map(|i| i.warning.clone()).collect(),
         }
     }
 
@@ -250,7 +265,7 @@ impl Report {
                 wb.last.disconnections.to_string(),
                 wb.max_active.to_string(),
                 format!("{:.1}", wb.minutes_at_limit),
-                wb.restarts.len().to_string(),
+                wb.restarts_total.to_string(),
                 wb.restarts.last().map(|t| time(*t)).unwrap_or_default(),
                 wb.leaked_lower.to_string(),
                 wb.leaked_upper.to_string(),
@@ -282,6 +297,9 @@ impl Report {
         }
         if lines.overlong > 0 {
             let _ = write!(out, ", {} overlong", lines.overlong);
+        }
+        if lines.duplicates > 0 {
+            let _ = write!(out, ", {} duplicates skipped", lines.duplicates);
         }
         out.push('\n');
         match self.now {
@@ -315,7 +333,7 @@ impl Report {
                     wb.lockout_forecast.map(short).unwrap_or_else(|| "-".into()),
                     wb.max_active.to_string(),
                     minutes(wb.minutes_at_limit),
-                    wb.restarts.len().to_string(),
+                    wb.restarts_total.to_string(),
                     wb.restarts.last().map(|t| short(*t)).unwrap_or_else(|| "-".into()),
                 ]);
             }
@@ -351,6 +369,9 @@ impl Report {
         }
         for error in &self.errors {
             let _ = writeln!(out, "error: {error}");
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
         }
         out
     }
