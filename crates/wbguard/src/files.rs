@@ -98,6 +98,8 @@ pub fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
         .map_err(|e| match e.raw_os_error() {
             // O_NOFOLLOW's answer when the last component is a link.
             Some(libc::ELOOP) => not_regular("a symbolic link"),
+            // O_NONBLOCK's answer for a FIFO nobody reads.
+            Some(libc::ENXIO) => not_regular("a FIFO"),
             _ => e,
         })?;
     regular(file.metadata()?)?;

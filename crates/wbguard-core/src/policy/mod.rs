@@ -210,7 +210,8 @@ pub fn decide(
         decision.reason = if let Some(when) = last_restart.filter(|&t| now - t < policy.min_interval) {
             format!(
                 "needed, but restarted {} min ago (minimum interval {} min)",
-                (now - when).num_minutes(),
+                // A restart logged by a server whose clock runs a little ahead.
+                (now - when).num_minutes().max(0),
                 policy.min_interval.num_minutes()
             )
         } else if !safe {

@@ -40,7 +40,7 @@ fn table(url: &str, status: &Status) -> String {
         let _ = writeln!(
             out,
             "clock: {} sends records dated {} s ahead of the guard's clock ({} ignored since {})",
-            server.host,
+            printable(&server.host),
             server.ahead_seconds,
             server.records,
             server.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -50,7 +50,7 @@ fn table(url: &str, status: &Status) -> String {
         let _ = writeln!(
             out,
             "journal: the restart of {} dated {} is in the future: not used",
-            entry.webbridge,
+            printable(&entry.webbridge),
             entry.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }

@@ -21,6 +21,11 @@ pub use crate::config::guard_settings::Clock;
 /// only counted (forged lines may name any host).
 const MOST_AHEAD: usize = 256;
 
+/// Servers announced (logged, webhook) while this many are named at once,
+/// at most: a flood of forged names must not crowd out the webhooks that
+/// matter (a lockout); the status still names them all.
+const MOST_ANNOUNCED: usize = 8;
+
 /// A server is no longer named as running ahead after this long without a
 /// record from the future (and is announced again if it starts again).
 const FORGIVEN_AFTER: Duration = Duration::minutes(10);
@@ -89,6 +94,9 @@ impl GuardClock {
         let server =
             ServerAhead { host: host.to_owned(), ahead_seconds, first_seen: wall, last_seen: wall, records: 1 };
         self.ahead.insert(host.to_owned(), server.clone());
+        if self.ahead.len() > MOST_ANNOUNCED {
+            return Verdict::Future;
+        }
         Verdict::NewlyAhead(server)
     }
 
@@ -153,10 +161,16 @@ mod tests {
     fn forged_host_names_cannot_grow_the_list_past_its_bound() {
         let wall = at("2026-12-01T12:00:00Z");
         let mut clock = GuardClock::new(Clock::Wall, Duration::minutes(2));
+        let mut announced = 0;
         for i in 0..MOST_AHEAD + 100 {
-            assert_ne!(clock.judge(&format!("forged{i}"), wall + Duration::days(1), wall), Verdict::Admitted);
+            match clock.judge(&format!("forged{i}"), wall + Duration::days(1), wall) {
+                Verdict::Admitted => panic!("admitted"),
+                Verdict::NewlyAhead(_) => announced += 1,
+                Verdict::Future => {}
+            }
         }
         assert_eq!(clock.ahead().len(), MOST_AHEAD);
+        assert_eq!(announced, MOST_ANNOUNCED);
     }
 
     #[test]

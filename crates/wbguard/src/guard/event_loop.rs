@@ -76,7 +76,7 @@ pub struct Rules {
     /// The configuration (servers to restart, log hosts to accept); none:
     /// observe only, any host accepted up to `max_hosts`.
     pub config: Option<Config>,
-    /// Without a configuration, the most hosts tracked (`watch.max_hosts`).
+    /// Without a configuration, the most hosts tracked (`--max-hosts`).
     pub max_hosts: usize,
 }
 
@@ -146,7 +146,7 @@ impl Guard {
         // A journal written under a clock that ran ahead (or by a guard that
         // followed a forged line) would hold its web bridges for as long as
         // min_interval after a date that has not come yet.
-        let (restarted, future) = clock.split_journal(restarted, Utc::now());
+        let (restarted, future) = clock.split_journal(fold_case(restarted), Utc::now());
         for (webbridge, time) in &future {
             tracing::warn!(
                 "journal: the last restart of {webbridge} is dated {time}, in the future: not used for min_interval"
@@ -268,8 +268,6 @@ impl Task {
             match parse_line(message, &ctx) {
                 // Speaking for a server it is not: never moves a decision.
                 Ok(Some(record)) if !self.rules.accepts(&batch.origin, &record.host) => rejected += 1,
-                // Dated in the future: never moves the clock or a decision.
-                Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
                 // Without a configuration: beyond max_hosts, a new host costs nothing.
                 Ok(Some(record))
                     if matches!(batch.origin, Origin::Anyone)
@@ -277,6 +275,8 @@ impl Task {
                 {
                     rejected += 1
                 }
+                // Dated in the future: never moves the clock or a decision.
+                Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
                 Ok(Some(record)) => {
                     parsed += 1;
                     self.model.observe(&record);
@@ -398,7 +398,7 @@ impl Task {
                 409,
                 format!(
                     "{webbridge} was restarted {} min ago; min_interval is {} min: allowed again in {wait} min, at {}",
-                    (now - last).num_minutes(),
+                    (now - last).num_minutes().max(0),
                     interval.num_minutes(),
                     allowed.format("%Y-%m-%d %H:%M:%S UTC")
                 ),
@@ -488,4 +488,34 @@ fn decide(
     let mut decisions = policy::decide(model, policy, restarted, enforcer.busy, now);
     enforcer.hold_backed_off(&mut decisions, now);
     decisions
+}
+
+/// The journal's web bridges in lower case, as records name them now (a
+/// journal written before names were folded may say `CMS1`): the latest
+/// restart of each.
+fn fold_case(journal: BTreeMap<String, DateTime<Utc>>) -> BTreeMap<String, DateTime<Utc>> {
+    let mut folded: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for (webbridge, time) in journal {
+        let latest = folded.entry(webbridge.to_ascii_lowercase()).or_insert(time);
+        *latest = (*latest).max(time);
+    }
+    folded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_journals_names_are_folded_keeping_the_latest_restart() {
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        let journal = BTreeMap::from([
+            ("CMS1".to_owned(), at("2026-11-30T03:00:00Z")),
+            ("cms1".to_owned(), at("2026-11-29T03:00:00Z")),
+            ("cms2".to_owned(), at("2026-11-28T03:00:00Z")),
+        ]);
+        let folded = fold_case(journal);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(folded["cms1"], at("2026-11-30T03:00:00Z"));
+    }
 }

@@ -210,16 +210,21 @@ impl History {
             .map_err(|_| ReadError::Busy)?
             .map_err(|_| ReadError::Busy)?;
         let readers = self.readers.clone();
-        let json = tokio::task::spawn_blocking(move || {
-            let reader = readers.lock().expect("never poisoned").pop().expect("one reader per place");
+        // The place travels with the read: a client that goes away drops
+        // this future, not the blocking read, which keeps its place (and
+        // its reader) until it ends, so places and readers stay one to one.
+        let (json, place) = tokio::task::spawn_blocking(move || {
+            let taken = readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            let Some(reader) = taken else {
+                return (Err(anyhow::anyhow!("no history reader free")), place);
+            };
             let json = reader.history(&query).and_then(|answer| Ok(serde_json::to_vec(&answer)?));
-            readers.lock().expect("never poisoned").push(reader);
-            json
+            readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(reader);
+            (json, place)
         })
         .await
-        .map_err(|error| ReadError::Failed(anyhow::anyhow!("the history read stopped: {error}")))?
-        .map_err(ReadError::Failed)?;
-        Ok(Read { json, place })
+        .map_err(|error| ReadError::Failed(anyhow::anyhow!("the history read stopped: {error}")))?;
+        Ok(Read { json: json.map_err(ReadError::Failed)?, place })
     }
 }
 

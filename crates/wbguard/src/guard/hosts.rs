@@ -2,7 +2,7 @@
 //! source may send and every line names its own host, so each new name
 //! would cost model state, history rows and a part of every status: a
 //! flood of invented names would slow the real ones. At most
-//! `watch.max_hosts` are tracked, the first ones heard; records naming any
+//! `--max-hosts` are tracked, the first ones heard; records naming any
 //! other are rejected (and cost nothing more).
 
 use std::collections::HashSet;

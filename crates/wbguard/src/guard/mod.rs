@@ -323,6 +323,7 @@ fn reloaded(reload: &Reload, running: &GuardSettings) -> anyhow::Result<(Setup, 
         ("tls", settings.tls != running.tls),
         ("follow", settings.follow != running.follow),
         ("limit", settings.limit != running.limit),
+        ("future_tolerance", settings.future_tolerance != running.future_tolerance),
     ];
     for (name, _) in fixed.iter().filter(|(_, changed)| *changed) {
         tracing::warn!("reload: {name} changed; it takes effect when the guard is restarted");

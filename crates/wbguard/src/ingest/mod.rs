@@ -427,11 +427,15 @@ async fn stream_messages<S: AsyncRead + Unpin>(
             }
             Ok(_) => {}
         }
+        let before = batch.len();
         framer.frame(&mut batch, &oversize);
+        // The bound is on one message: a busy sender whose reads end
+        // mid-message (segments cut at the MSS) completes others meanwhile.
+        let completed = batch.len() > before;
         partial_until = match (framer.partial(), partial_until) {
             (false, _) => None,
-            (true, None) => Some(tokio::time::Instant::now() + PARTIAL),
-            (true, begun) => begun,
+            (true, Some(begun)) if !completed => Some(begun),
+            (true, _) => Some(tokio::time::Instant::now() + PARTIAL),
         };
         if !intake.offer_stream(batch.take()).await {
             return;
@@ -490,6 +494,23 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= PARTIAL && took < PARTIAL + Duration::from_secs(11), "{took:?}");
         trickle.abort();
+    }
+
+    /// A busy sender whose reads always end mid-message (a relay's
+    /// segments cut at the MSS) finishes a message at every read: never
+    /// closed as "unfinished", however long it sends.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_sender_cut_mid_message_is_never_closed() {
+        let (mut sender, mut received, task) = served();
+        sender.write_all(b"<14>first half").await.unwrap();
+        for _ in 0..(3 * PARTIAL.as_secs() / 10) {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            sender.write_all(b" done\n<14>next half").await.unwrap();
+            assert_eq!(received.recv().await.unwrap().len(), 1);
+            assert!(!task.is_finished(), "a busy sender was closed");
+        }
+        drop(sender);
+        task.await.unwrap();
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub const DEFAULT_POINTS: usize = 600;
 pub const MAX_POINTS: usize = 2000;
 /// Buckets held for all the series of one table at once, at most.
 pub const MAX_BUCKETS: usize = 20_000;
+
+/// Series of one table in an answer, at most: half the buckets, so that
+/// widening always ends (each series one bucket at the widest); further
+/// hosts are left out and `series_truncated` says so.
+pub const MAX_SERIES: usize = MAX_BUCKETS / 2;
 /// Restarts, and decisions, in one answer at most.
 pub const MAX_EVENTS: usize = 1000;
 
@@ -74,6 +79,9 @@ pub struct Answer {
     pub decisions: Vec<Decision>,
     /// More decisions are in the range than were returned.
     pub decisions_truncated: bool,
+    /// More hosts had samples or estimates than [`MAX_SERIES`]: the
+    /// first ones by time are shown.
+    pub series_truncated: bool,
 }
 
 /// One host's samples of one kind.
@@ -240,16 +248,22 @@ struct Downsampler<B> {
     /// Per series: (bucket index, time of the last row, what it holds).
     series: BTreeMap<String, Vec<(i64, i64, B)>>,
     held: usize,
+    /// Rows of series beyond [`MAX_SERIES`], left out.
+    left_out: bool,
 }
 
 impl<B: Bucket> Downsampler<B> {
     fn new(from: i64, width: i64) -> Downsampler<B> {
-        Downsampler { from, width, series: BTreeMap::new(), held: 0 }
+        Downsampler { from, width, series: BTreeMap::new(), held: 0, left_out: false }
     }
 
     /// Adds a row of `key` at `time` (rows come in time order).
     fn add(&mut self, key: &str, time: i64, value: B) {
         let index = (time - self.from) / self.width;
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(key) {
+            self.left_out = true;
+            return;
+        }
         let buckets = match self.series.get_mut(key) {
             Some(buckets) => buckets,
             None => self.series.entry(key.to_owned()).or_default(),
@@ -271,7 +285,7 @@ impl<B: Bucket> Downsampler<B> {
 
     /// Too many buckets for one answer: every bucket twice as wide.
     fn widen(&mut self) {
-        self.width *= 2;
+        self.width = self.width.saturating_mul(2);
         self.held = 0;
         for buckets in self.series.values_mut() {
             let mut merged: Vec<(i64, i64, B)> = Vec::with_capacity(buckets.len() / 2 + 1);
@@ -304,6 +318,7 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
         restarts_truncated: false,
         decisions: Vec::new(),
         decisions_truncated: false,
+        series_truncated: false,
     };
     // Buckets span the data in the range, not the range: a range of a
     // century over 90 days of data still gives `points` useful buckets.
@@ -313,6 +328,7 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
         let estimates = estimates(connection, first, last, width)?;
         // The widest: a table whose series were too many widened its buckets.
         answer.bucket_ms = webbridges.width.max(callbridges.width).max(estimates.width);
+        answer.series_truncated = webbridges.left_out || callbridges.left_out || estimates.left_out;
         for (kind, series) in [("webbridge", webbridges), ("callbridge", callbridges)] {
             answer.samples.extend(series.series.into_iter().map(|(host, buckets)| SampleSeries {
                 host,
@@ -504,6 +520,22 @@ mod tests {
         let (index, at, first) = buckets[0];
         assert_eq!((index, at, first.value.min, first.value.max, first.value.last), (0, 9, 2, 149, 6));
         assert_eq!(buckets[1].2.value.last, 7);
+    }
+
+    /// More hosts than an answer holds (a flood of invented names stored
+    /// earlier): the first ones are kept, the rest said to be left out, and
+    /// the width stays finite.
+    #[test]
+    fn more_series_than_an_answer_holds_are_left_out_not_a_panic() {
+        let mut sampler = Downsampler::new(0, 1);
+        for time in 0..3 {
+            for host in 0..MAX_SERIES + 500 {
+                sampler.add(&format!("h{host}"), time, Sessions { value: Spread::of(1), peak: None });
+            }
+        }
+        assert_eq!(sampler.series.len(), MAX_SERIES);
+        assert!(sampler.left_out);
+        assert!(sampler.held <= MAX_BUCKETS && sampler.width < 1 << 20, "{} {}", sampler.held, sampler.width);
     }
 
     #[test]

@@ -397,7 +397,8 @@ fn legend_dash(svg: &mut String, index: usize, color: &str, label: &str) {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    // Control characters are not allowed in XML at all: shown escaped.
+    crate::text::printable(text).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The smallest of 1, 2, 2.5, 5 times a power of ten that is at least `v`.
