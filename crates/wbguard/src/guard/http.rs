@@ -144,6 +144,7 @@ impl Placed {
     fn wrote(&mut self) {
         self.moved();
         self.phase = Phase::Answered;
+        self.place.busy(false);
     }
 
     /// `bytes` were read: a new head opens, or the one being read may end.
@@ -158,7 +159,11 @@ impl Placed {
         for &byte in bytes {
             let Phase::Head(ends) = self.phase else { return };
             self.phase = match byte {
-                b'\n' if ends == 1 => Phase::Request,
+                b'\n' if ends == 1 => {
+                    // Being served: not a place to give a newcomer.
+                    self.place.busy(true);
+                    Phase::Request
+                }
                 b'\n' => Phase::Head(1),
                 b'\r' => Phase::Head(ends),
                 _ => Phase::Head(0),

@@ -84,6 +84,9 @@ struct Holder {
     moved: AtomicU64,
     /// Asked to leave: it closes the next time it is polled.
     asked: AtomicBool,
+    /// Serving a request (a restart asked for, an answer being built):
+    /// never asked to leave, however long it has been silent.
+    busy: AtomicBool,
     /// Its task, woken when it is asked to leave.
     waker: Mutex<Option<Waker>>,
 }
@@ -108,7 +111,7 @@ impl Holders {
         let silent_longest = slots
             .iter()
             .flatten()
-            .filter(|h| !h.asked.load(Ordering::Relaxed))
+            .filter(|h| !h.asked.load(Ordering::Relaxed) && !h.busy.load(Ordering::Relaxed))
             .min_by_key(|h| h.moved.load(Ordering::Relaxed));
         if let Some(holder) = silent_longest {
             holder.asked.store(true, Ordering::Relaxed);
@@ -132,6 +135,14 @@ impl Place {
     pub fn moved(&self) {
         if let Some((holder, _, holders)) = &self.holder {
             holder.moved.store(holders.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// The holder is serving a request (`true`) or waiting for the next
+    /// (`false`): only a waiting one may be asked to leave.
+    pub fn busy(&self, busy: bool) {
+        if let Some((holder, _, _)) = &self.holder {
+            holder.busy.store(busy, Ordering::Relaxed);
         }
     }
 
@@ -365,6 +376,24 @@ mod tests {
         drop(newer);
         let placed = tokio::time::timeout(Duration::from_secs(1), newcomer).await.unwrap().unwrap();
         assert!(!placed.place.asked_to_leave(&mut cx));
+    }
+
+    /// A holder being served (a restart asked for, an answer being built)
+    /// is never the one asked to leave, however long it has been silent.
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_being_served_is_not_asked_to_leave() {
+        let (incoming, _) = scripted(vec![Ok(()), Ok(()), Ok(())]);
+        let mut gate = Gate::evicting(incoming, 2, "test");
+        let serving = gate.accept().await;
+        serving.place.busy(true);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let waiting = gate.accept().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let mut cx = Context::from_waker(Waker::noop());
+        let _newcomer = tokio::spawn(async move { gate.accept().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!serving.place.asked_to_leave(&mut cx), "the one being served was asked");
+        assert!(waiting.place.asked_to_leave(&mut cx));
     }
 
     /// With every place taken, nothing is accepted until one is given back.

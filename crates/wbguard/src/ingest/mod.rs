@@ -398,7 +398,10 @@ async fn stream_messages<S: AsyncRead + Unpin>(
     let mut framer = Framer::new(Framing::Syslog);
     let mut batch = Batch::new(source, origin);
     // When the message begun must be whole (none begun: no bound but IDLE).
-    let mut partial_until: Option<tokio::time::Instant> = None;
+    // A sender connects to send (CMS, rsyslog): one that says nothing at
+    // all gives its place back as soon as an unfinished message would.
+    let mut partial_until = Some(tokio::time::Instant::now() + PARTIAL);
+    let mut heard = false;
     loop {
         let buffer = framer.buffer();
         buffer.reserve(BATCH_BYTES);
@@ -411,7 +414,8 @@ async fn stream_messages<S: AsyncRead + Unpin>(
         let read = match read {
             Ok(read) => read,
             Err(_) if partial_until.is_some_and(|partial| partial <= idle_until) => {
-                tracing::info!("{what} from {source}: a message left unfinished for {} s, closed", PARTIAL.as_secs());
+                let why = if heard { "a message left unfinished" } else { "nothing sent" };
+                tracing::info!("{what} from {source}: {why} for {} s, closed", PARTIAL.as_secs());
                 return;
             }
             Err(_) => {
@@ -427,6 +431,7 @@ async fn stream_messages<S: AsyncRead + Unpin>(
             }
             Ok(_) => {}
         }
+        heard = true;
         let before = batch.len();
         framer.frame(&mut batch, &oversize);
         // The bound is on one message: a busy sender whose reads end
@@ -494,6 +499,16 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= PARTIAL && took < PARTIAL + Duration::from_secs(11), "{took:?}");
         trickle.abort();
+    }
+
+    /// A connection on which nothing is ever sent gives its place back
+    /// after [`PARTIAL`], not [`IDLE`].
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_speaks_is_closed_after_partial() {
+        let (_sender, _received, task) = served();
+        let started = tokio::time::Instant::now();
+        task.await.unwrap();
+        assert!(started.elapsed() >= PARTIAL && started.elapsed() < IDLE, "{:?}", started.elapsed());
     }
 
     /// A busy sender whose reads always end mid-message (a relay's
