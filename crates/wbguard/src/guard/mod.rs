@@ -44,9 +44,9 @@ use crate::secret::{self, Problem, Token};
 pub use api::Endpoints;
 
 /// Batches of messages waiting for the guard (each about what one read
-/// returns, tens of KiB: a few MiB in all, which keeps the guard under
-/// 64 MB however fast syslog comes). Streams wait when it is full; UDP
-/// datagrams are dropped and counted.
+/// returns, tens of KiB: a few MiB in all, so the queue does not grow with
+/// the rate of syslog). Streams wait when it is full; UDP datagrams are
+/// dropped and counted.
 const QUEUE: usize = 64;
 
 /// What the guard runs on: the configuration (none: observe only, any
