@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::metrics::{WebhookResult, Webhooks};
 use crate::config::guard_settings::{check_webhook_url, Event, WebhookFormat, WebhookSettings};
 use crate::secret::redact_url;
+use crate::text::printable;
 
 /// A webhook, its URL fetched. The URL is a secret: never printed, and
 /// messages name the webhook by [`Webhook::describe`].
@@ -162,16 +163,40 @@ fn describe(error: &ureq::Error) -> String {
     }
 }
 
-/// The body in `format`'s shape.
+/// The body in `format`'s shape. Host names come from syslog lines, which
+/// anyone on the syslog network may forge: in the chat formats they are
+/// escaped so that a name can neither make a link nor a mention.
 pub fn body(notice: &Notice, format: WebhookFormat) -> serde_json::Value {
     let line = format!("wbguard {}: {}", notice.webbridge, notice.text);
     match format {
         WebhookFormat::Generic => serde_json::to_value(notice).unwrap_or_default(),
         WebhookFormat::Webex => {
-            serde_json::json!({ "markdown": format!("**wbguard** `{}`: {}", notice.webbridge, notice.text) })
+            let said = format!("{}: {}", notice.webbridge, notice.text);
+            serde_json::json!({ "markdown": format!("**wbguard** {}", markdown(&said)) })
         }
-        WebhookFormat::Slack => serde_json::json!({ "text": line }),
+        WebhookFormat::Slack => serde_json::json!({ "text": slack(&line) }),
     }
+}
+
+/// Text for Slack: control characters shown escaped, and the three
+/// characters Slack reads as markup (`<@U1>`, `<https://...|here>`,
+/// entities) written as the entities Slack asks for.
+fn slack(text: &str) -> String {
+    printable(text).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Text for Markdown (Webex): control characters shown escaped, and every
+/// character Markdown gives a meaning (links, emphasis, code, HTML)
+/// escaped with a backslash, so it reads as written.
+fn markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in printable(text).chars() {
+        if "\\`*_[]<>()#!|~&".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -194,8 +219,25 @@ mod tests {
         assert_eq!(generic["time"], "2023-11-14T22:13:20Z");
         let webex = body(&notice, WebhookFormat::Webex);
         assert_eq!(webex.as_object().unwrap().keys().collect::<Vec<_>>(), ["markdown"]);
-        assert!(webex["markdown"].as_str().unwrap().contains("`cms1`: restarted"));
+        assert_eq!(webex["markdown"], "**wbguard** cms1: restarted, 120 leaked sessions freed");
         let slack = body(&notice, WebhookFormat::Slack);
         assert_eq!(slack["text"], "wbguard cms1: restarted, 120 leaked sessions freed");
+    }
+
+    /// A forged host name makes no link, mention or markup in a chat.
+    #[test]
+    fn forged_names_make_no_markup() {
+        let notice = Notice {
+            event: Event::Clock,
+            webbridge: "[here](https://evil.example)<!channel>`x\n".into(),
+            time: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            text: "ignored".into(),
+            details: serde_json::Value::Null,
+        };
+        let slack = body(&notice, WebhookFormat::Slack)["text"].as_str().unwrap().to_owned();
+        assert!(!slack.contains('<') && !slack.contains('>') && !slack.contains('\n'), "{slack}");
+        assert!(slack.contains("&lt;!channel&gt;"), "{slack}");
+        let webex = body(&notice, WebhookFormat::Webex)["markdown"].as_str().unwrap().to_owned();
+        assert!(webex.contains("\\[here\\]\\(https://evil.example\\)\\<\\!channel\\>\\`x"), "{webex}");
     }
 }
