@@ -44,9 +44,12 @@ pub use webbridge::{
     Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState, RECENT_SLOTS, RESTARTS_KEPT,
 };
 
-/// Samples waiting for a pairing, per web bridge (and for the cluster). A
-/// sample waits one call bridge interval (5 minutes), so this is reached
-/// only by Stats lines less than 5 s apart, or by a clock that stands still.
+/// Samples waiting for a pairing, per web bridge (and one more for the
+/// cluster), on average: they wait in one pool, in arrival order, and
+/// beyond `PENDING_PER_TARGET` times the targets the oldest give way,
+/// whichever web bridge's they are. A sample waits one call bridge
+/// interval (5 minutes), so this is reached only by Stats lines less than
+/// 5 s apart, or by a clock that stands still.
 pub const PENDING_PER_TARGET: usize = 64;
 
 /// The numbers the model works with. Every field has a default that fits
