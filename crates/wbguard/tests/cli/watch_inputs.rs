@@ -30,14 +30,7 @@ fn active(host: &str) -> String {
 #[test]
 fn syslog_over_tls_is_received_and_plain_text_on_its_port_is_not() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("syslog.crt"), dir.path().join("syslog.key"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-keyout", s(&key), "-out", s(&cert)])
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(made.success());
+    let (cert, key) = super::watch_limits::certificate(dir.path());
     let config = dir.path().join("wbguard.toml");
     let text = format!("[watch]\ntls_certificate = {:?}\ntls_key = {:?}\n", s(&cert), s(&key));
     // The key is readable by others: refused, named.

@@ -104,7 +104,7 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 }
 
 /// A self-signed certificate and its key (mode 600) in `dir`.
-fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("syslog.crt"), dir.join("syslog.key"));
     let made = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
