@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -47,14 +46,7 @@ fn syslog_over_tls_is_received_and_plain_text_on_its_port_is_not() {
 
     let guard = Guard::start(&["--config", s(&config), "--listen-syslog", "tls://127.0.0.1:0"]);
     let port = guard.port("tls");
-    let mut client = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-quiet", "-no_ign_eof"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_client");
-    let mut stdin = client.stdin.take().unwrap();
+    let (mut client, mut stdin) = super::watch_limits::tls_sender(format!("127.0.0.1:{port}").parse().unwrap());
     writeln!(stdin, "{}", stats("cms1", 42)).unwrap();
     // Octet counting works inside TLS too.
     let framed = stats("cms1", 43);

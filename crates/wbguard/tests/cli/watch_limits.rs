@@ -104,6 +104,20 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     socket.into()
 }
 
+/// A syslog sender over TLS (`openssl s_client`) to `to`: what it is sent
+/// on its standard input goes to the guard.
+pub fn tls_sender(to: SocketAddr) -> (std::process::Child, std::process::ChildStdin) {
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-connect", &to.to_string(), "-quiet", "-no_ign_eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let stdin = client.stdin.take().unwrap();
+    (client, stdin)
+}
+
 /// A self-signed certificate and its key (mode 600) in `dir`.
 pub fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("syslog.crt"), dir.join("syslog.key"));
@@ -143,14 +157,7 @@ fn connections_from_a_source_not_allowed_are_closed_before_the_handshake() {
     let bare: Vec<TcpStream> =
         (0..300).map(|i| connect_from("127.0.0.2", if i % 2 == 0 { tls } else { tcp })).collect();
 
-    let mut client = Command::new("openssl")
-        .args(["s_client", "-connect", &tls.to_string(), "-quiet", "-no_ign_eof"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_client");
-    let mut stdin = client.stdin.take().unwrap();
+    let (mut client, mut stdin) = tls_sender(tls);
     let line = format!(
         "<14>{} cms1 webbridge: INFO : [DEBUGGING] Stats 42, c:47, d:5",
         chrono::Utc::now().format("%b %e %H:%M:%S")
