@@ -268,6 +268,9 @@ impl Task {
             match parse_line(message, &ctx) {
                 // Speaking for a server it is not: never moves a decision.
                 Ok(Some(record)) if !self.rules.accepts(&batch.origin, &record.host) => rejected += 1,
+                // Dated in the future: never moves the clock or a decision,
+                // nor takes one of the hosts tracked without a configuration.
+                Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
                 // Without a configuration: beyond max_hosts, a new host costs nothing.
                 Ok(Some(record))
                     if matches!(batch.origin, Origin::Anyone)
@@ -275,8 +278,6 @@ impl Task {
                 {
                     rejected += 1
                 }
-                // Dated in the future: never moves the clock or a decision.
-                Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
                 Ok(Some(record)) => {
                     parsed += 1;
                     self.model.observe(&record);

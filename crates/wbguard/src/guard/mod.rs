@@ -157,7 +157,11 @@ pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
     let tls =
         setup.settings.tls.as_ref().map(|(certificate, key)| ingest::tls_acceptor(certificate, key)).transpose()?;
     let store = crate::store::Store::open(&setup.state_dir)?;
-    let shared = Arc::new(snapshot::Shared::new(setup.settings.policy.mode));
+    // Before any data the status already says which clock the guard keeps.
+    let mut first = snapshot::Snapshot::empty(setup.settings.policy.mode);
+    first.clock = setup.settings.clock;
+    first.future_tolerance_seconds = setup.settings.future_tolerance.num_seconds();
+    let shared = Arc::new(snapshot::Shared::new(first));
     let dropped = shared.metrics.history_dropped.clone();
     let (history, restarted) = history::History::start(store, setup.settings.retention, dropped)?;
     Ok(Prepared { setup, resolved, tls, shared, history, restarted })

@@ -78,9 +78,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A fresh state for `mode`.
-    pub fn new(mode: Mode) -> Shared {
-        let snapshot: Latest = Arc::new(RwLock::new(Arc::new(Snapshot::empty(mode))));
+    /// A fresh state, showing `first` until the guard publishes.
+    pub fn new(first: Snapshot) -> Shared {
+        let snapshot: Latest = Arc::new(RwLock::new(Arc::new(first)));
         Shared { metrics: Metrics::new(snapshot.clone()), snapshot, restart_token: RwLock::new(None) }
     }
 
