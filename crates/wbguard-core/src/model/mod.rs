@@ -29,6 +29,7 @@
 //! give no bound), and each web bridge's own state is bounded too
 //! ([`RECENT_SLOTS`], [`RESTARTS_KEPT`]).
 
+mod live;
 mod pairing;
 mod webbridge;
 
@@ -38,6 +39,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::log::{AuditCommand, CallBridgeStats, Record, RecordBody, WebBridgeStats};
+pub use live::{CallSource, LiveCalls};
 pub use pairing::CallBridgeState;
 use pairing::{CallBridges, Pending, Target};
 pub use webbridge::{
@@ -126,6 +128,8 @@ pub struct Deployment {
     cluster_epoch: u64,
     /// Largest `sum(active) - CMA` over cluster snapshots in this epoch.
     cluster_lower: u32,
+    /// The cluster's live CMA calls from CDRs or the API, when known.
+    live: Option<LiveCalls>,
 }
 
 impl Deployment {
@@ -140,7 +144,20 @@ impl Deployment {
             latest: None,
             cluster_epoch: 0,
             cluster_lower: 0,
+            live: None,
         }
+    }
+
+    /// Sets (or, with `None`, forgets) the cluster's live CMA calls as CDRs
+    /// or the API count them: from now on they bound what a restart can
+    /// drop, wherever they are tighter than the logs.
+    pub fn set_live_calls(&mut self, live: Option<LiveCalls>) {
+        self.live = live;
+    }
+
+    /// The cluster's live CMA calls, when CDRs or the API know them.
+    pub fn live_calls(&self) -> Option<LiveCalls> {
+        self.live
     }
 
     /// The configuration in force.
@@ -290,10 +307,17 @@ impl Deployment {
         self.callbridges.cma_now(now, &self.config)
     }
 
-    /// The estimate for web bridge `host` at `now`.
+    /// The estimate for web bridge `host` at `now`: the log bound on the
+    /// calls a restart can drop, tightened by the live calls when known.
     pub fn estimate(&self, host: &str, now: DateTime<Utc>) -> Option<WebBridgeEstimate> {
         let state = self.webbridges.get(host)?;
-        state.estimate(now, self.cma_now(now), &self.config)
+        let mut estimate = state.estimate(now, self.cma_now(now), &self.config)?;
+        if let Some(live) = self.live.filter(|live| live.cma <= estimate.droppable_upper) {
+            estimate.droppable_upper = live.cma;
+            estimate.calls_source = live.source;
+            estimate.calls_as_of = live.as_of;
+        }
+        Some(estimate)
     }
 
     /// The cluster-wide estimate at `now`.

@@ -419,3 +419,22 @@ proptest! {
         prop_assert!(checked > 0);
     }
 }
+
+#[test]
+fn live_calls_tighten_the_log_bound_and_never_loosen_it() {
+    let records =
+        [cb("cb1", at(0), 5, 5), cb("cb1", at(6), 5, 5), wb("wb1", at(10), 30, 100, 70), cb("cb1", at(12), 4, 9)];
+    let mut model = feed(&records);
+    let logs = model.estimate("wb1", at(12)).unwrap();
+    assert_eq!((logs.droppable_upper, logs.calls_source, logs.calls_as_of), (9, CallSource::Logs, at(10)));
+    // The CDRs say nobody is in a call: nothing can drop, and they say so.
+    model.set_live_calls(Some(LiveCalls { cma: 0, source: CallSource::Cdr, as_of: at(12) }));
+    let live = model.estimate("wb1", at(12)).unwrap();
+    assert_eq!((live.droppable_upper, live.calls_source, live.calls_as_of), (0, CallSource::Cdr, at(12)));
+    assert_eq!(live.leaked_lower, logs.leaked_lower, "the leak bound is the logs' alone");
+    // More live calls than the logs allow: the logs' bound stands.
+    model.set_live_calls(Some(LiveCalls { cma: 40, source: CallSource::Api, as_of: at(12) }));
+    assert_eq!(model.estimate("wb1", at(12)).unwrap(), logs);
+    model.set_live_calls(None);
+    assert_eq!(model.estimate("wb1", at(12)).unwrap(), logs);
+}

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ModelConfig;
+use super::{CallSource, ModelConfig};
 use crate::log::WebBridgeStats;
 
 /// How a restart was recognised.
@@ -56,6 +56,12 @@ pub struct WebBridgeEstimate {
     pub leaked_upper: u32,
     /// At most this many real sessions would be dropped by a restart now.
     pub droppable_upper: u32,
+    /// Which source gave `droppable_upper`: the logs, or the live calls
+    /// from CDRs or the API where those are tighter.
+    pub calls_source: CallSource,
+    /// How fresh that figure is: the latest sample for the logs, the time
+    /// the live count was last known right otherwise.
+    pub calls_as_of: DateTime<Utc>,
     /// Growth of the lower bound per day since the last restart (or since
     /// the first bound), when that spans long enough.
     pub leak_rate_per_day: Option<f64>,
@@ -278,6 +284,8 @@ impl WebBridgeState {
             leaked_lower: lower,
             leaked_upper: active,
             droppable_upper,
+            calls_source: CallSource::Logs,
+            calls_as_of: self.last?.time,
             leak_rate_per_day,
             lockout_forecast,
             since: self.epoch_start,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Deployment;
+use crate::model::{CallSource, Deployment};
 pub use window::{Window, WindowError};
 
 /// Whether the guard acts on its decisions.
@@ -130,6 +130,10 @@ pub struct Decision {
     pub leaked_upper: u32,
     /// Real calls a restart could drop, at most.
     pub droppable_upper: u32,
+    /// Where `droppable_upper` came from: `logs`, `cdr` or `api`.
+    pub calls_source: CallSource,
+    /// How fresh that figure is.
+    pub calls_as_of: DateTime<Utc>,
     /// Real calls allowed to drop now (`None`: any, inside a window that allows it).
     pub allowed_drops: Option<u32>,
     /// Inside a maintenance window now.
@@ -171,6 +175,8 @@ pub fn decide(
             leaked_lower: estimate.leaked_lower,
             leaked_upper: estimate.leaked_upper,
             droppable_upper: estimate.droppable_upper,
+            calls_source: estimate.calls_source,
+            calls_as_of: estimate.calls_as_of,
             allowed_drops,
             in_window: open_window.is_some(),
             lockout_forecast: estimate.lockout_forecast,

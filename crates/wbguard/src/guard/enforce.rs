@@ -296,6 +296,8 @@ mod tests {
             leaked_lower: 110,
             leaked_upper: 120,
             droppable_upper: 0,
+            calls_source: wbguard_core::model::CallSource::Logs,
+            calls_as_of: chrono::Utc::now(),
             allowed_drops: Some(0),
             in_window: false,
             lockout_forecast: None,

@@ -270,7 +270,11 @@ impl Task {
                 Ok(Some(record)) if !self.rules.accepts(&batch.origin, &record.host) => rejected += 1,
                 // Dated in the future: never moves the clock or a decision,
                 // nor takes one of the hosts tracked without a configuration.
-                Ok(Some(record)) if self.dated_ahead(&record, wall) => future += 1,
+                // (The status names the servers ahead, so it is republished.)
+                Ok(Some(record)) if self.dated_ahead(&record, wall) => {
+                    future += 1;
+                    self.dirty = true;
+                }
                 // Without a configuration: beyond max_hosts, a new host costs nothing.
                 Ok(Some(record))
                     if matches!(batch.origin, Origin::Anyone)
