@@ -54,21 +54,47 @@ fn table(url: &str, status: &Status) -> String {
             entry.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }
+    let ago = |time: chrono::DateTime<chrono::Utc>| {
+        let seconds = (snapshot.now - time).num_seconds().max(0);
+        if seconds < 120 {
+            format!("{seconds} s ago")
+        } else {
+            format!("{} min ago", seconds / 60)
+        }
+    };
+    match &snapshot.live_calls {
+        Some(live) => {
+            let _ = writeln!(out, "live calls: {} CMA ({}, {})", live.cma, live.source.name(), ago(live.as_of));
+        }
+        None => {
+            let _ = writeln!(out, "live calls: unknown (no CDRs or API answer): the logs bound what can drop");
+        }
+    }
+    if let Some(check) = &snapshot.api_check {
+        let _ = writeln!(
+            out,
+            "last API check ({}, {}): {}",
+            printable(&check.webbridge),
+            ago(check.time),
+            printable(&check.text)
+        );
+    }
     let _ = writeln!(
         out,
-        "{:<16} {:>6} {:>9} {:>9}  {:<17}  DECISION",
-        "WEB BRIDGE", "ACTIVE", "LEAKED", "DROPPABLE", "LOCKOUT"
+        "{:<16} {:>6} {:>9} {:>9} {:<6}  {:<17}  DECISION",
+        "WEB BRIDGE", "ACTIVE", "LEAKED", "DROPPABLE", "FROM", "LOCKOUT"
     );
     for wb in &snapshot.webbridges {
         let decision = snapshot.decisions.iter().find(|d| d.webbridge == wb.webbridge).map_or("-", |d| &d.reason);
         let estimate = &wb.estimate;
         let _ = writeln!(
             out,
-            "{:<16} {:>6} {:>9} {:>9}  {:<17}  {}",
+            "{:<16} {:>6} {:>9} {:>9} {:<6}  {:<17}  {}",
             printable(&wb.webbridge),
             estimate.active,
             format!("{}-{}", estimate.leaked_lower, estimate.leaked_upper),
             estimate.droppable_upper,
+            estimate.calls_source.name(),
             estimate.lockout_forecast.map_or("-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M").to_string()),
             printable(decision)
         );

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use wbguard_core::model::{ClusterEstimate, WebBridgeEstimate};
+use wbguard_core::model::{ClusterEstimate, LiveCalls, WebBridgeEstimate};
 use wbguard_core::policy::{Decision, Mode};
 
 pub use crate::config::guard_settings::Clock;
@@ -67,6 +67,32 @@ pub struct JournalAhead {
     pub time: DateTime<Utc>,
 }
 
+/// One call bridge's live CMA calls, as its API listed them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallBridgeCalls {
+    /// The server's name in the configuration.
+    pub server: String,
+    /// Live `acano` legs that are not distribution links.
+    pub cma_live: u32,
+}
+
+/// The last check, as `/api/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiCheckView {
+    /// The web bridge whose restart asked (guard's clock).
+    pub webbridge: String,
+    /// When it was asked.
+    pub time: DateTime<Utc>,
+    /// Live CMA calls in the cluster, if every call bridge answered.
+    pub cma_live: Option<u32>,
+    /// Per call bridge, when they answered.
+    pub callbridges: Vec<CallBridgeCalls>,
+    /// `cleared` (within the allowance), `held` or `unreachable`.
+    pub verdict: String,
+    /// In words.
+    pub text: String,
+}
+
 /// What the guard knows, as of `now`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -97,6 +123,13 @@ pub struct Snapshot {
     pub cluster: ClusterEstimate,
     /// The latest decisions.
     pub decisions: Vec<Decision>,
+    /// The cluster's live CMA calls from CDRs or the API, when known: they
+    /// bound what a restart can drop wherever they are tighter than the logs.
+    #[serde(default)]
+    pub live_calls: Option<LiveCalls>,
+    /// The last check of the Call Bridge API before a restart.
+    #[serde(default)]
+    pub api_check: Option<ApiCheckView>,
 }
 
 /// `GET /api/status`: the snapshot, the message counts, and whether the

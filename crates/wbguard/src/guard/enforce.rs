@@ -22,6 +22,7 @@ use wbguard_core::policy::{Action, Decision};
 use super::history::History;
 use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
+use super::precheck::{CheckLive, Checked, Gate, PreCheck};
 use crate::config::guard_settings::Event;
 use crate::config::{Config, Server};
 use crate::restarter::audit::RestartLog;
@@ -90,12 +91,21 @@ pub struct Enforcer {
     backoff: BTreeMap<String, DateTime<Utc>>,
     /// Alerts already raised about web bridges that are not configured.
     unknown: std::collections::BTreeSet<String>,
+    /// The Call Bridge API, asked before each restart.
+    pub precheck: PreCheck,
 }
 
 impl Enforcer {
-    /// Enforcement; finished restarts come back through the returned receiver.
-    pub fn new(history: History, notifier: Notifier, restart: Restart) -> (Enforcer, mpsc::Receiver<Finished>) {
+    /// Enforcement; finished restarts and the API's answers come back
+    /// through the returned receivers.
+    pub fn new(
+        history: History,
+        notifier: Notifier,
+        restart: Restart,
+        check: CheckLive,
+    ) -> (Enforcer, mpsc::Receiver<Finished>, mpsc::Receiver<Checked>) {
         let (done, finished) = mpsc::channel(16);
+        let (precheck, checked) = PreCheck::new(check);
         let enforcer = Enforcer {
             history,
             notifier,
@@ -105,8 +115,14 @@ impl Enforcer {
             unverified: BTreeMap::new(),
             backoff: BTreeMap::new(),
             unknown: Default::default(),
+            precheck,
         };
-        (enforcer, finished)
+        (enforcer, finished, checked)
+    }
+
+    /// A restart, or the API check before one, is running: one at a time.
+    pub fn in_progress(&self) -> bool {
+        self.busy || self.precheck.running()
     }
 
     /// Turns restart decisions of web bridges in back-off into holds.
@@ -123,7 +139,8 @@ impl Enforcer {
     }
 
     /// Starts the restart the decisions ask for, if any and none runs,
-    /// on a server of `config`.
+    /// on a server of `config`; when the servers have an API, only once it
+    /// says the live calls are within the allowance.
     pub async fn act(
         &mut self,
         config: &Config,
@@ -131,7 +148,30 @@ impl Enforcer {
         now: DateTime<Utc>,
         restarted: &mut BTreeMap<String, DateTime<Utc>>,
     ) {
-        if self.busy {
+        self.start(config, decisions, now, restarted, true).await;
+    }
+
+    /// An operator's restart: like [`Enforcer::act`], without asking the
+    /// API (the operator chose to drop what is live).
+    pub async fn act_unchecked(
+        &mut self,
+        config: &Config,
+        decision: Decision,
+        now: DateTime<Utc>,
+        restarted: &mut BTreeMap<String, DateTime<Utc>>,
+    ) {
+        self.start(config, &[decision], now, restarted, false).await;
+    }
+
+    async fn start(
+        &mut self,
+        config: &Config,
+        decisions: &[Decision],
+        now: DateTime<Utc>,
+        restarted: &mut BTreeMap<String, DateTime<Utc>>,
+        ask_api: bool,
+    ) {
+        if self.in_progress() {
             return;
         }
         let Some(decision) = decisions.iter().find(|d| d.action == Action::Restart) else { return };
@@ -142,7 +182,16 @@ impl Enforcer {
             }
             return;
         };
-        let id = match self.history.intent(&decision.webbridge, &decision.reason, now).await {
+        let mut reason = decision.reason.clone();
+        if ask_api {
+            match self.precheck.before_restart(config, decision, now) {
+                Gate::Wait => return,
+                // Cleared by the API seconds ago: the journal says so.
+                Gate::Go(Some(api)) => reason = format!("{reason}; {api}"),
+                Gate::Go(None) => {}
+            }
+        }
+        let id = match self.history.intent(&decision.webbridge, &reason, now).await {
             Ok(id) => id,
             Err(error) => {
                 // Without a journal entry, no restart: it could be repeated after a crash.
@@ -159,8 +208,8 @@ impl Enforcer {
         restarted.insert(decision.webbridge.clone(), now);
         let done = self.done.clone();
         let webbridge = decision.webbridge.clone();
-        tracing::info!("restarting {webbridge} ({})", decision.reason);
-        let restart = (self.restart)(server, config.clone(), decision.reason.clone());
+        tracing::info!("restarting {webbridge} ({reason})");
+        let restart = (self.restart)(server, config.clone(), reason);
         tokio::spawn(async move {
             let attempt = restart.await;
             let _ = done.send(Finished { webbridge, id, started: now, attempt }).await;
@@ -333,8 +382,12 @@ mod tests {
         let (history, _) =
             History::start(Store::open(dir.path()).unwrap(), Duration::days(90), Default::default()).unwrap();
         let (restart, calls, reasons) = stand_in(attempt);
-        let (enforcer, finished) =
-            Enforcer::new(history.clone(), Notifier::start(Vec::new(), Default::default()), restart);
+        let (enforcer, finished, _) = Enforcer::new(
+            history.clone(),
+            Notifier::start(Vec::new(), Default::default()),
+            restart,
+            Arc::new(|_| None),
+        );
         (Bench { dir, history, enforcer, finished, calls }, reasons)
     }
 
@@ -434,6 +487,57 @@ mod tests {
         let journal = journal(&bench).await;
         let results: Vec<&str> = journal.iter().map(|r| r["result"].as_str().unwrap()).collect();
         assert_eq!(results, ["restarted", "restarted"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_api_holds_a_restart_while_a_cma_call_is_live_and_clears_it_once_it_ends() {
+        use super::super::precheck::{CallBridgeCalls, LiveCheck};
+        let dir = tempfile::tempdir().unwrap();
+        let (history, _) =
+            History::start(Store::open(dir.path()).unwrap(), Duration::days(90), Default::default()).unwrap();
+        let (restarter, calls, reasons) = stand_in(Attempt::Restarted { verification: Verification::NotConfigured });
+        // The API's answer, as the test sets it; every question is counted.
+        let live = Arc::new(Mutex::new(1u32));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (answer, counted) = (live.clone(), asked.clone());
+        let check: super::super::precheck::CheckLive = Arc::new(move |_config: &Config| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let cma_live = *answer.lock().unwrap();
+            Some(Box::pin(async move {
+                Ok(LiveCheck { callbridges: vec![CallBridgeCalls { server: "cms2".into(), cma_live }] })
+            }) as super::super::precheck::CheckFuture)
+        });
+        let (mut enforcer, mut finished, mut checked) =
+            Enforcer::new(history, Notifier::start(Vec::new(), Default::default()), restarter, check);
+        let config = config(dir.path());
+        let mut restarted = BTreeMap::new();
+
+        // The policy asks; the API is asked first, and nothing goes out.
+        enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
+        assert!(enforcer.in_progress() && !enforcer.busy);
+        let answer = checked.recv().await.unwrap();
+        let counted_live = enforcer.precheck.answered(answer, false).unwrap();
+        assert_eq!((counted_live.cma, counted_live.source), (1, wbguard_core::model::CallSource::Api));
+        // Held, in words, and not asked again for a few seconds.
+        let mut decisions = vec![restart("cms1")];
+        enforcer.act(&config, &decisions, at(0), &mut restarted).await;
+        enforcer.precheck.annotate(&mut decisions);
+        assert_eq!(decisions[0].action, Action::Hold);
+        assert!(decisions[0].reason.contains("API: 1 CMA call(s) live on cms2 (allowed 0)"), "{}", decisions[0].reason);
+        assert_eq!((asked.load(Ordering::SeqCst), calls.load(Ordering::SeqCst)), (1, 0));
+        assert!(restarted.is_empty(), "a held restart is not journaled");
+
+        // The call ends; the next question clears the restart, which goes out.
+        *live.lock().unwrap() = 0;
+        tokio::time::advance(super::super::precheck::ASK_AGAIN_AFTER).await;
+        enforcer.act(&config, &[restart("cms1")], at(1), &mut restarted).await;
+        let answer = checked.recv().await.unwrap();
+        assert_eq!(enforcer.precheck.answered(answer, false).map(|l| l.cma), Some(0));
+        enforcer.act(&config, &[restart("cms1")], at(1), &mut restarted).await;
+        assert!(enforcer.busy);
+        finished.recv().await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        assert_eq!(*reasons.lock().unwrap(), ["cms1: leak at least 100; API: no CMA call live"]);
     }
 
     #[tokio::test]

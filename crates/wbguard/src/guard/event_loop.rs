@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use wbguard_core::log::scan::parse_line;
 use wbguard_core::log::ParseContext;
-use wbguard_core::model::{Deployment, ModelConfig};
+use wbguard_core::model::{Deployment, LiveCalls, ModelConfig};
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
 use super::alerts::Alarms;
@@ -25,6 +25,7 @@ use super::history::History;
 use super::hosts::OpenHosts;
 use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
+use super::precheck::{ApiUnreachable, CheckLive, Checked};
 use super::snapshot::{Shared, Snapshot};
 use super::Setup;
 use crate::config::guard_settings::Event;
@@ -42,6 +43,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// How long a stopping guard waits for a restart in flight (systemd's
 /// stop timeout in deploy/ is longer).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// The API's count of live calls stands in for the logs this long (the
+/// guard's clock); every restart asks again anyway.
+const API_FRESH: chrono::Duration = chrono::Duration::seconds(60);
 /// Samples handed to the history writer at once, at most.
 const SAMPLES_PER_WRITE: usize = 4096;
 
@@ -78,6 +82,8 @@ pub struct Rules {
     pub config: Option<Config>,
     /// Without a configuration, the most hosts tracked (`--max-hosts`).
     pub max_hosts: usize,
+    /// What an API that does not answer before a restart means.
+    pub api_unreachable: ApiUnreachable,
 }
 
 impl Rules {
@@ -90,6 +96,7 @@ impl Rules {
             retention: settings.retention,
             config: setup.config.clone(),
             max_hosts: settings.max_hosts,
+            api_unreachable: ApiUnreachable::Hold,
         }
     }
 
@@ -130,6 +137,8 @@ pub struct Guard {
     pub notifier: Notifier,
     /// Wall or data, and how far ahead a record may be dated.
     pub clock: GuardClock,
+    /// Asks the Call Bridge API for live calls before a restart.
+    pub check: CheckLive,
 }
 
 impl Guard {
@@ -142,7 +151,7 @@ impl Guard {
         mut manual: mpsc::Receiver<Manual>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let Guard { rules, limit, shared, history, restarted, notifier, clock } = self;
+        let Guard { rules, limit, shared, history, restarted, notifier, clock, check } = self;
         // A journal written under a clock that ran ahead (or by a guard that
         // followed a forged line) would hold its web bridges for as long as
         // min_interval after a date that has not come yet.
@@ -153,8 +162,8 @@ impl Guard {
             );
         }
         let journal_ahead = future.into_iter().map(|(webbridge, time)| JournalAhead { webbridge, time }).collect();
-        let (enforcer, mut finished) =
-            Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit());
+        let (enforcer, mut finished, mut checked) =
+            Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit(), check);
         let mut task = Task {
             rules,
             shared,
@@ -173,6 +182,7 @@ impl Guard {
             decisions: Vec::new(),
             clock,
             journal_ahead,
+            api_live: None,
         };
         tracing::info!(
             "clock: {}",
@@ -199,6 +209,7 @@ impl Guard {
                 Some(rules) = reloads.recv() => task.reload(rules),
                 Some(request) = manual.recv() => task.manual(request).await,
                 Some(done) = finished.recv() => task.finished(done),
+                Some(answer) = checked.recv() => task.api_answered(answer).await,
                 _ = decide_tick.tick() => task.decide().await,
                 _ = prune_tick.tick() => task.prune(),
                 _ = shutdown.changed() => break,
@@ -246,6 +257,8 @@ struct Task {
     clock: GuardClock,
     /// Journaled restarts dated in the future at start.
     journal_ahead: Vec<JournalAhead>,
+    /// The live calls the Call Bridge API counted last.
+    api_live: Option<LiveCalls>,
 }
 
 impl Task {
@@ -336,6 +349,7 @@ impl Task {
         snapshot.future_tolerance_seconds = self.clock.tolerance.num_seconds();
         snapshot.servers_ahead = self.clock.ahead();
         snapshot.journal_ahead = self.journal_ahead.clone();
+        snapshot.api_check = self.enforcer.precheck.last.clone();
         snapshot
     }
 
@@ -388,7 +402,7 @@ impl Task {
         };
         let webbridge = decision.webbridge.clone();
         let webbridge = webbridge.as_str();
-        if self.enforcer.busy {
+        if self.enforcer.in_progress() {
             return Err((409, "a restart is in progress: one at a time".to_owned()));
         }
         let interval = self.rules.policy.min_interval;
@@ -411,7 +425,7 @@ impl Task {
         decision.action = policy::Action::Restart;
         decision.reason = "requested by an operator on the status page".into();
         tracing::warn!("{webbridge}: restart requested by an operator");
-        self.enforcer.act(config, &[decision], now, &mut self.restarted).await;
+        self.enforcer.act_unchecked(config, decision, now, &mut self.restarted).await;
         if self.enforcer.busy {
             Ok(format!("restarting {webbridge}"))
         } else {
@@ -426,10 +440,28 @@ impl Task {
         self.shared.count_restart(&webbridge, result);
     }
 
+    /// The Call Bridge API answered before a restart: its count goes to
+    /// the model, and the round is taken again at once, so that a cleared
+    /// restart goes out seconds after the answer.
+    async fn api_answered(&mut self, answer: Checked) {
+        let logs_if_unreachable = self.rules.api_unreachable == ApiUnreachable::Logs;
+        if let Some(live) = self.enforcer.precheck.answered(answer, logs_if_unreachable) {
+            self.api_live = Some(live);
+        }
+        self.decide().await;
+    }
+
+    /// The cluster's live calls as the freshest source knows them: the
+    /// API's last count while it is fresh.
+    fn live_calls(&self, now: DateTime<Utc>) -> Option<LiveCalls> {
+        self.api_live.filter(|live| now - live.as_of <= API_FRESH)
+    }
+
     /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and
     /// started, changes recorded and announced, estimates stored.
     async fn decide(&mut self) {
         let now = self.clock.now(&self.model);
+        self.model.set_live_calls(self.live_calls(now));
         let (seen, unseen) = self.enforcer.verify(&self.model, now);
         for webbridge in &seen {
             self.shared.count_restart(webbridge, RestartResult::Verified);
@@ -437,10 +469,11 @@ impl Task {
         for webbridge in &unseen {
             self.shared.count_restart(webbridge, RestartResult::Unverified);
         }
-        let decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, now);
+        let mut decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, now);
         if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
             self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
         }
+        self.enforcer.precheck.annotate(&mut decisions);
         self.clock.forgive(Utc::now());
         let snapshot = self.snapshot(now, decisions.clone());
         self.history.samples(std::mem::take(&mut self.samples));
@@ -489,7 +522,7 @@ fn decide(
     enforcer: &Enforcer,
     now: DateTime<Utc>,
 ) -> Vec<Decision> {
-    let mut decisions = policy::decide(model, policy, restarted, enforcer.busy, now);
+    let mut decisions = policy::decide(model, policy, restarted, enforcer.in_progress(), now);
     enforcer.hold_backed_off(&mut decisions, now);
     decisions
 }

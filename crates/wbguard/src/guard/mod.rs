@@ -27,6 +27,7 @@ mod hosts;
 mod http;
 mod metrics;
 mod notify;
+mod precheck;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -209,6 +210,7 @@ pub async fn serve(
         restarted,
         notifier: notifier.clone(),
         clock: clock::GuardClock::new(settings.clock, settings.future_tolerance),
+        check: Arc::new(|_| None),
     };
     let (rules_tx, rules_rx) = mpsc::channel(4);
     let (manual, manuals) = mpsc::channel(4);

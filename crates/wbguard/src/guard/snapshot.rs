@@ -29,6 +29,8 @@ impl Snapshot {
             callbridges: BTreeMap::new(),
             cluster: ClusterEstimate { active_total: 0, cma_total: None, leaked_lower: 0, leaked_upper: 0 },
             decisions: Vec::new(),
+            live_calls: None,
+            api_check: None,
         }
     }
 
@@ -63,6 +65,8 @@ impl Snapshot {
             callbridges,
             cluster: model.cluster_estimate(now),
             decisions,
+            live_calls: model.live_calls(),
+            api_check: None,
         }
     }
 }

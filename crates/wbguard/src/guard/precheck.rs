@@ -1,0 +1,314 @@
+//! The last look before a restart: the Call Bridge API, seconds before
+//! `webbridge restart` goes out.
+//!
+//! Log samples are minutes old; somebody who joined after the last one is
+//! dropped by a restart the model called harmless. So when the servers
+//! have `api` configured, a restart the policy asks for first asks every
+//! call bridge of the cluster for its live CMA legs ([`CheckLive`], in its
+//! own task: the guard task never waits on the network). The answer comes
+//! back through a channel ([`Checked`]):
+//!
+//! - within the allowance (the decision's `allowed_drops`), the restart is
+//!   *cleared* for [`CLEARED_FOR`] and the enforcer starts it at once;
+//! - otherwise it is *held* with the API's words ("API: 2 CMA call(s) live
+//!   on cms2"), and asked again after [`ASK_AGAIN_AFTER`];
+//! - an API that does not answer holds too, unless `policy.api_unreachable
+//!   = "logs"` says the logs alone may decide.
+//!
+//! Every answer is also a live count for the model (source `api`), so the
+//! decisions and the page show it. One check at a time; the timing is the
+//! machine's (the API answers in real time, whatever clock the data has).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use wbguard_core::model::{CallSource, LiveCalls};
+use wbguard_core::policy::{Action, Decision};
+
+pub use super::api::{ApiCheckView, CallBridgeCalls};
+use crate::config::Config;
+
+/// How long a check that found the cluster within the allowance lets a
+/// restart go ahead: the command must follow within seconds.
+pub const CLEARED_FOR: Duration = Duration::from_secs(10);
+/// After a hold (live calls, or no answer), the API is asked again this
+/// much later, while the restart is still needed.
+pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
+
+/// What the API said about the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LiveCheck {
+    /// Every call bridge asked.
+    pub callbridges: Vec<CallBridgeCalls>,
+}
+
+impl LiveCheck {
+    /// Live CMA calls in the cluster.
+    pub fn cma_live(&self) -> u32 {
+        self.callbridges.iter().map(|c| c.cma_live).sum()
+    }
+
+    /// "2 CMA call(s) live on cms2, 1 on cms3".
+    fn describe(&self) -> String {
+        let busy: Vec<String> = self
+            .callbridges
+            .iter()
+            .filter(|c| c.cma_live > 0)
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{} CMA call(s) live on {}", c.cma_live, c.server)
+                } else {
+                    format!("{} on {}", c.cma_live, c.server)
+                }
+            })
+            .collect();
+        if busy.is_empty() {
+            "no CMA call live".to_owned()
+        } else {
+            busy.join(", ")
+        }
+    }
+}
+
+/// A check in flight: the API of every server of the configuration that
+/// has one. `None` when none has: there is nothing to ask.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<LiveCheck, String>> + Send>>;
+/// Asks the API of a configuration's servers (a stand-in in tests).
+pub type CheckLive = Arc<dyn Fn(&Config) -> Option<CheckFuture> + Send + Sync>;
+
+/// A check's answer, back in the guard task.
+pub struct Checked {
+    webbridge: String,
+    allowed: Option<u32>,
+    result: Result<LiveCheck, String>,
+    asked: DateTime<Utc>,
+}
+
+/// What became of a restart the policy asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Go ahead now; what the API said, when it was asked.
+    Go(Option<String>),
+    /// Not now: a check runs, or the last one held it.
+    Wait,
+}
+
+/// A hold the API asked for.
+struct Held {
+    webbridge: String,
+    reason: String,
+    since: Instant,
+}
+
+/// The state of the checks between rounds.
+pub struct PreCheck {
+    check: CheckLive,
+    answers: mpsc::Sender<Checked>,
+    /// The web bridge whose check is in flight.
+    running: Option<String>,
+    /// A restart the API cleared, and when.
+    cleared: Option<(String, Instant)>,
+    held: Option<Held>,
+    /// The last check, for the status.
+    pub last: Option<ApiCheckView>,
+}
+
+impl PreCheck {
+    /// Checks made with `check`; answers come back through the receiver.
+    pub fn new(check: CheckLive) -> (PreCheck, mpsc::Receiver<Checked>) {
+        let (answers, receiver) = mpsc::channel(4);
+        let precheck = PreCheck { check, answers, running: None, cleared: None, held: None, last: None };
+        (precheck, receiver)
+    }
+
+    /// A check is in flight.
+    pub fn running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Whether `decision`'s restart may go out now; starts a check when
+    /// one is due. Without an API configured, always.
+    pub fn before_restart(&mut self, config: &Config, decision: &Decision, now: DateTime<Utc>) -> Gate {
+        if self.running.is_some() {
+            return Gate::Wait;
+        }
+        if let Some((webbridge, at)) = &self.cleared {
+            if *webbridge == decision.webbridge && at.elapsed() <= CLEARED_FOR {
+                self.cleared = None;
+                return Gate::Go(self.last.as_ref().map(|last| last.text.clone()));
+            }
+        }
+        if self.held.as_ref().is_some_and(|h| h.webbridge == decision.webbridge && h.since.elapsed() < ASK_AGAIN_AFTER)
+        {
+            return Gate::Wait;
+        }
+        let Some(check) = (self.check)(config) else { return Gate::Go(None) };
+        self.running = Some(decision.webbridge.clone());
+        let (answers, webbridge, allowed) = (self.answers.clone(), decision.webbridge.clone(), decision.allowed_drops);
+        tracing::debug!("{webbridge}: asking the Call Bridge API for live calls before the restart");
+        tokio::spawn(async move {
+            let result = check.await;
+            let _ = answers.send(Checked { webbridge, allowed, result, asked: now }).await;
+        });
+        Gate::Wait
+    }
+
+    /// Takes a check's answer: clears or holds the restart, and returns the
+    /// live count it gives the model, if any. `logs_if_unreachable`: an
+    /// API that does not answer leaves the decision to the logs.
+    pub fn answered(&mut self, checked: Checked, logs_if_unreachable: bool) -> Option<LiveCalls> {
+        self.running = None;
+        let Checked { webbridge, allowed, result, asked } = checked;
+        let (view, live) = match result {
+            Ok(check) => {
+                let cma = check.cma_live();
+                let within = allowed.is_none_or(|allowed| cma <= allowed);
+                let text = format!(
+                    "API: {}{}",
+                    check.describe(),
+                    match allowed {
+                        Some(allowed) if !within => format!(" (allowed {allowed})"),
+                        _ => String::new(),
+                    }
+                );
+                let verdict = if within { "cleared" } else { "held" };
+                let view = ApiCheckView {
+                    webbridge: webbridge.clone(),
+                    time: asked,
+                    cma_live: Some(cma),
+                    callbridges: check.callbridges,
+                    verdict: verdict.into(),
+                    text,
+                };
+                (view, Some(LiveCalls { cma, source: CallSource::Api, as_of: asked }))
+            }
+            Err(error) => {
+                let verdict = if logs_if_unreachable { "cleared" } else { "unreachable" };
+                let text = if logs_if_unreachable {
+                    format!("API did not answer ({error}); the logs decide (policy.api_unreachable = \"logs\")")
+                } else {
+                    format!("API did not answer ({error}); holding (policy.api_unreachable = \"hold\")")
+                };
+                let view = ApiCheckView {
+                    webbridge: webbridge.clone(),
+                    time: asked,
+                    cma_live: None,
+                    callbridges: Vec::new(),
+                    verdict: verdict.into(),
+                    text,
+                };
+                (view, None)
+            }
+        };
+        if view.verdict == "cleared" {
+            tracing::info!("{webbridge}: {}; restarting", view.text);
+            self.cleared = Some((webbridge, Instant::now()));
+            self.held = None;
+        } else {
+            if self.held.as_ref().is_none_or(|h| h.reason != view.text) {
+                tracing::info!("{webbridge}: restart held: {}", view.text);
+            }
+            self.held = Some(Held { webbridge, reason: view.text.clone(), since: Instant::now() });
+        }
+        self.last = Some(view);
+        live
+    }
+
+    /// Says, in the decisions, why a restart the policy asks for waits on
+    /// the API: held by its last answer, or asked right now.
+    pub fn annotate(&self, decisions: &mut [Decision]) {
+        for decision in decisions.iter_mut().filter(|d| d.action == Action::Restart) {
+            if let Some(held) = self.held.as_ref().filter(|h| h.webbridge == decision.webbridge) {
+                decision.action = Action::Hold;
+                decision.reason =
+                    format!("needed, but {}; asking again every {} s", held.reason, ASK_AGAIN_AFTER.as_secs());
+            } else if self.running.as_deref() == Some(&decision.webbridge) {
+                decision.action = Action::Hold;
+                decision.reason = "needed; asking the Call Bridge API for live calls first".to_owned();
+            }
+        }
+    }
+}
+
+/// `policy.api_unreachable`: what an API that does not answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiUnreachable {
+    /// Hold the restart (the default): no proof, no restart.
+    #[default]
+    Hold,
+    /// Let the logs decide, as without an API.
+    Logs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unanswered(webbridge: &str) -> Checked {
+        Checked {
+            webbridge: webbridge.into(),
+            allowed: Some(0),
+            result: Err("connection refused".into()),
+            asked: Utc::now(),
+        }
+    }
+
+    fn needed(webbridge: &str) -> Decision {
+        Decision {
+            webbridge: webbridge.into(),
+            action: Action::Restart,
+            reason: "restart: at its limit".into(),
+            needs: Vec::new(),
+            active: 149,
+            leaked_lower: 149,
+            leaked_upper: 149,
+            droppable_upper: 0,
+            calls_source: CallSource::Logs,
+            calls_as_of: Utc::now(),
+            allowed_drops: Some(0),
+            in_window: false,
+            lockout_forecast: None,
+            next_window: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_api_that_does_not_answer_holds_unless_the_logs_may_decide() {
+        let (mut precheck, _answers) = PreCheck::new(Arc::new(|_| None));
+        assert_eq!(precheck.answered(unanswered("cms1"), false), None);
+        let mut decisions = [needed("cms1"), needed("cms2")];
+        precheck.annotate(&mut decisions);
+        assert_eq!((decisions[0].action, decisions[1].action), (Action::Hold, Action::Restart));
+        assert!(
+            decisions[0].reason.contains("API did not answer (connection refused); holding"),
+            "{}",
+            decisions[0].reason
+        );
+        assert_eq!(precheck.last.as_ref().unwrap().verdict, "unreachable");
+
+        assert_eq!(precheck.answered(unanswered("cms1"), true), None, "no answer is no count");
+        let mut decisions = [needed("cms1")];
+        precheck.annotate(&mut decisions);
+        assert_eq!(decisions[0].action, Action::Restart);
+        assert_eq!(precheck.last.as_ref().unwrap().verdict, "cleared");
+    }
+
+    #[test]
+    fn the_count_names_each_busy_call_bridge() {
+        let check = LiveCheck {
+            callbridges: vec![
+                CallBridgeCalls { server: "cms1".into(), cma_live: 0 },
+                CallBridgeCalls { server: "cms2".into(), cma_live: 2 },
+                CallBridgeCalls { server: "cms3".into(), cma_live: 1 },
+            ],
+        };
+        assert_eq!((check.cma_live(), check.describe().as_str()), (3, "2 CMA call(s) live on cms2, 1 on cms3"));
+        assert_eq!(LiveCheck::default().describe(), "no CMA call live");
+    }
+}
