@@ -25,6 +25,7 @@
 pub mod address;
 #[cfg(test)]
 mod any_input;
+pub mod api;
 pub mod duration;
 pub mod guard_settings;
 
@@ -86,6 +87,9 @@ pub struct RawConfig {
     /// Where credentials come from, for every server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
+    /// The Call Bridge API's credentials and CA, for every server with `api`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<api::RawApi>,
     /// The guard: listeners, files, history.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<guard_settings::RawWatch>,
@@ -167,6 +171,12 @@ pub struct RawServer {
     /// Addresses its syslog comes from (default: the MMP host's addresses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog_from: Option<Vec<IpAddr>>,
+    /// Its Call Bridge API, `https://HOST:PORT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// API credentials for this server, over `[api]`'s key by key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_auth: Option<api::RawApi>,
 }
 
 impl RawConfig {
@@ -262,6 +272,9 @@ pub struct Server {
     pub auth: Vec<AuthSource>,
     /// Addresses its syslog may come from (empty: the MMP host's).
     pub syslog_from: Vec<IpAddr>,
+    /// Its Call Bridge API (none: not asked).
+    #[serde(skip)]
+    pub api: Option<api::ApiSettings>,
 }
 
 impl Server {
@@ -282,7 +295,8 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// Unknown host keys: refused or recorded.
     pub host_key_policy: HostKeyPolicy,
-    /// The known_hosts file.
+    /// The known_hosts file; the pinned API certificates live beside it
+    /// (`api_certificates`, see [`Config::api_certificates`]).
     pub known_hosts: PathBuf,
     /// Restart log, audit file and lock live here.
     pub state_dir: PathBuf,
@@ -428,6 +442,13 @@ impl Config {
                     None => auth_sources(&default_auth, "auth", base, dirs)?,
                 },
                 syslog_from: s.syslog_from.clone().unwrap_or_default(),
+                api: match (&s.api, &s.api_auth) {
+                    (Some(url), own) => {
+                        Some(api::settings(url, own.as_ref(), raw.api.as_ref(), &format!("server[{i}]"), base, dirs)?)
+                    }
+                    (None, Some(_)) => bail!("{}: api_auth without api = \"https://HOST:PORT\"", key("api_auth")),
+                    (None, None) => None,
+                },
             });
         }
         let host_key_policy = raw.host_key_policy.unwrap_or(HostKeyPolicy::Strict);
@@ -449,6 +470,12 @@ impl Config {
             dirs,
         )?;
         Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts, guard })
+    }
+
+    /// The file of pinned Call Bridge API certificates: `api_certificates`
+    /// in known_hosts' folder (`HOST:PORT sha256:HEX` lines).
+    pub fn api_certificates(&self) -> PathBuf {
+        self.known_hosts.parent().unwrap_or(Path::new(".")).join("api_certificates")
     }
 
     /// The servers named in `only` (all when empty); unknown names are an error.
