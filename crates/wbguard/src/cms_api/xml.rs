@@ -270,7 +270,7 @@ mod tests {
         let root = parse(br#"<a:r xmlns:a="u" k="1 &lt; 2"><b>x &amp; y &#x41;<![CDATA[<c>]]></b></a:r>"#).unwrap();
         assert_eq!(root.name, "r");
         assert_eq!(root.attribute("k"), Some("1 < 2"));
-        assert_eq!(root.child_text("b"), Some("x & yA<c>"));
+        assert_eq!(root.child_text("b"), Some("x & y A<c>"));
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Out
         println!("  {}: {line}", server.name);
     }
     // Not restarting a web bridge that was asked for, for safety, is a refusal.
+    if held {
+        println!("(--wait-idle DURATION waits for live calls to end; --force restarts anyway)");
+    }
     if !unsafe_servers.is_empty() || held {
         outcome = outcome.max(Outcome::Refused);
     }
@@ -221,10 +224,7 @@ async fn checked_restart(
         Some(gate) => match gate.ask(report).await {
             Verdict::Go => {}
             Verdict::Forced(why) => report(&format!("{why}; restarting anyway (--force)")),
-            Verdict::Hold(why) => {
-                let why = format!("{why} (--wait-idle waits for them, --force restarts anyway)");
-                return (Attempt::Skipped(why), true);
-            }
+            Verdict::Hold(why) => return (Attempt::Skipped(why), true),
         },
     }
     (restart_one(server, config, include_webbridge3, report).await, false)
