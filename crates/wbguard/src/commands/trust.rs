@@ -38,49 +38,46 @@ fn host_key(
     config: &Config,
     args: &TrustArgs,
 ) -> anyhow::Result<Outcome> {
-    let outcome = Outcome::Success;
-    {
-        let key = match runtime.block_on(mmp::probe_host_key(server, config)) {
-            Ok(key) => key,
-            Err(e) => {
-                eprintln!("wbguard: {}: {e}", server.name);
-                return Ok(outcome.max(Outcome::Failures));
-            }
-        };
-        let fingerprint = known_hosts::fingerprint(&key);
-        let entry = known_hosts::host_entry(&server.host, server.port);
-        match known_hosts::check(&config.known_hosts, &server.host, server.port, &key)? {
-            known_hosts::Verdict::Known => {
-                println!("{}: {entry} is already trusted ({} {fingerprint})", server.name, key.algorithm());
-                return Ok(outcome);
-            }
-            known_hosts::Verdict::Changed { recorded } => {
-                let old: Vec<String> = recorded.iter().map(|(line, f)| format!("{f} (line {line})")).collect();
-                println!(
-                    "{}: WARNING: {entry} now shows {fingerprint}, but {} records {}.",
-                    server.name,
-                    config.known_hosts.display(),
-                    old.join(", ")
-                );
-                println!("  Not recorded: remove the old line(s) yourself once you know why the key changed.");
-                return Ok(outcome.max(Outcome::Refused));
-            }
-            known_hosts::Verdict::Revoked => {
-                println!("{}: the key {fingerprint} is marked @revoked; not recorded", server.name);
-                return Ok(outcome.max(Outcome::Refused));
-            }
-            known_hosts::Verdict::Unknown => {}
+    let key = match runtime.block_on(mmp::probe_host_key(server, config)) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("wbguard: {}: {e}", server.name);
+            return Ok(Outcome::Failures);
         }
-        println!("{}: {entry} shows a {} key, fingerprint {fingerprint}", server.name, key.algorithm());
-        if !args.yes && !confirm("  Compare it with the server's (`ssh-keygen -l -f` on its key). Trust it? [y/N] ")? {
-            println!("  not recorded");
-            return Ok(outcome.max(Outcome::Refused));
+    };
+    let fingerprint = known_hosts::fingerprint(&key);
+    let entry = known_hosts::host_entry(&server.host, server.port);
+    match known_hosts::check(&config.known_hosts, &server.host, server.port, &key)? {
+        known_hosts::Verdict::Known => {
+            println!("{}: {entry} is already trusted ({} {fingerprint})", server.name, key.algorithm());
+            return Ok(Outcome::Success);
         }
-        known_hosts::record(&config.known_hosts, &server.host, server.port, &key)
-            .map_err(|e| anyhow::anyhow!("cannot record the host key in {}: {e}", config.known_hosts.display()))?;
-        println!("  recorded in {}", config.known_hosts.display());
+        known_hosts::Verdict::Changed { recorded } => {
+            let old: Vec<String> = recorded.iter().map(|(line, f)| format!("{f} (line {line})")).collect();
+            println!(
+                "{}: WARNING: {entry} now shows {fingerprint}, but {} records {}.",
+                server.name,
+                config.known_hosts.display(),
+                old.join(", ")
+            );
+            println!("  Not recorded: remove the old line(s) yourself once you know why the key changed.");
+            return Ok(Outcome::Refused);
+        }
+        known_hosts::Verdict::Revoked => {
+            println!("{}: the key {fingerprint} is marked @revoked; not recorded", server.name);
+            return Ok(Outcome::Refused);
+        }
+        known_hosts::Verdict::Unknown => {}
     }
-    Ok(outcome)
+    println!("{}: {entry} shows a {} key, fingerprint {fingerprint}", server.name, key.algorithm());
+    if !args.yes && !confirm("  Compare it with the server's (`ssh-keygen -l -f` on its key). Trust it? [y/N] ")? {
+        println!("  not recorded");
+        return Ok(Outcome::Refused);
+    }
+    known_hosts::record(&config.known_hosts, &server.host, server.port, &key)
+        .map_err(|e| anyhow::anyhow!("cannot record the host key in {}: {e}", config.known_hosts.display()))?;
+    println!("  recorded in {}", config.known_hosts.display());
+    Ok(Outcome::Success)
 }
 
 /// The server's Call Bridge API certificate: shown, and pinned once

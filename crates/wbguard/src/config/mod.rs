@@ -606,6 +606,14 @@ mod tests {
             (format!("{server}syslog_from = [\"nope\"]\n"), "server[0].syslog_from"),
             (format!("{server}[server.auth]\npassword_env = \"\"\n"), "server[0].auth.password_env"),
             (format!("[auth]\nkey_passphrase_env = \"a b\"\n{server}"), "auth.key_passphrase_env"),
+            (format!("{server}api = \"https://h:445\"\n"), "server[0].api: no API user"),
+            (format!("[api]\nuser = \"a b\"\n{server}api = \"https://h\"\n"), "api.user"),
+            (format!("[api]\nuser = \"u\"\n{server}api = \"ftp://h\"\n"), "server[0].api"),
+            (format!("[api]\nuser = \"u\"\n{server}api = \"https://h/api/v1\"\n"), "server[0].api"),
+            (format!("{server}[server.api_auth]\nuser = \"u\"\n"), "server[0].api_auth"),
+            (format!("[api]\nuser = \"u\"\npassword_env = \"A=B\"\n{server}api = \"https://h\"\n"), "api.password_env"),
+            (format!("[api]\nuser = \"u\"\nca_file = 5\n{server}"), "api.ca_file"),
+            (format!("{server}[policy]\napi_unreachable = \"ignore\"\n"), "policy.api_unreachable"),
             (
                 format!("{server}[[server]]\nname = \"cms2\"\nmmp = \"10.0.0.2\"\nlog_host = \"CMS1\"\n"),
                 "server[1].log_host",
@@ -614,6 +622,26 @@ mod tests {
             let message = error(&text);
             assert!(message.contains(key), "{key} not in: {message}\n{text}");
         }
+    }
+
+    /// A password written into an `api` URL is refused by the key's name
+    /// and never repeated, whatever else is wrong with the URL.
+    #[test]
+    fn an_api_url_with_a_password_is_refused_without_echoing_it() {
+        for url in ["https://admin:hunter2@10.0.0.1:445", "https://admin:hunter2@h:99999/x", "http://hunter2@h"] {
+            let text = format!("[api]\nuser = \"u\"\n[[server]]\nname = \"cms1\"\nmmp = \"h\"\napi = \"{url}\"\n");
+            let error =
+                format!("{:#}", Config::parse(&text, Path::new("/etc/wbguard/c.toml"), &Dirs::default()).unwrap_err());
+            assert!(error.contains("server[0].api") && error.contains("password"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let text = "[api]\nuser = \"wbguard\"\n[[server]]\nname = \"cms1\"\nmmp = \"h\"\napi = \"https://h:445\"\n\
+                    [[server]]\nname = \"cms2\"\nmmp = \"i\"\n";
+        let config = Config::parse(text, Path::new("/etc/wbguard/c.toml"), &Dirs::default()).unwrap();
+        let api = config.servers[0].api.as_ref().unwrap();
+        assert_eq!((api.endpoint.address(), api.user.as_str()), ("h:445".to_owned(), "wbguard"));
+        assert_eq!(config.servers[1].api, None);
+        assert_eq!(config.api_certificates(), config.known_hosts.with_file_name("api_certificates"));
     }
 
     #[test]
