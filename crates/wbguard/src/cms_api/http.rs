@@ -42,6 +42,7 @@ pub(super) struct Response {
     pub body: Vec<u8>,
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 

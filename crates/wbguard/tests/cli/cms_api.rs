@@ -323,10 +323,12 @@ fn restart_waits_for_live_cma_calls_skips_while_they_last_and_force_overrides() 
     assert!(out.all().contains("API: 1 CMA call live on cms2"), "{}", out.all());
     assert!(out.all().contains("recorded the API certificate of cms1"), "{}", out.all());
     assert_eq!(lab.restarts(), [0, 0]);
-    // cms1 was read page by page, every listed leg fetched once.
+    // cms1 was read page by page (two a page), every listed leg fetched
+    // once, by each of the two checks (one before each web bridge).
     let asked = cms1.requests();
-    assert_eq!(asked.iter().filter(|p| p.starts_with("/api/v1/callLegs?")).count(), 2, "{asked:?}");
-    assert_eq!(asked.iter().filter(|p| p.starts_with("/api/v1/callLegs/")).count(), 4, "{asked:?}");
+    assert_eq!(asked.iter().filter(|p| p.starts_with("/api/v1/system/status")).count(), 2, "{asked:?}");
+    assert_eq!(asked.iter().filter(|p| p.starts_with("/api/v1/callLegs?")).count(), 2 * 2, "{asked:?}");
+    assert_eq!(asked.iter().filter(|p| p.starts_with("/api/v1/callLegs/")).count(), 2 * 4, "{asked:?}");
     let pins = std::fs::read_to_string(lab.path("api_certificates")).unwrap();
     assert_eq!(pins.lines().count(), 2, "{pins}");
 
