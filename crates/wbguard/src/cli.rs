@@ -59,6 +59,14 @@ fn demo_duration(text: &str) -> Result<Duration, String> {
     crate::config::duration::parse_within(text, Duration::from_secs(1), Duration::from_secs(366 * 86_400))
 }
 
+/// `--wait-idle`: `0` (the default: do not wait), or 1 s to a day.
+fn wait_idle_duration(text: &str) -> Result<Duration, String> {
+    if matches!(text.trim(), "0" | "0s" | "0m") {
+        return Ok(Duration::ZERO);
+    }
+    crate::config::duration::parse_within(text, Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
 /// wbguard's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -67,7 +75,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Restart web bridges over SSH: strict host keys, verified, logged.
     Restart(RestartArgs),
-    /// Show servers' SSH host keys and record them in known_hosts.
+    /// Show servers' SSH host keys and Call Bridge API certificates, and
+    /// record them (known_hosts, api_certificates).
     Trust(TrustArgs),
     /// Check or create the configuration.
     #[command(subcommand)]
@@ -180,9 +189,15 @@ pub struct RestartArgs {
     /// Also restart Web Bridge 3 on release 3.x servers (not affected by the leak).
     #[arg(long)]
     pub include_webbridge3: bool,
-    /// Restart even web bridges that may carry live calls.
+    /// Restart even web bridges that may carry live calls (and when the
+    /// Call Bridge API does not answer).
     #[arg(long)]
     pub force: bool,
+    /// With `api` configured: while the Call Bridge API reports live CMA
+    /// calls, wait up to this long (e.g. 10m; at most 1d) before skipping
+    /// a web bridge [default: 0, do not wait].
+    #[arg(long, value_name = "DURATION", value_parser = wait_idle_duration, default_value = "0")]
+    pub wait_idle: Duration,
     /// Refuse when live calls cannot be ruled out for lack of session data.
     #[arg(long)]
     pub require_safe: bool,

@@ -17,6 +17,7 @@
 //!   [`exit`].
 
 mod cli;
+mod cms_api;
 mod commands;
 mod config;
 mod dirs;

@@ -66,6 +66,12 @@ fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
             auth.join(", then "),
             server.webbridge_url.as_deref().map_or("none".into(), secret::redact_userinfo)
         );
+        if let Some(api) = &server.api {
+            println!("    Call Bridge API: {}", api.describe());
+        }
+    }
+    if config.servers.iter().any(|s| s.api.is_some()) {
+        println!("API certificates pinned in {}", config.api_certificates().display());
     }
     println!("guard (wbguard watch): {}", serde_json::to_string_pretty(&config.guard.describe())?);
     let findings = findings(&config);
@@ -102,6 +108,29 @@ fn findings(config: &Config) -> Vec<Finding> {
                 let key = format!("server[{i}] ({}): {}", server.name, secret::describe(source));
                 findings.push(Finding { key, problem, consequence });
             }
+        }
+    }
+    for (i, server) in config.servers.iter().enumerate() {
+        let Some(api) = &server.api else { continue };
+        let key = format!("server[{i}] ({}).api", server.name);
+        if !api.endpoint.tls {
+            let problem = Problem::Absent(format!(
+                "{} is plain http://: the API password crosses the network unprotected",
+                api.endpoint
+            ));
+            findings.push(Finding { key: key.clone(), problem, consequence: "use https:// outside a lab" });
+        }
+        if let Some(problem) = api.password.problem() {
+            let consequence = "wbguard restart and an enforcing guard cannot ask the Call Bridge API without it";
+            findings.push(Finding {
+                key: format!("{key}: the API password from {}", api.password.describe()),
+                problem,
+                consequence,
+            });
+        }
+        if let Some(why) = api.ca_file.as_deref().and_then(crate::cms_api::trust::ca_file_problem) {
+            let consequence = "every check of this server's API fails";
+            findings.push(Finding { key: format!("{key}: ca_file"), problem: Problem::Unusable(why), consequence });
         }
     }
     let not_a = |path: &Path, kind: &str| Problem::Unusable(format!("{} exists and is not a {kind}", path.display()));

@@ -22,6 +22,7 @@
 //! at_limit = true
 //! max_dropped_calls = 0       # outside windows
 //! min_interval = "1h"
+//! api_unreachable = "hold"    # or "logs": when a server's Call Bridge API does not answer
 //!
 //! [[policy.window]]
 //! cron = "0 2 * * 6"          # Saturday 02:00
@@ -94,6 +95,9 @@ pub struct RawPolicy {
     pub stale_after: Option<String>,
     /// Sessions at which a web bridge refuses new ones.
     pub limit: Option<u32>,
+    /// What a restart does when the Call Bridge API does not answer:
+    /// `hold` (default) or `logs`.
+    pub api_unreachable: Option<ApiUnreachable>,
     /// Maintenance windows.
     #[serde(default, rename = "window")]
     pub windows: Vec<RawWindow>,
@@ -197,6 +201,21 @@ impl WebhookSettings {
     }
 }
 
+/// What the guard does before a restart when a configured Call Bridge API
+/// does not answer (`policy.api_unreachable`). Only an API that cannot be
+/// reached or timed out counts: a refused certificate or refused
+/// credentials always hold, as they will not mend by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiUnreachable {
+    /// Hold the restart and say why (the default): no live call is
+    /// dropped on a guess.
+    #[default]
+    Hold,
+    /// Decide on the logs alone, as without an API.
+    Logs,
+}
+
 /// What the guard's "now" is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -256,6 +275,8 @@ pub struct GuardSettings {
     /// tracked; records of others are rejected (`--max-hosts`; not in the
     /// file: with one, only its servers are tracked).
     pub max_hosts: usize,
+    /// When a Call Bridge API does not answer before a restart.
+    pub api_unreachable: ApiUnreachable,
 }
 
 impl Default for GuardSettings {
@@ -278,6 +299,7 @@ impl Default for GuardSettings {
             webhooks: Vec::new(),
             restart_token: None,
             max_hosts: DEFAULT_MAX_HOSTS,
+            api_unreachable: ApiUnreachable::Hold,
         }
     }
 }
@@ -473,6 +495,7 @@ impl GuardSettings {
         let restart_token = watch.restart_token_env.as_ref().map(|variable| Location::Env(variable.clone()));
         Ok(GuardSettings {
             max_hosts: defaults.max_hosts,
+            api_unreachable: raw_policy.api_unreachable.unwrap_or_default(),
             restart_token,
             listen_syslog,
             listen_http,
@@ -525,6 +548,7 @@ impl GuardSettings {
                 "min_interval_minutes": policy.min_interval.num_minutes(),
                 "stale_after_minutes": policy.stale_after.num_minutes(),
                 "limit": self.limit,
+                "api_unreachable": self.api_unreachable,
                 "windows": windows,
             },
             "webhooks": self.webhooks.iter().map(|w| serde_json::json!({
@@ -564,6 +588,7 @@ mod tests {
         assert_eq!((s.policy.max_dropped_calls, s.policy.min_interval), (0, Duration::hours(1)));
         assert_eq!(s.listen_http.to_string(), "127.0.0.1:9149");
         assert_eq!((s.retention, s.limit), (Duration::days(90), 149));
+        assert_eq!(s.api_unreachable, ApiUnreachable::Hold);
     }
 
     #[test]
@@ -584,6 +609,7 @@ mod tests {
             leak_at_least = 0
             max_dropped_calls = 2
             min_interval = "90m"
+            api_unreachable = "logs"
             [[policy.window]]
             cron = "0 2 * * 6"
             duration = "2h"
@@ -596,6 +622,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.policy.mode, Mode::Enforce);
+        assert_eq!(s.api_unreachable, ApiUnreachable::Logs);
+        assert!(s.describe().to_string().contains(r#""api_unreachable":"logs""#));
+        assert!(format!("{:#}", settings("[policy]\napi_unreachable = \"ignore\"\n").unwrap_err()).contains("ignore"));
         assert_eq!(s.policy.triggers.leak_at_least, None);
         assert_eq!((s.policy.max_dropped_calls, s.policy.min_interval), (2, Duration::minutes(90)));
         assert_eq!(s.policy.windows[0].duration, Duration::hours(2));

@@ -25,6 +25,7 @@
 pub mod address;
 #[cfg(test)]
 mod any_input;
+pub mod api;
 pub mod duration;
 pub mod guard_settings;
 
@@ -86,6 +87,9 @@ pub struct RawConfig {
     /// Where credentials come from, for every server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
+    /// The Call Bridge API's credentials and CA, for every server with `api`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<api::RawApi>,
     /// The guard: listeners, files, history.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<guard_settings::RawWatch>,
@@ -167,6 +171,12 @@ pub struct RawServer {
     /// Addresses its syslog comes from (default: the MMP host's addresses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog_from: Option<Vec<IpAddr>>,
+    /// Its Call Bridge API, `https://HOST:PORT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// API credentials for this server, over `[api]`'s key by key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_auth: Option<api::RawApi>,
 }
 
 impl RawConfig {
@@ -262,6 +272,9 @@ pub struct Server {
     pub auth: Vec<AuthSource>,
     /// Addresses its syslog may come from (empty: the MMP host's).
     pub syslog_from: Vec<IpAddr>,
+    /// Its Call Bridge API (none: not asked).
+    #[serde(skip)]
+    pub api: Option<api::ApiSettings>,
 }
 
 impl Server {
@@ -282,7 +295,8 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// Unknown host keys: refused or recorded.
     pub host_key_policy: HostKeyPolicy,
-    /// The known_hosts file.
+    /// The known_hosts file; the pinned API certificates live beside it
+    /// (`api_certificates`, see [`Config::api_certificates`]).
     pub known_hosts: PathBuf,
     /// Restart log, audit file and lock live here.
     pub state_dir: PathBuf,
@@ -428,6 +442,13 @@ impl Config {
                     None => auth_sources(&default_auth, "auth", base, dirs)?,
                 },
                 syslog_from: s.syslog_from.clone().unwrap_or_default(),
+                api: match (&s.api, &s.api_auth) {
+                    (Some(url), own) => {
+                        Some(api::settings(url, own.as_ref(), raw.api.as_ref(), &format!("server[{i}]"), base, dirs)?)
+                    }
+                    (None, Some(_)) => bail!("{}: api_auth without api = \"https://HOST:PORT\"", key("api_auth")),
+                    (None, None) => None,
+                },
             });
         }
         let host_key_policy = raw.host_key_policy.unwrap_or(HostKeyPolicy::Strict);
@@ -449,6 +470,12 @@ impl Config {
             dirs,
         )?;
         Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts, guard })
+    }
+
+    /// The file of pinned Call Bridge API certificates: `api_certificates`
+    /// in known_hosts' folder (`HOST:PORT sha256:HEX` lines).
+    pub fn api_certificates(&self) -> PathBuf {
+        self.known_hosts.parent().unwrap_or(Path::new(".")).join("api_certificates")
     }
 
     /// The servers named in `only` (all when empty); unknown names are an error.
@@ -579,6 +606,14 @@ mod tests {
             (format!("{server}syslog_from = [\"nope\"]\n"), "server[0].syslog_from"),
             (format!("{server}[server.auth]\npassword_env = \"\"\n"), "server[0].auth.password_env"),
             (format!("[auth]\nkey_passphrase_env = \"a b\"\n{server}"), "auth.key_passphrase_env"),
+            (format!("{server}api = \"https://h:445\"\n"), "server[0].api: no API user"),
+            (format!("[api]\nuser = \"a b\"\n{server}api = \"https://h\"\n"), "api.user"),
+            (format!("[api]\nuser = \"u\"\n{server}api = \"ftp://h\"\n"), "server[0].api"),
+            (format!("[api]\nuser = \"u\"\n{server}api = \"https://h/api/v1\"\n"), "server[0].api"),
+            (format!("{server}[server.api_auth]\nuser = \"u\"\n"), "server[0].api_auth"),
+            (format!("[api]\nuser = \"u\"\npassword_env = \"A=B\"\n{server}api = \"https://h\"\n"), "api.password_env"),
+            (format!("[api]\nuser = \"u\"\nca_file = 5\n{server}"), "api.ca_file"),
+            (format!("{server}[policy]\napi_unreachable = \"ignore\"\n"), "policy.api_unreachable"),
             (
                 format!("{server}[[server]]\nname = \"cms2\"\nmmp = \"10.0.0.2\"\nlog_host = \"CMS1\"\n"),
                 "server[1].log_host",
@@ -587,6 +622,26 @@ mod tests {
             let message = error(&text);
             assert!(message.contains(key), "{key} not in: {message}\n{text}");
         }
+    }
+
+    /// A password written into an `api` URL is refused by the key's name
+    /// and never repeated, whatever else is wrong with the URL.
+    #[test]
+    fn an_api_url_with_a_password_is_refused_without_echoing_it() {
+        for url in ["https://admin:hunter2@10.0.0.1:445", "https://admin:hunter2@h:99999/x", "http://hunter2@h"] {
+            let text = format!("[api]\nuser = \"u\"\n[[server]]\nname = \"cms1\"\nmmp = \"h\"\napi = \"{url}\"\n");
+            let error =
+                format!("{:#}", Config::parse(&text, Path::new("/etc/wbguard/c.toml"), &Dirs::default()).unwrap_err());
+            assert!(error.contains("server[0].api") && error.contains("password"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let text = "[api]\nuser = \"wbguard\"\n[[server]]\nname = \"cms1\"\nmmp = \"h\"\napi = \"https://h:445\"\n\
+                    [[server]]\nname = \"cms2\"\nmmp = \"i\"\n";
+        let config = Config::parse(text, Path::new("/etc/wbguard/c.toml"), &Dirs::default()).unwrap();
+        let api = config.servers[0].api.as_ref().unwrap();
+        assert_eq!((api.endpoint.address(), api.user.as_str()), ("h:445".to_owned(), "wbguard"));
+        assert_eq!(config.servers[1].api, None);
+        assert_eq!(config.api_certificates(), config.known_hosts.with_file_name("api_certificates"));
     }
 
     #[test]

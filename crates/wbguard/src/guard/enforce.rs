@@ -324,6 +324,7 @@ mod tests {
             legacy_algorithms: false,
             auth: Vec::new(),
             syslog_from: Vec::new(),
+            api: None,
         };
         Config {
             servers: vec![server],

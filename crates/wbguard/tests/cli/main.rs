@@ -5,6 +5,7 @@
 mod analyze;
 mod analyze_inputs;
 mod clock;
+mod cms_api;
 mod config;
 mod demo;
 mod deploy;

@@ -13,8 +13,9 @@ use super::{s, wbguard_env};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A simulated deployment and a wbguard configuration pointing at it.
-struct Lab {
+/// A simulated deployment and a wbguard configuration pointing at it
+/// (also used by `cms_api`).
+pub(super) struct Lab {
     runtime: tokio::runtime::Runtime,
     running: Option<Running>,
     dir: tempfile::TempDir,
@@ -22,7 +23,7 @@ struct Lab {
 
 impl Lab {
     /// `servers` servers; `tune` may change the scenario and settings.
-    fn start(servers: usize, tune: impl FnOnce(&mut LiveConfig)) -> Lab {
+    pub(super) fn start(servers: usize, tune: impl FnOnce(&mut LiveConfig)) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("id_ed25519");
         super::keygen(&key);
@@ -55,16 +56,16 @@ impl Lab {
         Lab { runtime, running: Some(running), dir }
     }
 
-    fn endpoints(&self) -> &live::Endpoints {
+    pub(super) fn endpoints(&self) -> &live::Endpoints {
         &self.running.as_ref().unwrap().endpoints
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Writes a configuration; `extra` is appended to each server's table.
-    fn config(&self, global: &str, extra: impl Fn(usize) -> String) -> PathBuf {
+    pub(super) fn config(&self, global: &str, extra: impl Fn(usize) -> String) -> PathBuf {
         let mut text = format!(
             "state_dir = {:?}\nknown_hosts = {:?}\n{global}\n[timeouts]\nconnect = 5\nauth = 5\ncommand = 10\nverify = 10\n\n[auth]\npassword_env = \"TEST_MMP_PW\"\n",
             s(&self.path("state")),
@@ -84,11 +85,11 @@ impl Lab {
         path
     }
 
-    fn truth(&self) -> Value {
+    pub(super) fn truth(&self) -> Value {
         super::truth(self.endpoints().control)
     }
 
-    fn restarts(&self) -> Vec<usize> {
+    pub(super) fn restarts(&self) -> Vec<usize> {
         let truth = self.truth();
         truth["servers"]
             .as_array()
@@ -105,7 +106,7 @@ impl Lab {
         );
     }
 
-    fn wbguard(&self, args: &[&str]) -> Out {
+    pub(super) fn wbguard(&self, args: &[&str]) -> Out {
         Out(wbguard_env(args, None, &[("TEST_MMP_PW", PASSWORD), ("USER", "tester")]))
     }
 
@@ -129,13 +130,14 @@ impl Drop for Lab {
     }
 }
 
-struct Out(Output);
+/// A finished run of the binary.
+pub(super) struct Out(pub(super) Output);
 
 impl Out {
-    fn code(&self) -> i32 {
+    pub(super) fn code(&self) -> i32 {
         self.0.status.code().unwrap_or(-1)
     }
-    fn all(&self) -> String {
+    pub(super) fn all(&self) -> String {
         format!("{}{}", String::from_utf8_lossy(&self.0.stdout), String::from_utf8_lossy(&self.0.stderr))
     }
 }

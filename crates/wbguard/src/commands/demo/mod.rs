@@ -239,6 +239,7 @@ fn guard_setup(
             legacy_algorithms: false,
             auth: vec![AuthSource::KeyFile { path: dir.join("key/ssh_host_ed25519_key"), passphrase_env: None }],
             syslog_from: Vec::new(),
+            api: None,
         })
         .collect();
     let settings = GuardSettings {

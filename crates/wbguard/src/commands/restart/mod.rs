@@ -4,9 +4,12 @@
 //! (`--dry-run` stops there), check safety where session data exists, take
 //! the lock so two runs never overlap, then restart each web bridge, one at
 //! a time (`--rolling`, the default: each must come back before the next) or
-//! several at once (`--parallel N`). Every attempt is logged in Cisco's
-//! format and audited; the exit code says how it went (see [`crate::exit`]).
+//! several at once (`--parallel N`). With `api` configured, the Call Bridge
+//! API is asked just before each restart ([`api_gate`]). Every attempt is
+//! logged in Cisco's format and audited; the exit code says how it went
+//! (see [`crate::exit`]).
 
+mod api_gate;
 mod progress;
 
 use std::path::Path;
@@ -24,6 +27,7 @@ use crate::restarter::audit::RestartLog;
 use crate::restarter::verify::Verification;
 use crate::restarter::{self, restart_one, Attempt, Requester};
 use crate::{logs, secret};
+use api_gate::{ApiGate, Verdict};
 use progress::Progress;
 
 /// Live sessions data older than this cannot vouch for safety.
@@ -60,17 +64,27 @@ pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Out
                 .map_or("no page check".into(), |u| format!("wait for {}", secret::redact_userinfo(u)))
         );
     }
+    let gate = ApiGate::new(&config, args.wait_idle, args.force);
+    for line in gate.iter().flat_map(ApiGate::describe) {
+        println!("{line}");
+    }
     if args.dry_run {
-        let unusable = credential_problems(&servers);
+        let mut unusable = credential_problems(&servers);
+        for (server, problem) in gate.iter().flat_map(ApiGate::problems) {
+            unusable |= problem.is_error();
+            let level = if problem.is_error() { "error" } else { "warning" };
+            eprintln!("{level}: {server}: the API password: {problem}");
+        }
         println!("dry run: nothing was touched");
         return Ok(if unusable { Outcome::InputErrors } else { Outcome::Success });
     }
 
-    let unsafe_servers = safety(args, &config, &servers)?;
+    let unsafe_servers = safety(args, &config, &servers, gate.is_some())?;
     let _lock = restarter::lock(&config.state_dir)?;
     let mut log = RestartLog::open(&config.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let results = runtime.block_on(restart_all(args, &config, &servers, &unsafe_servers, parallel, &mut log))?;
+    let run = Run { args, config: &config, gate: gate.as_ref(), parallel };
+    let (results, held) = runtime.block_on(restart_all(&run, &servers, &unsafe_servers, &mut log))?;
 
     println!("summary:");
     let mut outcome = Outcome::Success;
@@ -99,7 +113,10 @@ pub fn run(config_path: Option<&Path>, args: &RestartArgs) -> anyhow::Result<Out
         println!("  {}: {line}", server.name);
     }
     // Not restarting a web bridge that was asked for, for safety, is a refusal.
-    if !unsafe_servers.is_empty() {
+    if held {
+        println!("(--wait-idle DURATION waits for live calls to end; --force restarts anyway)");
+    }
+    if !unsafe_servers.is_empty() || held {
         outcome = outcome.max(Outcome::Refused);
     }
     Ok(outcome)
@@ -124,10 +141,14 @@ fn credential_problems(servers: &[Server]) -> bool {
 
 /// Which servers may not be restarted now, and whether that is a refusal
 /// (with `--require-safe` and no data) rather than a skip.
-fn safety(args: &RestartArgs, config: &Config, servers: &[Server]) -> anyhow::Result<Vec<(String, bool)>> {
+fn safety(args: &RestartArgs, config: &Config, servers: &[Server], api: bool) -> anyhow::Result<Vec<(String, bool)>> {
     let mut blocked = Vec::new();
     if args.stats.is_empty() {
         if args.force {
+            return Ok(blocked);
+        }
+        if api {
+            println!("safety: the Call Bridge API is asked for live calls before each restart");
             return Ok(blocked);
         }
         println!("safety: no session data (--stats LOG...), so wbguard cannot check for live calls");
@@ -181,21 +202,51 @@ fn safety(args: &RestartArgs, config: &Config, servers: &[Server]) -> anyhow::Re
     Ok(blocked)
 }
 
-async fn restart_all(
-    args: &RestartArgs,
+/// What every restart of a run shares.
+struct Run<'a> {
+    args: &'a RestartArgs,
+    config: &'a Config,
+    gate: Option<&'a ApiGate>,
+    parallel: usize,
+}
+
+/// The API's word on one restart (go ahead when no API is configured),
+/// then the restart; and whether the API held it.
+async fn checked_restart(
+    server: &Server,
     config: &Config,
+    include_webbridge3: bool,
+    gate: Option<&ApiGate>,
+    report: &(dyn Fn(&str) + Sync),
+) -> (Attempt, bool) {
+    match gate {
+        None => {}
+        Some(gate) => match gate.ask(report).await {
+            Verdict::Go => {}
+            Verdict::Forced(why) => report(&format!("{why}; restarting anyway (--force)")),
+            Verdict::Hold(why) => return (Attempt::Skipped(why), true),
+        },
+    }
+    (restart_one(server, config, include_webbridge3, report).await, false)
+}
+
+/// Every restart of the run; and whether the API held any.
+async fn restart_all(
+    run: &Run<'_>,
     servers: &[Server],
     blocked: &[(String, bool)],
-    parallel: usize,
     log: &mut RestartLog,
-) -> anyhow::Result<Vec<Option<Attempt>>> {
+) -> anyhow::Result<(Vec<Option<Attempt>>, bool)> {
+    let (args, config) = (run.args, run.config);
     let mut results: Vec<Option<Attempt>> = vec![None; servers.len()];
+    let mut held = false;
     let progress = Arc::new(Progress::new(servers.iter().map(|s| s.name.clone()).collect()));
     let requester = Requester {
         operator: std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()),
         reason: args.reason.clone().unwrap_or_else(|| "manual".into()),
     };
-    let semaphore = Arc::new(Semaphore::new(parallel));
+    let semaphore = Arc::new(Semaphore::new(run.parallel));
+    let gate = run.gate.map(|gate| Arc::new(gate.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, server) in servers.iter().enumerate() {
         if let Some((_, refused)) = blocked.iter().find(|(name, _)| *name == server.name) {
@@ -208,9 +259,12 @@ async fn restart_all(
             results[index] = Some(attempt);
             continue;
         }
-        if parallel == 1 {
+        if run.parallel == 1 {
             let started = Instant::now();
-            let result = restart_one(server, config, args.include_webbridge3, &|what| progress.set(index, what)).await;
+            let (result, api_held) =
+                checked_restart(server, config, args.include_webbridge3, run.gate, &|what| progress.set(index, what))
+                    .await;
+            held |= api_held;
             progress.set(index, &result.describe(started.elapsed()));
             restarter::record(log, server, &result, started.elapsed(), &requester)?;
             let stop = matches!(result, Attempt::Failed(_) | Attempt::Refused(_))
@@ -226,18 +280,21 @@ async fn restart_all(
         let config = config.clone();
         let include = args.include_webbridge3;
         let progress = progress.clone();
+        let gate = gate.clone();
         tasks.spawn(async move {
             let _permit = permit.acquire_owned().await.expect("never closed");
             let started = Instant::now();
-            let result = restart_one(&server, &config, include, &|what| progress.set(index, what)).await;
+            let (result, api_held) =
+                checked_restart(&server, &config, include, gate.as_deref(), &|what| progress.set(index, what)).await;
             progress.set(index, &result.describe(started.elapsed()));
-            (index, result, started.elapsed())
+            (index, result, started.elapsed(), api_held)
         });
     }
     while let Some(done) = tasks.join_next().await {
-        let (index, result, took) = done.context("a restart task failed")?;
+        let (index, result, took, api_held) = done.context("a restart task failed")?;
+        held |= api_held;
         restarter::record(log, &servers[index], &result, took, &requester)?;
         results[index] = Some(result);
     }
-    Ok(results)
+    Ok((results, held))
 }
