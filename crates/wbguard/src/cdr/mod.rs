@@ -160,3 +160,48 @@ pub fn open(live: &Arc<LiveLegs>, state_dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_760_000_000 + second, 0).unwrap()
+    }
+
+    fn posted(xml: &str) -> Posted {
+        parse::parse(xml.as_bytes()).unwrap()
+    }
+
+    /// A post is durable once answered; a reconcile is written by the
+    /// writer too; a new handle on the same file finds both.
+    #[tokio::test]
+    async fn posts_and_reconciles_reach_the_file_and_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Arc::new(LiveLegs::new(10));
+        open(&live, dir.path()).unwrap();
+        let body = r#"<records session="s1"><record type="callLegStart" recordIndex="1"><callLeg id="a"><type>acano</type></callLeg></record>
+            <record type="callLegStart" recordIndex="2"><callLeg id="b"><type>sip</type></callLeg></record></records>"#;
+        let posting = live.post("cms1", posted(body), at(0)).unwrap();
+        assert_eq!((posting.applied, posting.duplicate), (2, 0));
+        posting.durable().await.unwrap();
+        let calls = live.cluster_cma(&["CMS1".into()]).unwrap();
+        assert_eq!((calls.cma, calls.source, calls.as_of), (1, CallSource::Cdr, at(0)));
+        assert_eq!(live.cluster_cma(&["cms1".into(), "cms2".into()]), None, "cms2 was never heard from");
+        let listed = |id: &str| OpenLeg { id: id.into(), kind: legs::LegKind::Acano, call: None, guest: false };
+        live.reconcile("cms2", vec![listed("x"), listed("y")], at(5));
+        assert_eq!(live.cluster_cma(&["cms1".into(), "cms2".into()]).map(|c| (c.cma, c.as_of)), Some((3, at(0))));
+        // The writer handles the reconcile before the next post's change.
+        let next =
+            r#"<records session="s1"><record type="callLegEnd" recordIndex="3"><callLeg id="a"/></record></records>"#;
+        live.post("cms1", posted(next), at(6)).unwrap().durable().await.unwrap();
+        let again = Arc::new(LiveLegs::new(10));
+        open(&again, dir.path()).unwrap();
+        assert_eq!(again.cluster_cma(&["cms1".into(), "cms2".into()]).map(|c| c.cma), Some(2));
+        let cms1 = again.callbridges().into_iter().find(|c| c.callbridge == "cms1").unwrap();
+        assert_eq!((cms1.record_index, cms1.session.as_deref()), (3, Some("s1")));
+        // Without a store, a post is applied but not durable: 503.
+        let unstored = LiveLegs::new(10);
+        assert!(unstored.post("cms1", posted(body), at(0)).unwrap().durable().await.is_err());
+    }
+}

@@ -248,7 +248,9 @@ fn cdrs_over_https_use_the_guards_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = super::watch_limits::certificate(dir.path());
     let config = dir.path().join("wbguard.toml");
-    std::fs::write(&config, format!("[watch]\ntls_certificate = {:?}\ntls_key = {:?}\n", s(&cert), s(&key))).unwrap();
+    let server = "[[server]]\nname = \"cms1\"\nmmp = \"192.0.2.11\"\nsyslog_from = [\"127.0.0.1\"]\n";
+    let text = format!("[watch]\ntls_certificate = {:?}\ntls_key = {:?}\n{server}", s(&cert), s(&key));
+    std::fs::write(&config, text).unwrap();
     let (guard, cdr) = guard("https", &["--config", s(&config)]);
     let body = records("s-1", &[(1, "callLegStart", leg("a", "acano"))]);
     let curl = Command::new("curl")
@@ -259,7 +261,7 @@ fn cdrs_over_https_use_the_guards_certificate() {
         .expect("curl");
     let code = String::from_utf8_lossy(&curl.stdout);
     assert_eq!(code, "200", "{}", String::from_utf8_lossy(&curl.stderr));
-    assert_eq!(guard.metric(&series("wbguard_callbridge_cma_calls", "127.0.0.1", None)), Some(1.0));
+    assert_eq!(guard.metric(&series("wbguard_callbridge_cma_calls", "cms1", None)), Some(1.0));
     // Plain HTTP on the HTTPS port is not a CDR.
     let (status, _) = post(cdr, &body);
     assert_ne!(status, 200);
