@@ -15,7 +15,7 @@ use rusqlite::params;
 use super::{ms, time, Store};
 
 /// One call bridge as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CdrSourceRow {
     /// Its name: the configured server's log host (lower case), or the
     /// sender's address without a configuration.
@@ -58,20 +58,6 @@ pub struct CdrChange {
     pub upsert: Vec<CdrLegRow>,
     /// Legs closed (ids).
     pub remove: Vec<String>,
-}
-
-impl Default for CdrSourceRow {
-    fn default() -> Self {
-        CdrSourceRow {
-            source: String::new(),
-            session: None,
-            high_water: 0,
-            unknown: None,
-            last_post: None,
-            reconciled: None,
-            callbridge_id: None,
-        }
-    }
 }
 
 /// The schema, applied by the store's migrations.
