@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use wbguard_core::policy::Mode;
 
-use crate::config::address::Listen;
+use crate::config::address::{CdrListen, Listen};
 use crate::config::guard_settings::Clock;
 
 /// Keeps Cisco Meeting Server web bridges open despite the Web Bridge 2
@@ -132,6 +132,11 @@ pub struct WatchArgs {
     /// [default: udp and tcp on 127.0.0.1:5514].
     #[arg(long = "listen-syslog", value_name = "URL")]
     pub listen_syslog: Vec<Listen>,
+    /// Receive CDRs here (Call Bridges post to /cdr): http://ADDR:PORT or
+    /// https://ADDR:PORT (the configuration's tls_certificate and tls_key).
+    /// Repeatable; replaces the configuration's [default: off].
+    #[arg(long = "listen-cdr", value_name = "URL")]
+    pub listen_cdr: Vec<CdrListen>,
     /// Follow this log file, as written by a local syslog server (survives
     /// rotation). Repeatable; adds to the configuration's.
     #[arg(long, value_name = "FILE")]

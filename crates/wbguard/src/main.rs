@@ -10,12 +10,14 @@
 //!   and leaves, never another command;
 //! - services: [`mmp`] (SSH), [`store`] (SQLite), [`logs`] (files into the
 //!   model), [`restarter`] (one restart, verified, audited), [`ingest`]
-//!   (syslog in), [`guard`] (the running guard and its HTTP side);
+//!   (syslog in), [`cdr`] (CDRs in: the live call legs), [`guard`] (the
+//!   running guard and its HTTP side);
 //! - leaves: [`config`] (TOML in, typed values out), [`secret`] (where a
 //!   secret lives; fetched at use), [`dirs`], [`files`] (bounded reads,
 //!   safe writes), [`text`] (outside text made safe to show), [`cli`],
 //!   [`exit`].
 
+mod cdr;
 mod cli;
 mod cms_api;
 mod commands;

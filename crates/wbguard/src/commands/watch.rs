@@ -23,6 +23,9 @@ fn setup(config_path: Option<&Path>, args: &WatchArgs, dirs: &Dirs) -> anyhow::R
     if !args.listen_syslog.is_empty() {
         settings.listen_syslog = args.listen_syslog.clone();
     }
+    if !args.listen_cdr.is_empty() {
+        settings.listen_cdr = args.listen_cdr.clone();
+    }
     if let Some(http) = args.listen_http {
         settings.listen_http = http;
     }

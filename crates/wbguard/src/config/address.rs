@@ -57,6 +57,40 @@ impl std::fmt::Display for Listen {
     }
 }
 
+/// Where a CDR listener listens: `http://ADDR:PORT` or `https://ADDR:PORT`
+/// (certificate and key from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CdrListen {
+    /// `https`: over TLS.
+    pub tls: bool,
+    /// The address it listens on.
+    pub address: SocketAddr,
+}
+
+impl std::str::FromStr for CdrListen {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("bad CDR listener '{text}': {why} (http://ADDR:PORT or https://ADDR:PORT)");
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let tls = match scheme {
+            "http" => false,
+            "https" => true,
+            _ => return Err(bad("unknown scheme")),
+        };
+        // The Call Bridges post to /cdr; a path here would suggest another.
+        let address = rest.strip_suffix('/').unwrap_or(rest);
+        let address: SocketAddr = address.parse().map_err(|_| bad("the address must be IP:PORT, without a path"))?;
+        Ok(CdrListen { tls, address })
+    }
+}
+
+impl std::fmt::Display for CdrListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.address)
+    }
+}
+
 /// `host`, `host:port`, `[v6]:port`; the port is 1 to 65535, 22 when not
 /// written.
 pub fn split_host_port(text: &str) -> anyhow::Result<(String, u16)> {

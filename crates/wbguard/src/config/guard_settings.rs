@@ -6,6 +6,7 @@
 //! [watch]
 //! listen_syslog = ["udp://0.0.0.0:514", "tcp://0.0.0.0:514", "tls://0.0.0.0:6514"]
 //! listen_http = "127.0.0.1:9149"
+//! listen_cdr = ["https://0.0.0.0:8444"]        # Call Bridges post CDRs to /cdr (default: off)
 //! tls_certificate = "/etc/wbguard/syslog.crt"   # for tls:// listeners
 //! tls_key = "/etc/wbguard/syslog.key"
 //! follow = ["/var/log/cms/cms.log"]            # files a local syslog server writes
@@ -44,7 +45,7 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use wbguard_core::policy::{Mode, Policy, Triggers, Window, WindowError};
 
-use super::address::{HttpUrl, Listen};
+use super::address::{CdrListen, HttpUrl, Listen};
 use super::Dirs;
 use crate::secret::{redact_url, Location};
 
@@ -56,9 +57,12 @@ pub struct RawWatch {
     pub listen_syslog: Option<Vec<String>>,
     /// The HTTP side (metrics, API, page).
     pub listen_http: Option<String>,
-    /// PEM certificate chain for `tls://` listeners.
+    /// CDR listeners: `http://` or `https://ADDR:PORT` (Call Bridges post
+    /// to `/cdr`).
+    pub listen_cdr: Option<Vec<String>>,
+    /// PEM certificate chain for `tls://` and `https://` listeners.
     pub tls_certificate: Option<PathBuf>,
-    /// PEM private key for `tls://` listeners.
+    /// PEM private key for `tls://` and `https://` listeners.
     pub tls_key: Option<PathBuf>,
     /// Log files to follow (written by a local syslog server).
     pub follow: Option<Vec<PathBuf>>,
@@ -247,7 +251,9 @@ pub struct GuardSettings {
     pub listen_syslog: Vec<Listen>,
     /// The HTTP side.
     pub listen_http: SocketAddr,
-    /// Certificate chain and key for `tls://` listeners.
+    /// CDR listeners (none: the receiver is off).
+    pub listen_cdr: Vec<CdrListen>,
+    /// Certificate chain and key for `tls://` and `https://` listeners.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Files to follow.
     pub follow: Vec<PathBuf>,
@@ -287,6 +293,7 @@ impl Default for GuardSettings {
                 "tcp://127.0.0.1:5514".parse().expect("valid"),
             ],
             listen_http: "127.0.0.1:9149".parse().expect("valid"),
+            listen_cdr: Vec::new(),
             tls: None,
             follow: Vec::new(),
             relays: Vec::new(),
@@ -465,6 +472,18 @@ impl GuardSettings {
                 address
             }
         };
+        let listen_cdr: Vec<CdrListen> = watch
+            .listen_cdr
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, url)| {
+                let key = format!("watch.listen_cdr[{i}]");
+                let listen: CdrListen = url.parse().map_err(|e: String| anyhow::anyhow!("{key}: {e}"))?;
+                check_fixed_port(listen.address, &key)?;
+                Ok(listen)
+            })
+            .collect::<anyhow::Result<_>>()?;
         let tls = match (&watch.tls_certificate, &watch.tls_key) {
             (Some(certificate), Some(key)) => Some((dirs.resolve(certificate, base), dirs.resolve(key, base))),
             (None, None) => None,
@@ -472,6 +491,9 @@ impl GuardSettings {
         };
         if tls.is_none() && listen_syslog.iter().any(|l| matches!(l, Listen::Tls(_))) {
             bail!("watch: a tls:// listener needs tls_certificate and tls_key");
+        }
+        if tls.is_none() && listen_cdr.iter().any(|l| l.tls) {
+            bail!("watch: an https:// CDR listener needs tls_certificate and tls_key");
         }
         let log_timezone = match &watch.log_timezone {
             None => defaults.log_timezone,
@@ -499,6 +521,7 @@ impl GuardSettings {
             restart_token,
             listen_syslog,
             listen_http,
+            listen_cdr,
             tls,
             follow: watch.follow.unwrap_or_default().iter().map(|p| dirs.resolve(p, base)).collect(),
             relays: watch.relays.unwrap_or_default(),
@@ -532,6 +555,7 @@ impl GuardSettings {
         serde_json::json!({
             "listen_syslog": self.listen_syslog.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "listen_http": self.listen_http,
+            "listen_cdr": self.listen_cdr.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "tls": self.tls.as_ref().map(|(c, k)| serde_json::json!({"certificate": c, "key": k})),
             "follow": self.follow,
             "relays": self.relays,
@@ -598,6 +622,7 @@ mod tests {
             [watch]
             listen_syslog = ["tls://0.0.0.0:6514", "udp://[::]:514"]
             listen_http = "0.0.0.0:9149"
+            listen_cdr = ["https://0.0.0.0:8444", "http://127.0.0.1:8080/"]
             tls_certificate = "syslog.crt"
             tls_key = "/k/syslog.key"
             follow = ["cms.log"]
@@ -630,6 +655,8 @@ mod tests {
         assert_eq!(s.policy.windows[0].duration, Duration::hours(2));
         assert_eq!(s.tls, Some(("/etc/syslog.crt".into(), "/k/syslog.key".into())));
         assert_eq!(s.follow, vec![PathBuf::from("/etc/cms.log")]);
+        let cdr: Vec<String> = s.listen_cdr.iter().map(ToString::to_string).collect();
+        assert_eq!(cdr, ["https://0.0.0.0:8444", "http://127.0.0.1:8080"]);
         assert_eq!(s.log_timezone, chrono_tz::Europe::Berlin);
         assert_eq!(s.webhooks[0].events, vec![Event::Restart, Event::Failure]);
         assert_eq!(s.webhooks[0].url, Location::Env("WBGUARD_TEST_HOOK".into()));
@@ -647,6 +674,9 @@ mod tests {
         );
         assert!(error("[watch]\nlisten_syslog = [\"tls://127.0.0.1:6514\"]\n").contains("tls_certificate"));
         assert!(error("[watch]\nlisten_syslog = [\"ftp://127.0.0.1:1\"]\n").contains("ftp://"));
+        assert!(error("[watch]\nlisten_cdr = [\"https://127.0.0.1:8444\"]\n").contains("tls_certificate"));
+        assert!(error("[watch]\nlisten_cdr = [\"http://127.0.0.1:0\"]\n").contains("watch.listen_cdr[0]"));
+        assert!(error("[watch]\nlisten_cdr = [\"http://127.0.0.1:80/cdr\"]\n").contains("without a path"));
         assert!(error("[[webhook]]\nurl = \"hooks.example.com\"\n").contains("https://"));
         // The URL is never repeated: it may hold a secret.
         let message = error("[[webhook]]\nurl = \"https://u:s3cret@h:99999/t0k3n\"\n");

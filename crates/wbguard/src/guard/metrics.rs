@@ -36,6 +36,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::api::Snapshot;
+use crate::cdr::metrics::Cdr;
 use crate::ingest::metrics::Messages;
 use crate::restarter::Attempt;
 
@@ -229,6 +230,10 @@ pub struct Metrics {
     pub webhooks: Webhooks,
     /// `wbguard_history_dropped_batches_total`, counted by the history.
     pub history_dropped: Counter,
+    /// The CDR receiver: its live legs (the guard task reads the cluster's
+    /// live CMA calls from `cdr.live`) and `wbguard_cdr_records_total`;
+    /// its metrics are registered here.
+    pub cdr: Cdr,
     /// The guard's own restart outcomes by web bridge; exported in
     /// `wbguard_restarts_total` beside the restarts seen in the logs.
     restarts: Family<RestartLabels, Counter>,
@@ -266,7 +271,9 @@ impl Metrics {
             history_dropped.clone(),
         );
         registry.register_collector(Box::new(SnapshotMetrics { latest, restarts: restarts.clone() }));
-        Metrics { registry, syslog, webhooks, history_dropped, restarts }
+        let cdr = Cdr::default();
+        cdr.register(&mut registry);
+        Metrics { registry, syslog, webhooks, history_dropped, cdr, restarts }
     }
 
     /// Counts one outcome of the guard's own restart of `webbridge`.

@@ -37,6 +37,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use wbguard_core::policy::Mode;
 
+use crate::cdr;
 use crate::config::address::Listen;
 use crate::config::guard_settings::GuardSettings;
 use crate::config::{Config, Server};
@@ -83,6 +84,9 @@ impl Setup {
         }
         if settings.tls.is_none() && settings.listen_syslog.iter().any(|l| matches!(l, Listen::Tls(_))) {
             anyhow::bail!("a tls:// listener needs tls_certificate and tls_key in the configuration's [watch]");
+        }
+        if settings.tls.is_none() && settings.listen_cdr.iter().any(|l| l.tls) {
+            anyhow::bail!("an https:// CDR listener needs tls_certificate and tls_key in the configuration's [watch]");
         }
         if settings.policy.mode == Mode::Enforce {
             for server in self.config.iter().flat_map(|config| &config.servers) {
@@ -165,6 +169,13 @@ pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
     let shared = Arc::new(snapshot::Shared::new(first));
     let dropped = shared.metrics.history_dropped.clone();
     let (history, restarted) = history::History::start(store, setup.settings.retention, dropped)?;
+    // The CDR receiver's open legs come back from the same file (only when
+    // it listens: legs of a receiver switched off would never change again).
+    let live_legs = &shared.metrics.cdr.live;
+    live_legs.set_max_sources(setup.settings.max_hosts);
+    if !setup.settings.listen_cdr.is_empty() {
+        cdr::open(live_legs, &setup.state_dir)?;
+    }
     Ok(Prepared { setup, resolved, tls, shared, history, restarted })
 }
 
@@ -199,6 +210,19 @@ pub async fn serve(
     for path in &settings.follow {
         tasks.spawn(ingest::follow::follow(path.clone(), intake.clone(), shutdown_rx.clone()));
     }
+    // CDRs: the same allow list as syslog; the live legs are
+    // `shared.metrics.cdr.live`, which the guard task reads.
+    let cdr_intake = cdr::listener::CdrIntake {
+        live: shared.metrics.cdr.live.clone(),
+        counts: shared.metrics.cdr.counts.clone(),
+        sources: sources.clone(),
+    };
+    let mut bound_cdr = Vec::new();
+    for listen in &settings.listen_cdr {
+        let bound = cdr::listener::bind(listen, tls.as_ref()).await?;
+        bound_cdr.push(bound.url()?);
+        tasks.spawn(bound.serve(cdr_intake.clone(), shutdown_rx.clone()));
+    }
     drop(intake);
     let notifier = notify::Notifier::start(resolved.webhooks, shared.metrics.webhooks.clone());
     *shared.restart_token.write().expect("never poisoned") = resolved.restart_token;
@@ -226,10 +250,11 @@ pub async fn serve(
     announce(&endpoints);
     tasks.spawn(http::serve(listener, places.http, http::router(shared.clone(), history, manual), shutdown_rx.clone()));
     tracing::info!(
-        "watching ({:?} mode): syslog on {}{}, status on http://{}",
+        "watching ({:?} mode): syslog on {}{}{}, status on http://{}",
         settings.policy.mode,
         endpoints.syslog.join(", "),
         endpoints.follow.iter().map(|f| format!(", file {f}")).collect::<String>(),
+        bound_cdr.iter().map(|url| format!(", CDRs on {url}/cdr")).collect::<String>(),
         endpoints.http
     );
     let (reload, mut reloads) = match reload {
@@ -326,6 +351,7 @@ fn reloaded(reload: &Reload, running: &GuardSettings) -> anyhow::Result<(Setup, 
     let fixed = [
         ("listen_syslog", settings.listen_syslog != running.listen_syslog),
         ("listen_http", settings.listen_http != running.listen_http),
+        ("listen_cdr", settings.listen_cdr != running.listen_cdr),
         ("tls", settings.tls != running.tls),
         ("follow", settings.follow != running.follow),
         ("limit", settings.limit != running.limit),

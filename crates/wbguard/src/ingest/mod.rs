@@ -168,7 +168,7 @@ impl Sources {
     }
 
     /// Who `source` may speak for, if anyone.
-    fn origin(&self, source: IpAddr) -> Option<Origin> {
+    pub fn origin(&self, source: IpAddr) -> Option<Origin> {
         if self.open {
             return Some(Origin::Anyone);
         }

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+pub mod cdr;
 pub mod history;
 
 /// The file name inside the state directory.
@@ -52,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
     // file read again from its start, a relay that repeats).
     "DELETE FROM samples WHERE rowid NOT IN (SELECT min(rowid) FROM samples GROUP BY time_ms, host, kind);
      CREATE UNIQUE INDEX samples_once ON samples (time_ms, host, kind);",
+    // 3: the CDR receiver's open legs (see [`cdr`]).
+    cdr::SCHEMA,
 ];
 
 /// A sample as stored.

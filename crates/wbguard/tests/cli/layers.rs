@@ -16,6 +16,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("files", Layer::Leaf),
     ("secret", Layer::Leaf),
     ("text", Layer::Leaf),
+    ("cdr", Layer::Service),
     ("cms_api", Layer::Service),
     ("guard", Layer::Service),
     ("ingest", Layer::Service),

@@ -4,6 +4,7 @@
 
 mod analyze;
 mod analyze_inputs;
+mod cdr;
 mod clock;
 mod cms_api;
 mod config;
