@@ -74,9 +74,50 @@ pub struct CdrIntake {
     pub sources: Arc<RwLock<Arc<Sources>>>,
 }
 
+/// Who may be posting on one connection: decided by its address, once.
+#[derive(Debug)]
+enum Poster {
+    /// Without a configuration: anyone; named by the receiver URI's
+    /// `callbridge`, else by its address.
+    Anyone(IpAddr),
+    /// The configured servers (log hosts, lower case) that use this
+    /// address: one of them, named by `callbridge` when there are several.
+    Servers(IpAddr, Vec<String>),
+}
+
+impl Poster {
+    /// The call bridge a request speaks for. A receiver URI may carry
+    /// `?callbridge=NAME` (CMS sends the URI's query as it is configured):
+    /// it tells apart servers that share an address (NAT, one host), and
+    /// can name only a server the address belongs to.
+    fn name(&self, query: Option<&str>) -> Result<String, String> {
+        let named = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("callbridge="))
+            .map(str::to_ascii_lowercase);
+        match (self, named) {
+            (Poster::Anyone(ip), None) => Ok(ip.to_string()),
+            (Poster::Anyone(_), Some(name)) if crate::text::printable(&name) == name && !name.is_empty() => Ok(name),
+            (Poster::Anyone(ip), Some(_)) => Err(format!("{ip}: the receiver URI's callbridge is not a name")),
+            (Poster::Servers(_, hosts), None) if hosts.len() == 1 => Ok(hosts[0].clone()),
+            (Poster::Servers(ip, hosts), None) => Err(format!(
+                "{ip} is the address of several servers ({}): their CDRs cannot be told apart; give each its own syslog_from, or end each call bridge's receiver URI with ?callbridge=NAME",
+                hosts.join(", ")
+            )),
+            (Poster::Servers(_, hosts), Some(name)) if hosts.contains(&name) => Ok(name),
+            (Poster::Servers(ip, hosts), Some(name)) => Err(format!(
+                "{ip} may post CDRs only for {}, not for {:?}",
+                hosts.join(", "),
+                crate::text::printable(&name)
+            )),
+        }
+    }
+}
+
 impl CdrIntake {
-    /// The call bridge posting from `ip`, or why it may not.
-    fn identify(&self, ip: IpAddr) -> Result<String, String> {
+    /// Who may post from `ip`, or why nobody may.
+    fn identify(&self, ip: IpAddr) -> Result<Poster, String> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -86,12 +127,10 @@ impl CdrIntake {
             None => Err(format!(
                 "{ip} is not on the allow list (a configured server's syslog_from, or its MMP host's addresses)"
             )),
-            Some(Origin::Anyone) => Ok(ip.to_string()),
-            Some(Origin::Servers(hosts)) if hosts.len() == 1 => Ok(hosts[0].to_lowercase()),
-            Some(Origin::Servers(hosts)) => Err(format!(
-                "{ip} is the address of several servers ({}): their CDRs cannot be told apart; give each its own syslog_from",
-                hosts.join(", ")
-            )),
+            Some(Origin::Anyone) => Ok(Poster::Anyone(ip)),
+            Some(Origin::Servers(hosts)) => {
+                Ok(Poster::Servers(ip, hosts.iter().map(|h| h.to_ascii_lowercase()).collect()))
+            }
             Some(Origin::Relay) => Err(format!("{ip} is a relay: it may forward syslog, not post CDRs")),
         }
     }
@@ -162,7 +201,7 @@ impl Bound {
 /// One connection, served until it closes, idles, or the guard stops.
 async fn connection<S>(
     stream: S,
-    sender: Arc<Result<String, String>>,
+    sender: Arc<Result<Poster, String>>,
     intake: CdrIntake,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -201,15 +240,15 @@ fn answer(status: StatusCode, text: String) -> Response<Full<Bytes>> {
 /// One request.
 async fn handle(
     request: Request<Incoming>,
-    sender: &Result<String, String>,
+    sender: &Result<Poster, String>,
     intake: &CdrIntake,
 ) -> Response<Full<Bytes>> {
-    let source = match sender {
+    let source = match sender.as_ref().map_err(Clone::clone).and_then(|poster| poster.name(request.uri().query())) {
         Ok(source) => source,
         Err(why) => {
             intake.counts.add(CdrResult::Rejected, 1);
             tracing::debug!("CDR post refused: {why}");
-            let mut refused = answer(StatusCode::FORBIDDEN, why.clone());
+            let mut refused = answer(StatusCode::FORBIDDEN, why);
             refused.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             return refused;
         }
@@ -254,7 +293,7 @@ async fn handle(
             return answer(StatusCode::BAD_REQUEST, format!("the body is not a CDR <records> document: {error}"));
         }
     };
-    let posting = match intake.live.post(source, posted, chrono::Utc::now()) {
+    let posting = match intake.live.post(&source, posted, chrono::Utc::now()) {
         Ok(posting) => posting,
         Err(refused) => {
             intake.counts.add(CdrResult::Rejected, 1);

@@ -99,10 +99,6 @@ impl LiveLegs {
     /// `as_of` is the oldest of their last posts or reconciles: a call
     /// bridge posts only when something happens, so a quiet one is not a
     /// stale one.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the guard task calls it once the model takes live calls (issue 13, item 2)")
-    )]
     pub fn cluster_cma(&self, expected: &[String]) -> Option<LiveCalls> {
         let (cma, as_of) = self.tracker().cluster_cma(expected)?;
         Some(LiveCalls { cma, source: CallSource::Cdr, as_of })
@@ -117,7 +113,6 @@ impl LiveLegs {
     /// (a reconcile): its count is known again. In memory at once; written
     /// to the store by its writer shortly after (with the next post at the
     /// latest).
-    #[cfg_attr(not(test), expect(dead_code, reason = "the Call Bridge API check calls it (issue 13, item 3)"))]
     pub fn reconcile(&self, callbridge: &str, legs: Vec<OpenLeg>, at: DateTime<Utc>) {
         let name = callbridge.to_lowercase();
         if !self.tracker().reconcile(&name, legs, at) {

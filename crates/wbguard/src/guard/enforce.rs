@@ -505,7 +505,10 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
             let cma_live = *answer.lock().unwrap();
             Some(Box::pin(async move {
-                Ok(LiveCheck { callbridges: vec![CallBridgeCalls { server: "cms2".into(), cma_live }] })
+                Ok(LiveCheck {
+                    callbridges: vec![CallBridgeCalls { server: "cms2".into(), cma_live }],
+                    legs: Vec::new(),
+                })
             }) as super::super::precheck::CheckFuture)
         });
         let (mut enforcer, mut finished, mut checked) =
@@ -517,7 +520,7 @@ mod tests {
         enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
         assert!(enforcer.in_progress() && !enforcer.busy);
         let answer = checked.recv().await.unwrap();
-        let counted_live = enforcer.precheck.answered(answer, false).unwrap();
+        let (counted_live, _) = enforcer.precheck.answered(answer, false).unwrap();
         assert_eq!((counted_live.cma, counted_live.source), (1, wbguard_core::model::CallSource::Api));
         // Held, in words, and not asked again for a few seconds.
         let mut decisions = vec![restart("cms1")];
@@ -533,7 +536,7 @@ mod tests {
         tokio::time::advance(super::super::precheck::ASK_AGAIN_AFTER).await;
         enforcer.act(&config, &[restart("cms1")], at(1), &mut restarted).await;
         let answer = checked.recv().await.unwrap();
-        assert_eq!(enforcer.precheck.answered(answer, false).map(|l| l.cma), Some(0));
+        assert_eq!(enforcer.precheck.answered(answer, false).map(|(l, _)| l.cma), Some(0));
         enforcer.act(&config, &[restart("cms1")], at(1), &mut restarted).await;
         assert!(enforcer.busy);
         finished.recv().await.unwrap();

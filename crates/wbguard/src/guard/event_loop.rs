@@ -25,10 +25,10 @@ use super::history::History;
 use super::hosts::OpenHosts;
 use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
-use super::precheck::{ApiUnreachable, CheckLive, Checked};
+use super::precheck::{CheckLive, Checked};
 use super::snapshot::{Shared, Snapshot};
 use super::Setup;
-use crate::config::guard_settings::Event;
+use crate::config::guard_settings::{ApiUnreachable, Event};
 use crate::config::Config;
 use crate::ingest::metrics::MessageResult;
 use crate::ingest::{Batch, Origin};
@@ -96,7 +96,7 @@ impl Rules {
             retention: settings.retention,
             config: setup.config.clone(),
             max_hosts: settings.max_hosts,
-            api_unreachable: ApiUnreachable::Hold,
+            api_unreachable: settings.api_unreachable,
         }
     }
 
@@ -445,16 +445,32 @@ impl Task {
     /// restart goes out seconds after the answer.
     async fn api_answered(&mut self, answer: Checked) {
         let logs_if_unreachable = self.rules.api_unreachable == ApiUnreachable::Logs;
-        if let Some(live) = self.enforcer.precheck.answered(answer, logs_if_unreachable) {
+        if let Some((live, legs)) = self.enforcer.precheck.answered(answer, logs_if_unreachable) {
             self.api_live = Some(live);
+            // What the API lists is what is live: the CDR count of each
+            // call bridge that answered is right again (after lost records).
+            for (callbridge, legs) in legs {
+                self.shared.metrics.cdr.live.reconcile(&callbridge, legs, live.as_of);
+            }
         }
         self.decide().await;
     }
 
-    /// The cluster's live calls as the freshest source knows them: the
-    /// API's last count while it is fresh.
+    /// The cluster's live calls as the best source knows them: the CDRs
+    /// when every call bridge is known from them, else the API's last
+    /// count while it is fresh; none: the logs alone.
     fn live_calls(&self, now: DateTime<Utc>) -> Option<LiveCalls> {
-        self.api_live.filter(|live| now - live.as_of <= API_FRESH)
+        // The cluster's call bridges: those the logs show alive, and those
+        // that post CDRs. One that is not known from CDRs leaves the
+        // figure unknown: never assumed zero.
+        let gone_after = self.model.config().callbridge_gone_after;
+        let cdr = &self.shared.metrics.cdr.live;
+        let mut expected: Vec<String> =
+            self.model.callbridges().filter(|cb| now - cb.last_time <= gone_after).map(|cb| cb.host.clone()).collect();
+        expected.extend(cdr.callbridges().into_iter().map(|cb| cb.callbridge));
+        expected.sort();
+        expected.dedup();
+        cdr.cluster_cma(&expected).or_else(|| self.api_live.filter(|live| now - live.as_of <= API_FRESH))
     }
 
     /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and

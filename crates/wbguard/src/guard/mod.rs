@@ -234,7 +234,7 @@ pub async fn serve(
         restarted,
         notifier: notifier.clone(),
         clock: clock::GuardClock::new(settings.clock, settings.future_tolerance),
-        check: Arc::new(|_| None),
+        check: precheck::through_api(),
     };
     let (rules_tx, rules_rx) = mpsc::channel(4);
     let (manual, manuals) = mpsc::channel(4);

@@ -24,13 +24,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use wbguard_core::model::{CallSource, LiveCalls};
 use wbguard_core::policy::{Action, Decision};
 
 pub use super::api::{ApiCheckView, CallBridgeCalls};
+use crate::cdr::legs::LegKind;
+use crate::cdr::OpenLeg;
+use crate::cms_api;
 use crate::config::Config;
 
 /// How long a check that found the cluster within the allowance lets a
@@ -41,10 +43,67 @@ pub const CLEARED_FOR: Duration = Duration::from_secs(10);
 pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// What the API said about the whole cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LiveCheck {
     /// Every call bridge asked.
     pub callbridges: Vec<CallBridgeCalls>,
+    /// Each call bridge's live legs by its log host: what the CDR count
+    /// is reconciled with.
+    pub legs: Vec<(String, Vec<OpenLeg>)>,
+}
+
+/// Why a check has no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFailed {
+    /// In words, naming the server.
+    pub why: String,
+    /// The API simply did not answer (down, timed out): what
+    /// `policy.api_unreachable` is about. A refused certificate or password
+    /// holds whatever the policy: it will not mend by itself.
+    pub unreachable: bool,
+}
+
+/// The real check: every server of the configuration that has `api`,
+/// within [`cms_api::CHECK_DEADLINE`].
+pub fn through_api() -> CheckLive {
+    Arc::new(|config: &Config| {
+        if cms_api::cluster(&config.servers).is_empty() {
+            return None;
+        }
+        let servers = config.servers.clone();
+        let trust = cms_api::trust::ApiTrust::from_config(config);
+        Some(Box::pin(async move {
+            let check = cms_api::check_cluster(&servers, &trust, cms_api::CHECK_DEADLINE)
+                .await
+                .map_err(|e| CheckFailed { why: e.to_string(), unreachable: e.is_unreachable() })?;
+            let log_host =
+                |name: &str| servers.iter().find(|s| s.name == name).map_or(name.to_owned(), |s| s.log_host.clone());
+            Ok(LiveCheck {
+                callbridges: check
+                    .per_callbridge
+                    .iter()
+                    .map(|c| CallBridgeCalls { server: c.server.clone(), cma_live: c.cma_live })
+                    .collect(),
+                legs: check
+                    .per_callbridge
+                    .iter()
+                    .map(|c| {
+                        let legs = c
+                            .legs
+                            .iter()
+                            .map(|leg| OpenLeg {
+                                id: leg.id.clone(),
+                                kind: LegKind::of(Some(&leg.kind), leg.sub_type.as_deref()),
+                                call: None,
+                                guest: false,
+                            })
+                            .collect();
+                        (log_host(&c.server), legs)
+                    })
+                    .collect(),
+            })
+        }) as CheckFuture)
+    })
 }
 
 impl LiveCheck {
@@ -78,7 +137,7 @@ impl LiveCheck {
 
 /// A check in flight: the API of every server of the configuration that
 /// has one. `None` when none has: there is nothing to ask.
-pub type CheckFuture = Pin<Box<dyn Future<Output = Result<LiveCheck, String>> + Send>>;
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<LiveCheck, CheckFailed>> + Send>>;
 /// Asks the API of a configuration's servers (a stand-in in tests).
 pub type CheckLive = Arc<dyn Fn(&Config) -> Option<CheckFuture> + Send + Sync>;
 
@@ -86,7 +145,7 @@ pub type CheckLive = Arc<dyn Fn(&Config) -> Option<CheckFuture> + Send + Sync>;
 pub struct Checked {
     webbridge: String,
     allowed: Option<u32>,
-    result: Result<LiveCheck, String>,
+    result: Result<LiveCheck, CheckFailed>,
     asked: DateTime<Utc>,
 }
 
@@ -160,13 +219,19 @@ impl PreCheck {
     }
 
     /// Takes a check's answer: clears or holds the restart, and returns the
-    /// live count it gives the model, if any. `logs_if_unreachable`: an
-    /// API that does not answer leaves the decision to the logs.
-    pub fn answered(&mut self, checked: Checked, logs_if_unreachable: bool) -> Option<LiveCalls> {
+    /// live count it gives the model and the legs each call bridge listed,
+    /// if any. `logs_if_unreachable`: an API that does not answer leaves
+    /// the decision to the logs.
+    pub fn answered(
+        &mut self,
+        checked: Checked,
+        logs_if_unreachable: bool,
+    ) -> Option<(LiveCalls, Vec<(String, Vec<OpenLeg>)>)> {
         self.running = None;
         let Checked { webbridge, allowed, result, asked } = checked;
         let (view, live) = match result {
-            Ok(check) => {
+            Ok(mut check) => {
+                let legs = std::mem::take(&mut check.legs);
                 let cma = check.cma_live();
                 let within = allowed.is_none_or(|allowed| cma <= allowed);
                 let text = format!(
@@ -186,14 +251,17 @@ impl PreCheck {
                     verdict: verdict.into(),
                     text,
                 };
-                (view, Some(LiveCalls { cma, source: CallSource::Api, as_of: asked }))
+                (view, Some((LiveCalls { cma, source: CallSource::Api, as_of: asked }, legs)))
             }
-            Err(error) => {
-                let verdict = if logs_if_unreachable { "cleared" } else { "unreachable" };
-                let text = if logs_if_unreachable {
-                    format!("API did not answer ({error}); the logs decide (policy.api_unreachable = \"logs\")")
+            Err(CheckFailed { why, unreachable }) => {
+                let logs = logs_if_unreachable && unreachable;
+                let verdict = if logs { "cleared" } else { "unreachable" };
+                let text = if logs {
+                    format!("API did not answer ({why}); the logs decide (policy.api_unreachable = \"logs\")")
+                } else if unreachable {
+                    format!("API did not answer ({why}); holding (policy.api_unreachable = \"hold\")")
                 } else {
-                    format!("API did not answer ({error}); holding (policy.api_unreachable = \"hold\")")
+                    format!("API check failed ({why}); holding")
                 };
                 let view = ApiCheckView {
                     webbridge: webbridge.clone(),
@@ -236,16 +304,6 @@ impl PreCheck {
     }
 }
 
-/// `policy.api_unreachable`: what an API that does not answer means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ApiUnreachable {
-    /// Hold the restart (the default): no proof, no restart.
-    #[default]
-    Hold,
-    /// Let the logs decide, as without an API.
-    Logs,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +312,7 @@ mod tests {
         Checked {
             webbridge: webbridge.into(),
             allowed: Some(0),
-            result: Err("connection refused".into()),
+            result: Err(CheckFailed { why: "connection refused".into(), unreachable: true }),
             asked: Utc::now(),
         }
     }
@@ -302,6 +360,7 @@ mod tests {
     #[test]
     fn the_count_names_each_busy_call_bridge() {
         let check = LiveCheck {
+            legs: Vec::new(),
             callbridges: vec![
                 CallBridgeCalls { server: "cms1".into(), cma_live: 0 },
                 CallBridgeCalls { server: "cms2".into(), cma_live: 2 },
