@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::parse::{LegFields, Malformed, Posted, Record, RecordKind};
 use crate::store::cdr::{CdrChange, CdrLegRow, CdrSourceRow};
@@ -42,7 +42,7 @@ pub const LEFT_SESSIONS: usize = 4;
 
 /// What a leg is, as far as the live CMA count goes: the `type` label of
 /// `wbguard_callbridge_calls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LegKind {
     /// `type` acano, not a distribution link: a CMA client (WebRTC through
@@ -116,7 +116,7 @@ pub struct OpenLeg {
 }
 
 /// One call bridge as the status shows it (`/api/status`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdrCallBridge {
     /// Its name: the configured server's log host, or the sender's address
     /// without a configuration.

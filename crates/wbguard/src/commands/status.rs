@@ -70,6 +70,19 @@ fn table(url: &str, status: &Status) -> String {
             let _ = writeln!(out, "live calls: unknown (no CDRs or API answer): the logs bound what can drop");
         }
     }
+    for callbridge in &snapshot.cdr {
+        let _ = writeln!(
+            out,
+            "CDR {}: {}, last post {}",
+            printable(&callbridge.callbridge),
+            match (&callbridge.unknown_reason, callbridge.known) {
+                (_, true) => format!("{} CMA call(s) live", callbridge.cma_calls),
+                (Some(why), false) => format!("unknown ({})", printable(why)),
+                (None, false) => "unknown".to_owned(),
+            },
+            callbridge.last_post.map_or("never".to_owned(), ago)
+        );
+    }
     if let Some(check) = &snapshot.api_check {
         let _ = writeln!(
             out,

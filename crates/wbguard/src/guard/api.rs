@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use wbguard_core::model::{ClusterEstimate, LiveCalls, WebBridgeEstimate};
 use wbguard_core::policy::{Decision, Mode};
 
+pub use crate::cdr::CdrCallBridge;
 pub use crate::config::guard_settings::Clock;
 
 /// What a running guard listens on; printed as one JSON line.
@@ -130,6 +131,9 @@ pub struct Snapshot {
     /// The last check of the Call Bridge API before a restart.
     #[serde(default)]
     pub api_check: Option<ApiCheckView>,
+    /// The call bridges posting CDRs, and what their records say is live.
+    #[serde(default)]
+    pub cdr: Vec<CdrCallBridge>,
 }
 
 /// `GET /api/status`: the snapshot, the message counts, and whether the

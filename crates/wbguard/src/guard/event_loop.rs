@@ -350,6 +350,7 @@ impl Task {
         snapshot.servers_ahead = self.clock.ahead();
         snapshot.journal_ahead = self.journal_ahead.clone();
         snapshot.api_check = self.enforcer.precheck.last.clone();
+        snapshot.cdr = self.shared.metrics.cdr.live.callbridges();
         snapshot
     }
 

@@ -49,8 +49,12 @@ pub struct LiveCheck {
     pub callbridges: Vec<CallBridgeCalls>,
     /// Each call bridge's live legs by its log host: what the CDR count
     /// is reconciled with.
-    pub legs: Vec<(String, Vec<OpenLeg>)>,
+    pub legs: Vec<ListedLegs>,
 }
+
+/// One call bridge's live legs as its API listed them: its log host, and
+/// the legs.
+pub type ListedLegs = (String, Vec<OpenLeg>);
 
 /// Why a check has no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +230,7 @@ impl PreCheck {
         &mut self,
         checked: Checked,
         logs_if_unreachable: bool,
-    ) -> Option<(LiveCalls, Vec<(String, Vec<OpenLeg>)>)> {
+    ) -> Option<(LiveCalls, Vec<ListedLegs>)> {
         self.running = None;
         let Checked { webbridge, allowed, result, asked } = checked;
         let (view, live) = match result {

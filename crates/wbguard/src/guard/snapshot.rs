@@ -31,6 +31,7 @@ impl Snapshot {
             decisions: Vec::new(),
             live_calls: None,
             api_check: None,
+            cdr: Vec::new(),
         }
     }
 
@@ -67,6 +68,7 @@ impl Snapshot {
             decisions,
             live_calls: model.live_calls(),
             api_check: None,
+            cdr: Vec::new(),
         }
     }
 }
