@@ -14,6 +14,9 @@
 //! [load]
 //! peak_sessions = 160
 //! leak_probability = 0.05
+//! # "office" (default): quiet nights and weekends; "24h": a deployment
+//! # busy day and night (never below 70% of peak_sessions, weekends too).
+//! profile = "24h"
 //! ```
 //!
 //! Unknown keys are errors, and every error names the line and the field.
@@ -94,6 +97,8 @@ pub struct Load {
     pub weekend_factor: Option<f64>,
     /// Seconds between web bridge Stats lines.
     pub stats_interval_seconds: Option<i64>,
+    /// `office` (default) or `24h` (busy nights, see [`crate::scenario::Profile`]).
+    pub profile: Option<String>,
 }
 
 impl ScenarioFile {
@@ -163,6 +168,9 @@ impl ScenarioFile {
             if let Some(v) = load.weekend_factor {
                 scenario.weekend_factor = v;
             }
+            if let Some(text) = &load.profile {
+                scenario.profile = text.parse().map_err(|e| format!("load.profile: {e}"))?;
+            }
             if let Some(v) = load.stats_interval_seconds {
                 if v < 1 {
                     return Err("load.stats_interval_seconds: must be at least 1".into());
@@ -219,5 +227,9 @@ mod tests {
             .scenario(1, Release::V2_9)
             .unwrap_err();
         assert!(error.contains("server[0].release"), "{error}");
+        let error = ScenarioFile::parse("[load]\nprofile = \"nights\"\n").unwrap().scenario(1, Release::V2_9).unwrap_err();
+        assert!(error.contains("load.profile") && error.contains("24h"), "{error}");
+        let busy = ScenarioFile::parse("[load]\nprofile = \"24h\"\n").unwrap().scenario(1, Release::V2_9).unwrap();
+        assert_eq!(busy.profile, crate::scenario::Profile::AllDay);
     }
 }
