@@ -6,6 +6,8 @@
 //! speed = 1440
 //! seed = 7
 //! syslog = ["udp://127.0.0.1:5514"]
+//! cdr = ["http://127.0.0.1:9000/cdr"]   # at most 4
+//! api_port = 8443
 //!
 //! [[server]]
 //! name = "cms01"
@@ -50,6 +52,14 @@ pub struct ScenarioFile {
     pub control_port: Option<u16>,
     /// Syslog destinations.
     pub syslog: Option<Vec<String>>,
+    /// CDR receivers (`--cdr`).
+    pub cdr: Option<Vec<String>>,
+    /// CA file for https CDR receivers (`--cdr-ca`).
+    pub cdr_ca: Option<PathBuf>,
+    /// Accept any certificate from https CDR receivers (`--cdr-insecure`).
+    pub cdr_insecure: Option<bool>,
+    /// First Call Bridge API port (`--api-port`).
+    pub api_port: Option<u16>,
     /// Host key directory.
     pub state_dir: Option<PathBuf>,
     /// MMP user.
