@@ -237,7 +237,8 @@ mod tests {
             .scenario(1, Release::V2_9)
             .unwrap_err();
         assert!(error.contains("server[0].release"), "{error}");
-        let error = ScenarioFile::parse("[load]\nprofile = \"nights\"\n").unwrap().scenario(1, Release::V2_9).unwrap_err();
+        let error =
+            ScenarioFile::parse("[load]\nprofile = \"nights\"\n").unwrap().scenario(1, Release::V2_9).unwrap_err();
         assert!(error.contains("load.profile") && error.contains("24h"), "{error}");
         let busy = ScenarioFile::parse("[load]\nprofile = \"24h\"\n").unwrap().scenario(1, Release::V2_9).unwrap();
         assert_eq!(busy.profile, crate::scenario::Profile::AllDay);

@@ -78,7 +78,10 @@ impl std::str::FromStr for Guid {
     fn from_str(text: &str) -> Result<Self, String> {
         let groups: Vec<&str> = text.split('-').collect();
         let shaped = groups.len() == 5
-            && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+            && groups
+                .iter()
+                .zip([8, 4, 4, 4, 12])
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
         if !shaped {
             return Err(format!("'{text}' is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"));
         }
@@ -671,8 +674,7 @@ impl Simulation {
         let here = make(self, callbridge, call, &names.1);
         let there = make(self, other, there_call, &names.0);
         self.calls.get_mut(&there_call).expect("just opened").max_active = 1;
-        self.calls.get_mut(&call).expect("live").link =
-            Some(Link { here, there, there_call, there_callbridge: other });
+        self.calls.get_mut(&call).expect("live").link = Some(Link { here, there, there_call, there_callbridge: other });
     }
 
     fn least_loaded_callbridge(&mut self) -> usize {

@@ -427,7 +427,8 @@ async fn call_bridges(State(context): State<Arc<ApiContext>>) -> Response {
     let world = context.world.lock().expect("the world lock is never poisoned");
     let servers = world.servers();
     let clustered = servers.len() > 1;
-    let mut body = format!("<?xml version=\"1.0\"?>\n<callBridges total=\"{}\">", if clustered { servers.len() } else { 0 });
+    let mut body =
+        format!("<?xml version=\"1.0\"?>\n<callBridges total=\"{}\">", if clustered { servers.len() } else { 0 });
     if clustered {
         for (i, server) in servers.iter().enumerate() {
             body.push_str(&format!(

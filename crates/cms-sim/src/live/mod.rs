@@ -203,7 +203,8 @@ pub async fn start_with(config: LiveConfig, calls: CallBridgeOptions) -> anyhow:
         let fingerprint = host_key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();
         let ssh = bind(config.ssh_port, i, config.address_per_server, "SSH").await?;
         let http = bind(config.http_port, i, config.address_per_server, "HTTP").await?;
-        let api_cert = api_cert::load_or_create(&config.state_dir.join(&server.name), &server.name, i, calls.rotate_api_cert)?;
+        let api_cert =
+            api_cert::load_or_create(&config.state_dir.join(&server.name), &server.name, i, calls.rotate_api_cert)?;
         let api_listener = bind(calls.api_port, i, config.address_per_server, "API").await?;
         endpoints.push(ServerEndpoints {
             name: server.name.clone(),

@@ -79,8 +79,8 @@ pub fn client_config(tls: &CdrTls) -> anyhow::Result<Arc<rustls::ClientConfig>> 
 
 fn read_roots(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
-    let certificates = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("--cdr-ca {}: cannot read it", path.display()))?;
+    let certificates =
+        CertificateDer::pem_file_iter(path).with_context(|| format!("--cdr-ca {}: cannot read it", path.display()))?;
     for certificate in certificates {
         let certificate =
             certificate.with_context(|| format!("--cdr-ca {}: not a PEM certificate file", path.display()))?;
@@ -306,7 +306,8 @@ impl CdrOut {
                     stats.records_delivered += c.records_delivered.load(Ordering::Relaxed);
                     stats.records_dropped += c.records_dropped.load(Ordering::Relaxed);
                     stats.duplicates_sent += c.duplicates_sent.load(Ordering::Relaxed);
-                    stats.queued += queue.state.lock().expect("the CDR queue lock is never poisoned").records.len() as u64;
+                    stats.queued +=
+                        queue.state.lock().expect("the CDR queue lock is never poisoned").records.len() as u64;
                 }
                 stats
             })
@@ -314,7 +315,12 @@ impl CdrOut {
     }
 
     /// Starts one sender task per queue.
-    pub fn start(&self, tls: Option<Arc<rustls::ClientConfig>>, shutdown: &watch::Receiver<bool>, tasks: &mut tokio::task::JoinSet<()>) {
+    pub fn start(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        shutdown: &watch::Receiver<bool>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
         for queue in self.queues.iter().flatten() {
             tasks.spawn(send(queue.clone(), tls.clone(), shutdown.clone()));
         }

@@ -113,7 +113,11 @@ async fn exchange(receiver: &Receiver, body: &str, tls: Option<&Arc<rustls::Clie
     }
 }
 
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, receiver: &Receiver, body: &str) -> Result<u16, String> {
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    receiver: &Receiver,
+    body: &str,
+) -> Result<u16, String> {
     let host = if receiver.host.contains(':') { format!("[{}]", receiver.host) } else { receiver.host.clone() };
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {host}:{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
