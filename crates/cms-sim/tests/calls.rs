@@ -133,6 +133,9 @@ enum Mode {
     ApplyAndStall,
 }
 
+/// What the receiver's handler shares with the test.
+type Shared = (Arc<Mutex<Inbox>>, Arc<Mutex<Mode>>);
+
 #[derive(Default)]
 struct Inbox {
     /// Every body applied, in order of arrival.
@@ -161,10 +164,7 @@ impl CdrReceiver {
             .route(
                 "/cdr",
                 post(
-                    |axum::extract::State((inbox, mode)): axum::extract::State<(
-                        Arc<Mutex<Inbox>>,
-                        Arc<Mutex<Mode>>,
-                    )>,
+                    |axum::extract::State((inbox, mode)): axum::extract::State<Shared>,
                      query: axum::extract::RawQuery,
                      body: String| async move {
                         assert_eq!(query.0.as_deref(), Some("site=test"), "the query is sent as written");
@@ -636,4 +636,103 @@ fn the_api_over_https_answers_for_the_legs_each_call_bridge_hosts() {
     let untrusting = ureq::Agent::config_builder().build().new_agent();
     let url = format!("https://{}/api/v1/system/status", sim.server(1)["api"].as_str().unwrap());
     assert!(untrusting.get(&url).call().is_err(), "an unknown self-signed certificate");
+}
+
+// ---- CDRs over HTTPS ------------------------------------------------------------
+
+/// An HTTPS CDR receiver with a fresh self-signed certificate (written to
+/// `ca`); counts the records it was posted and answers 200.
+fn https_receiver(ca: &std::path::Path) -> (String, Arc<Mutex<usize>>, tokio::runtime::Runtime) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(ca, certificate.pem()).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(certificate.der().to_vec());
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], private)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("https://{}/cdr", listener.local_addr().unwrap());
+    let records = Arc::new(Mutex::new(0));
+    let counted = records.clone();
+    runtime.spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(socket).await else { return };
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then the body its Content-Length announces.
+                let body_start = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..body_start]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap();
+                while request.len() < body_start + length {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                let batch = parse(std::str::from_utf8(&request[body_start..]).unwrap());
+                *counted.lock().unwrap() += batch.records.len();
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (url, records, runtime)
+}
+
+#[test]
+fn https_receivers_are_verified_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("receiver.pem");
+    let (url, records, _runtime) = https_receiver(&ca);
+    let ca_text = ca.to_str().unwrap();
+    for (extra, trusted) in [(vec![], false), (vec!["--cdr-ca", ca_text], true), (vec!["--cdr-insecure"], true)] {
+        *records.lock().unwrap() = 0;
+        let mut args = vec!["--servers", "1", "--speed", "60", "--start", "2024-03-04T10:00:00Z", "--cdr", &url];
+        args.extend(extra.iter().copied());
+        let sim = Sim::start(&args);
+        sim.start_leg("cms1", "acano");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let stats = loop {
+            let stats = sim.truth()["cdr"]["receivers"][0].clone();
+            let settled = if trusted { stats["queued"] == 0 } else { stats["posts_failed"].as_u64().unwrap() >= 2 };
+            if settled {
+                break stats;
+            }
+            assert!(Instant::now() < deadline, "{extra:?}: {stats}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let received = *records.lock().unwrap();
+        if trusted {
+            assert!(received > 0, "{extra:?}");
+            assert_eq!(stats["records_delivered"], received, "{extra:?}");
+        } else {
+            assert_eq!(received, 0, "an unknown self-signed certificate is refused by default");
+            assert_eq!(stats["records_delivered"], 0);
+        }
+    }
 }

@@ -22,7 +22,6 @@
 //! Bounds: at most [`MAX_HANDSHAKES`] TLS handshakes at once, each within
 //! 10 s; requests have no body worth reading (GET only).
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -239,13 +238,11 @@ impl axum::serve::Listener for TlsListener {
     type Io = Guarded;
     type Addr = SocketAddr;
 
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        async move {
-            match self.incoming.recv().await {
-                Some(connection) => connection,
-                // The acceptor stopped: only shutdown is left.
-                None => std::future::pending().await,
-            }
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(connection) => connection,
+            // The acceptor stopped: only shutdown is left.
+            None => std::future::pending().await,
         }
     }
 
