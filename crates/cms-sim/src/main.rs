@@ -9,7 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use clap::{Parser, Subcommand};
 
 use cms_sim::genlog::{self, GenOptions, RestartRule};
-use cms_sim::live::{self, Credentials, Destination, LiveConfig};
+use cms_sim::live::cdr::{CdrTls, Receiver};
+use cms_sim::live::{self, CallBridgeOptions, Credentials, Destination, LiveConfig};
 use cms_sim::scenario::{Release, Scenario};
 use cms_sim::scenario_file::ScenarioFile;
 use cms_sim::syslog::HeaderShape;
@@ -28,8 +29,9 @@ enum Command {
     /// Write the syslog of a simulated deployment, and its ground truth.
     GenLog(GenLogArgs),
     /// Run a live deployment on 127.0.0.1: MMP over SSH, syslog, web bridge
-    /// pages and a truth API. Prints one JSON line with the endpoints once
-    /// every port listens; stops on SIGTERM or SIGINT.
+    /// pages, the Call Bridge API over HTTPS, CDRs and a truth API. Prints
+    /// one JSON line with the endpoints once every port listens; stops on
+    /// SIGTERM or SIGINT.
     Run(RunArgs),
 }
 
@@ -94,6 +96,25 @@ struct RunArgs {
     /// A TOML scenario file; flags given here win over it.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
+    /// Every call bridge posts CDRs here: http://HOST:PORT/PATH or
+    /// https://... Repeatable, at most 4 (as on CMS).
+    #[arg(long = "cdr", value_name = "URL")]
+    cdr: Vec<Receiver>,
+    /// Verify https CDR receivers against the CA certificates (PEM) in this
+    /// file instead of the public roots.
+    #[arg(long, value_name = "FILE", conflicts_with = "cdr_insecure")]
+    cdr_ca: Option<PathBuf>,
+    /// Accept any certificate from https CDR receivers (a lab receiver's
+    /// self-signed one).
+    #[arg(long)]
+    cdr_insecure: bool,
+    /// Server i (from 1) serves the Call Bridge API (HTTPS) on BASE+i-1;
+    /// 0 = any free port [default: 8443].
+    #[arg(long, value_name = "BASE")]
+    api_port: Option<u16>,
+    /// Give every server a new API certificate.
+    #[arg(long)]
+    rotate_api_cert: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -298,9 +319,35 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             args.warm_up.or(file.warm_up_hours).unwrap_or(0.0).clamp(0.0, 24.0 * 366.0) * 3600.0,
         ),
     };
+    let cdr = if args.cdr.is_empty() {
+        file.cdr
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<Receiver>, _>>()
+            .map_err(|e| anyhow::anyhow!("scenario: cdr: {e}"))?
+    } else {
+        args.cdr.clone()
+    };
+    anyhow::ensure!(cdr.len() <= live::cdr::MAX_RECEIVERS, "--cdr: at most 4 receivers (as on CMS), not {}", cdr.len());
+    let cdr_tls = if args.cdr_insecure || (args.cdr_ca.is_none() && file.cdr_insecure == Some(true)) {
+        CdrTls::Insecure
+    } else {
+        match args.cdr_ca.or(file.cdr_ca.clone()) {
+            Some(path) => CdrTls::CaFile(path),
+            None => CdrTls::WebPki,
+        }
+    };
+    let calls = CallBridgeOptions {
+        cdr,
+        cdr_tls,
+        api_port: args.api_port.or(file.api_port).unwrap_or(8443),
+        rotate_api_cert: args.rotate_api_cert,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let running = live::start(config).await?;
+        let running = live::start_with(config, calls).await?;
         println!("{}", serde_json::to_string(&running.endpoints)?);
         io::stdout().flush()?;
         wait_for_signal().await?;

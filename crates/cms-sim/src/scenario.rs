@@ -42,6 +42,32 @@ impl std::str::FromStr for Release {
     }
 }
 
+/// How the load follows the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// An office: nothing at night, a busy working day, quiet weekends
+    /// ([`daily_curve`] and `weekend_factor`).
+    #[default]
+    Office,
+    /// A 24-hour deployment (a hospital, a support centre, a company across
+    /// time zones): never below 70% of the peak, day and night, weekends
+    /// included ([`all_day_curve`]); `weekend_factor` does not apply. With
+    /// the default load that is a join every 15 to 20 seconds; scale
+    /// `peak_sessions` for more.
+    AllDay,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "office" => Ok(Profile::Office),
+            "24h" => Ok(Profile::AllDay),
+            other => Err(format!("unknown profile '{other}' (use office or 24h)")),
+        }
+    }
+}
+
 /// One CMS server: each runs a web bridge and a call bridge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
@@ -79,6 +105,8 @@ pub struct Scenario {
     pub callbridge_interval: Duration,
     /// How long a web bridge is down while it restarts. Default 8 s.
     pub restart_downtime: Duration,
+    /// How the load follows the clock. Default [`Profile::Office`].
+    pub profile: Profile,
 }
 
 impl Scenario {
@@ -101,11 +129,15 @@ impl Scenario {
             stats_interval: Duration::seconds(60),
             callbridge_interval: Duration::minutes(5),
             restart_downtime: Duration::seconds(8),
+            profile: Profile::Office,
         }
     }
 
     /// Concurrent sessions the cluster would carry at `time` in steady state.
     pub fn target_sessions(&self, time: chrono::DateTime<chrono::Utc>) -> f64 {
+        if self.profile == Profile::AllDay {
+            return self.peak_sessions * all_day_curve(time.time());
+        }
         let day = if matches!(time.weekday(), Weekday::Sat | Weekday::Sun) { self.weekend_factor } else { 1.0 };
         self.peak_sessions * day * daily_curve(time.time())
     }
@@ -142,9 +174,26 @@ pub fn daily_curve(time: NaiveTime) -> f64 {
     v0 + (v1 - v0) * ((hour - h0) / (h1 - h0)).clamp(0.0, 1.0)
 }
 
+/// Share of the peak load of a 24-hour deployment at a time of day: 70%
+/// at the quietest hour, the office curve's shape on top.
+pub fn all_day_curve(time: NaiveTime) -> f64 {
+    0.7 + 0.3 * daily_curve(time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_24h_profile_is_busy_at_night_and_on_sundays() {
+        let mut scenario = Scenario::with_servers(2);
+        scenario.profile = "24h".parse().unwrap();
+        let sunday_night = chrono::DateTime::parse_from_rfc3339("2024-03-10T03:00:00Z").unwrap().to_utc();
+        assert!((scenario.target_sessions(sunday_night) - 0.7 * scenario.peak_sessions).abs() < 1e-9);
+        scenario.profile = Profile::Office;
+        assert_eq!(scenario.target_sessions(sunday_night), 0.0);
+        assert!("night".parse::<Profile>().unwrap_err().contains("24h"));
+    }
 
     #[test]
     fn the_curve_is_quiet_at_night_and_full_mid_morning() {

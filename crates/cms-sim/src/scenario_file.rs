@@ -6,6 +6,8 @@
 //! speed = 1440
 //! seed = 7
 //! syslog = ["udp://127.0.0.1:5514"]
+//! cdr = ["http://127.0.0.1:9000/cdr"]   # at most 4
+//! api_port = 8443
 //!
 //! [[server]]
 //! name = "cms01"
@@ -14,6 +16,9 @@
 //! [load]
 //! peak_sessions = 160
 //! leak_probability = 0.05
+//! # "office" (default): quiet nights and weekends; "24h": a deployment
+//! # busy day and night (never below 70% of peak_sessions, weekends too).
+//! profile = "24h"
 //! ```
 //!
 //! Unknown keys are errors, and every error names the line and the field.
@@ -47,6 +52,14 @@ pub struct ScenarioFile {
     pub control_port: Option<u16>,
     /// Syslog destinations.
     pub syslog: Option<Vec<String>>,
+    /// CDR receivers (`--cdr`).
+    pub cdr: Option<Vec<String>>,
+    /// CA file for https CDR receivers (`--cdr-ca`).
+    pub cdr_ca: Option<PathBuf>,
+    /// Accept any certificate from https CDR receivers (`--cdr-insecure`).
+    pub cdr_insecure: Option<bool>,
+    /// First Call Bridge API port (`--api-port`).
+    pub api_port: Option<u16>,
     /// Host key directory.
     pub state_dir: Option<PathBuf>,
     /// MMP user.
@@ -94,6 +107,8 @@ pub struct Load {
     pub weekend_factor: Option<f64>,
     /// Seconds between web bridge Stats lines.
     pub stats_interval_seconds: Option<i64>,
+    /// `office` (default) or `24h` (busy nights, see [`crate::scenario::Profile`]).
+    pub profile: Option<String>,
 }
 
 impl ScenarioFile {
@@ -163,6 +178,9 @@ impl ScenarioFile {
             if let Some(v) = load.weekend_factor {
                 scenario.weekend_factor = v;
             }
+            if let Some(text) = &load.profile {
+                scenario.profile = text.parse().map_err(|e| format!("load.profile: {e}"))?;
+            }
             if let Some(v) = load.stats_interval_seconds {
                 if v < 1 {
                     return Err("load.stats_interval_seconds: must be at least 1".into());
@@ -219,5 +237,10 @@ mod tests {
             .scenario(1, Release::V2_9)
             .unwrap_err();
         assert!(error.contains("server[0].release"), "{error}");
+        let error =
+            ScenarioFile::parse("[load]\nprofile = \"nights\"\n").unwrap().scenario(1, Release::V2_9).unwrap_err();
+        assert!(error.contains("load.profile") && error.contains("24h"), "{error}");
+        let busy = ScenarioFile::parse("[load]\nprofile = \"24h\"\n").unwrap().scenario(1, Release::V2_9).unwrap();
+        assert_eq!(busy.profile, crate::scenario::Profile::AllDay);
     }
 }

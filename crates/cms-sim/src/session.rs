@@ -9,15 +9,199 @@
 //! call bridge. Desktop and iOS clients skip the web bridge but count in
 //! CMA. All randomness comes from one seeded generator, so a run is
 //! repeatable.
-
+//!
+//! Every live call leg has an identity ([`Leg`]): a GUID, a type (`acano`
+//! for CMA clients, `sip` for room systems), the call it is in and when it
+//! began. SIP legs drift towards a third of the CMA load, so a call bridge
+//! can carry calls with no CMA leg; in a cluster, a call that grows gets a
+//! distribution link to another call bridge (a pair of `acano` legs of
+//! subType `distributionLink`, which are not people). With
+//! [`Simulation::record_events`] on, every call and leg start and end is
+//! kept as a [`CdrEvent`] for the CDR sender.
+//!
+//! Invariants: a call bridge's `webrtc + desktop` are its live `acano` legs
+//! that are not distribution links, `sip` its live SIP legs, `links` its
+//! distribution links; the sum of `webrtc` over call bridges equals the
+//! sum of `real` over Web Bridge 2 servers plus the WebRTC legs through a
+//! Web Bridge 3. The identities, calls and links draw from a second
+//! generator, so the counts (and `gen-log`'s output) are the same for a
+//! seed as before legs had identities.
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::scenario::Scenario;
+
+/// Calls a leg may join on its call bridge before the model opens a new one
+/// instead; keeps meetings small and the call list short.
+const JOIN_EXISTING_CALL: f64 = 0.6;
+/// Non-link legs a call needs before it may get a distribution link.
+const LINK_AT_LEGS: u32 = 3;
+/// Probability that a call reaching [`LINK_AT_LEGS`] gets a link.
+const LINK_PROBABILITY: f64 = 0.5;
+/// Share of room systems left connected after their meeting, for one to
+/// four hours: the calls with no CMA leg in them.
+const SIP_LINGER: f64 = 0.2;
+
+/// An object id as CMS writes it: `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guid(pub u128);
+
+impl Guid {
+    /// A random (version 4 shaped) GUID from `rng`.
+    pub fn random(rng: &mut impl Rng) -> Guid {
+        let bits: u128 = rng.gen();
+        Guid((bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62))
+    }
+}
+
+impl std::fmt::Display for Guid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            (v >> 96) as u32,
+            (v >> 80) as u16,
+            (v >> 64) as u16,
+            (v >> 48) as u16,
+            v & 0xffff_ffff_ffff
+        )
+    }
+}
+
+impl std::str::FromStr for Guid {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let groups: Vec<&str> = text.split('-').collect();
+        let shaped = groups.len() == 5
+            && groups
+                .iter()
+                .zip([8, 4, 4, 4, 12])
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !shaped {
+            return Err(format!("'{text}' is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"));
+        }
+        u128::from_str_radix(&groups.concat(), 16).map(Guid).map_err(|e| format!("'{text}': {e}"))
+    }
+}
+
+/// A call leg's `<type>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegType {
+    /// Every CMA client: WebRTC through a web bridge, desktop, iOS; and
+    /// distribution links.
+    Acano,
+    /// A SIP endpoint (a room system).
+    Sip,
+}
+
+impl LegType {
+    /// As CMS writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegType::Acano => "acano",
+            LegType::Sip => "sip",
+        }
+    }
+}
+
+impl std::str::FromStr for LegType {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "acano" => Ok(LegType::Acano),
+            "sip" => Ok(LegType::Sip),
+            other => Err(format!("unknown leg type '{other}' (acano or sip)")),
+        }
+    }
+}
+
+/// One live call leg.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    /// Its id (`<callLeg id>`).
+    pub id: Guid,
+    /// The call bridge hosting it (server index).
+    pub callbridge: usize,
+    /// `acano` or `sip`.
+    pub leg_type: LegType,
+    /// A leg between two clustered call bridges, not a person
+    /// (`<subType>distributionLink`).
+    pub distribution_link: bool,
+    /// A WebRTC guest login (`<guestConnection>true`).
+    pub guest: bool,
+    /// Through a web bridge (WebRTC, Web Bridge 2 or 3); false for desktop
+    /// and iOS clients, SIP legs and links.
+    pub webrtc: bool,
+    /// The call it is in.
+    pub call: Guid,
+    /// When it started (virtual time).
+    pub since: DateTime<Utc>,
+    /// `<displayName>`: free text, may hold `&` or `<`.
+    pub display_name: String,
+    /// `<remoteParty>`.
+    pub remote_party: String,
+    /// Started through the control API; ends only through it (or a call
+    /// bridge restart).
+    pub by_hand: bool,
+}
+
+/// What happened to calls and legs, for the CDR sender.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CdrEventKind {
+    /// A call began (its first leg joined).
+    CallStart {
+        /// The call.
+        call: Guid,
+        /// Its name (a space's name).
+        name: String,
+    },
+    /// A call ended (its last leg left).
+    CallEnd {
+        /// The call.
+        call: Guid,
+        /// Legs that were in it, in all.
+        legs_completed: u32,
+        /// Most legs at once.
+        legs_max_active: u32,
+        /// How long it lasted.
+        duration_seconds: i64,
+    },
+    /// A leg began.
+    LegStart(Leg),
+    /// A leg connected to its call (the `callLegUpdate` after the start).
+    LegConnected {
+        /// The leg.
+        leg: Guid,
+        /// Its call.
+        call: Guid,
+    },
+    /// A leg ended.
+    LegEnd {
+        /// The leg.
+        leg: Guid,
+        /// `remoteTeardown`, or `timeout` for a WebRTC leg dropped by a web
+        /// bridge restart.
+        reason: &'static str,
+        /// How long it lasted.
+        duration_seconds: i64,
+    },
+}
+
+/// One [`CdrEventKind`] on one call bridge at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CdrEvent {
+    /// Virtual time.
+    pub time: DateTime<Utc>,
+    /// The call bridge (server index) that records it.
+    pub callbridge: usize,
+    /// What happened.
+    pub kind: CdrEventKind,
+}
 
 /// One web bridge's true state.
 #[derive(Debug, Clone, Default)]
@@ -54,14 +238,24 @@ impl WebBridge {
 pub struct CallBridge {
     /// CMA sessions through a web bridge (WebRTC).
     pub webrtc: u32,
-    /// CMA desktop and iOS sessions.
+    /// CMA desktop and iOS sessions (and legs started by hand).
     pub desktop: u32,
     /// Largest CMA count since the last report.
     pub cma_peak: u32,
     /// SIP call legs (noise in the CMA arithmetic, but logged).
     pub sip: u32,
+    /// Distribution links to other call bridges (`acano` legs, no person).
+    pub links: u32,
     /// Largest call leg count since the last report.
     pub legs_peak: u32,
+    /// Legs ended since the call bridge started (`callLegsCompleted`).
+    pub legs_completed: u64,
+    /// Most legs at once since the call bridge started (`callLegsMaxActive`).
+    pub legs_max_active: u32,
+    /// When the call bridge (re)started, virtual time.
+    pub started: Option<DateTime<Utc>>,
+    /// Restarts of the call bridge (crashes), in all.
+    pub restarts: u64,
 }
 
 impl CallBridge {
@@ -72,12 +266,13 @@ impl CallBridge {
 
     /// Call legs on this call bridge.
     pub fn call_legs(&self) -> u32 {
-        self.cma() + self.sip
+        self.cma() + self.sip + self.links
     }
 
     fn note_peaks(&mut self) {
         self.cma_peak = self.cma_peak.max(self.cma());
         self.legs_peak = self.legs_peak.max(self.call_legs());
+        self.legs_max_active = self.legs_max_active.max(self.call_legs());
     }
 }
 
@@ -108,6 +303,32 @@ struct Session {
     webbridge: Option<usize>,
     callbridge: usize,
     desktop: bool,
+    leg: Guid,
+}
+
+/// A live call on one call bridge.
+#[derive(Debug, Clone)]
+struct Call {
+    callbridge: usize,
+    /// Live legs that are not distribution links.
+    legs: u32,
+    completed: u32,
+    max_active: u32,
+    started: DateTime<Utc>,
+    /// Only the far end of a distribution link lives here.
+    link_only: bool,
+    /// This call's distribution link, if any.
+    link: Option<Link>,
+}
+
+/// A distribution link: a leg in the call here, and its partner leg in a
+/// link-only call on another call bridge.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    here: Guid,
+    there: Guid,
+    there_call: Guid,
+    there_callbridge: usize,
 }
 
 /// A running simulation.
@@ -115,12 +336,29 @@ struct Session {
 pub struct Simulation {
     scenario: Scenario,
     rng: ChaCha8Rng,
+    /// Identities, calls and links: apart from `rng` so that the counts
+    /// stay what they were for a seed.
+    legs_rng: ChaCha8Rng,
     now: DateTime<Utc>,
     next_id: u64,
     sessions: HashMap<u64, Session>,
     /// `(end time in seconds, session id)`; ids of dropped sessions stay
     /// here until due and are then skipped.
     ends: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Every live leg, by id (ordered, so listings are repeatable).
+    legs: BTreeMap<Guid, Leg>,
+    /// The session behind each session-backed leg.
+    leg_sessions: HashMap<Guid, u64>,
+    /// Every live call.
+    calls: BTreeMap<Guid, Call>,
+    /// Per call bridge: its SIP legs that the drift may end.
+    sip_legs: Vec<Vec<Guid>>,
+    /// `(end time in seconds, leg)` of room systems left connected; ended
+    /// legs are skipped when due.
+    sip_ends: BinaryHeap<Reverse<(i64, Guid)>>,
+    /// Kept for the CDR sender while `record_events` is on.
+    events: Vec<CdrEvent>,
+    record_events: bool,
     /// Multiplies the scenario's load (a live control).
     load_factor: f64,
     /// Per server.
@@ -131,6 +369,10 @@ pub struct Simulation {
     pub joins: u64,
 }
 
+/// Display names, some with characters XML must escape.
+const NAMES: [&str; 8] =
+    ["Anna Berg", "Jonas Weiß", "R&D lab", "Mia <guest>", "Li Wei", "O'Brien, Pat", "Sam \"Ops\" Lee", "Board room"];
+
 impl Simulation {
     /// A deployment with no sessions at `start`.
     pub fn new(scenario: Scenario, seed: u64, start: DateTime<Utc>) -> Self {
@@ -139,14 +381,23 @@ impl Simulation {
             .iter()
             .map(|s| WebBridge { leaks: s.release.has_webbridge2(), ..WebBridge::default() })
             .collect();
-        let callbridges = vec![CallBridge::default(); scenario.servers.len()];
+        let callbridges = vec![CallBridge { started: Some(start), ..CallBridge::default() }; scenario.servers.len()];
+        let sip_legs = vec![Vec::new(); scenario.servers.len()];
         Simulation {
             scenario,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            legs_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1e95_1e95_1e95_1e95),
             now: start,
             next_id: 0,
             sessions: HashMap::new(),
             ends: BinaryHeap::new(),
+            legs: BTreeMap::new(),
+            leg_sessions: HashMap::new(),
+            calls: BTreeMap::new(),
+            sip_legs,
+            sip_ends: BinaryHeap::new(),
+            events: Vec::new(),
+            record_events: false,
             load_factor: 1.0,
             webbridges,
             callbridges,
@@ -174,6 +425,36 @@ impl Simulation {
         self.scenario.leak_probability = probability.clamp(0.0, 1.0);
     }
 
+    /// Keeps every call and leg start and end for [`Self::take_events`]
+    /// from now on (off by default: `gen-log` has no use for them).
+    pub fn record_events(&mut self, on: bool) {
+        self.record_events = on;
+        if !on {
+            self.events.clear();
+        }
+    }
+
+    /// The events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<CdrEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Every live leg, ordered by id.
+    pub fn legs(&self) -> impl Iterator<Item = &Leg> {
+        self.legs.values()
+    }
+
+    /// One live leg.
+    pub fn leg(&self, id: Guid) -> Option<&Leg> {
+        self.legs.get(&id)
+    }
+
+    fn emit(&mut self, callbridge: usize, kind: CdrEventKind) {
+        if self.record_events {
+            self.events.push(CdrEvent { time: self.now, callbridge, kind });
+        }
+    }
+
     /// Advances one second: sessions end, then new ones join.
     pub fn step(&mut self) {
         self.now += Duration::seconds(1);
@@ -187,6 +468,13 @@ impl Simulation {
                 self.end(session);
             }
         }
+        while let Some(&Reverse((end, id))) = self.sip_ends.peek() {
+            if end > now_s {
+                break;
+            }
+            self.sip_ends.pop();
+            self.end_leg_record(id, "remoteTeardown");
+        }
         for webbridge in &mut self.webbridges {
             if webbridge.down_until.is_some_and(|until| until <= self.now) {
                 webbridge.down_until = None;
@@ -199,13 +487,19 @@ impl Simulation {
         // SIP legs drift towards a third of the CMA load.
         let sip_target = (self.scenario.target_sessions(self.now) * self.load_factor * 0.3) as u32;
         let n = self.callbridges.len().max(1) as u32;
-        for callbridge in &mut self.callbridges {
+        for index in 0..self.callbridges.len() {
             if self.rng.gen_bool(0.01) {
                 let target = sip_target / n;
-                callbridge.sip =
-                    if callbridge.sip < target { callbridge.sip + 1 } else { callbridge.sip.saturating_sub(1) };
+                let auto = self.sip_legs[index].len() as u32;
+                if auto < target {
+                    self.start_sip_leg(index, false);
+                } else if auto > 0 {
+                    let pick = self.legs_rng.gen_range(0..self.sip_legs[index].len());
+                    let id = self.sip_legs[index].swap_remove(pick);
+                    self.end_leg_record(id, "remoteTeardown");
+                }
             }
-            callbridge.note_peaks();
+            self.callbridges[index].note_peaks();
         }
     }
 
@@ -230,6 +524,18 @@ impl Simulation {
             wb.real += 1;
             wb.connections += 1;
         }
+        let mean = self.scenario.mean_session.num_seconds() as f64;
+        let length = (-mean * (1.0 - self.rng.gen::<f64>()).ln()).clamp(60.0, 6.0 * 3600.0) as i64;
+        let id = self.next_id;
+        self.next_id += 1;
+        let leg = self.start_cma_leg(callbridge, desktop, false, id);
+        self.sessions.insert(id, Session { webbridge, callbridge, desktop, leg });
+        self.ends.push(Reverse((self.now.timestamp() + length, id)));
+        self.joins += 1;
+    }
+
+    /// Counts and records a new `acano` leg of session `session` (a person).
+    fn start_cma_leg(&mut self, callbridge: usize, desktop: bool, by_hand: bool, session: u64) -> Guid {
         let cb = &mut self.callbridges[callbridge];
         if desktop {
             cb.desktop += 1;
@@ -237,13 +543,138 @@ impl Simulation {
             cb.webrtc += 1;
         }
         cb.note_peaks();
-        let mean = self.scenario.mean_session.num_seconds() as f64;
-        let length = (-mean * (1.0 - self.rng.gen::<f64>()).ln()).clamp(60.0, 6.0 * 3600.0) as i64;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.sessions.insert(id, Session { webbridge, callbridge, desktop });
-        self.ends.push(Reverse((self.now.timestamp() + length, id)));
-        self.joins += 1;
+        let guest = !desktop && self.legs_rng.gen_bool(0.5);
+        let name = NAMES[self.legs_rng.gen_range(0..NAMES.len())];
+        let number = self.legs_rng.gen_range(100..1000);
+        let (display_name, remote_party) = if guest {
+            (format!("{name} (guest)"), format!("guest{number}@meet.example.com"))
+        } else {
+            (name.to_owned(), format!("user{number}@example.com"))
+        };
+        let id = self.add_leg(callbridge, LegType::Acano, !desktop, guest, display_name, remote_party, by_hand);
+        self.leg_sessions.insert(id, session);
+        id
+    }
+
+    /// Counts and records a new SIP leg (a room system).
+    fn start_sip_leg(&mut self, callbridge: usize, by_hand: bool) -> Guid {
+        self.callbridges[callbridge].sip += 1;
+        self.callbridges[callbridge].note_peaks();
+        let number = self.legs_rng.gen_range(1..100);
+        let id = self.add_leg(
+            callbridge,
+            LegType::Sip,
+            false,
+            false,
+            format!("Room {number}"),
+            format!("room{number}@video.example.com"),
+            by_hand,
+        );
+        if by_hand {
+            // Ends only by hand.
+        } else if self.legs_rng.gen_bool(SIP_LINGER) {
+            let linger = self.legs_rng.gen_range(3_600..4 * 3_600);
+            self.sip_ends.push(Reverse((self.now.timestamp() + linger, id)));
+        } else {
+            self.sip_legs[callbridge].push(id);
+        }
+        id
+    }
+
+    /// Puts a new person's leg into a call on `callbridge` (an existing
+    /// one, or a new one), and links the call to another call bridge once
+    /// it grows, in a cluster.
+    #[allow(clippy::too_many_arguments)]
+    fn add_leg(
+        &mut self,
+        callbridge: usize,
+        leg_type: LegType,
+        webrtc: bool,
+        guest: bool,
+        display_name: String,
+        remote_party: String,
+        by_hand: bool,
+    ) -> Guid {
+        let id = Guid::random(&mut self.legs_rng);
+        let live: Vec<Guid> =
+            self.calls.iter().filter(|(_, c)| c.callbridge == callbridge && !c.link_only).map(|(&id, _)| id).collect();
+        let call = if !live.is_empty() && self.legs_rng.gen_bool(JOIN_EXISTING_CALL) {
+            live[self.legs_rng.gen_range(0..live.len())]
+        } else {
+            self.open_call(callbridge, false)
+        };
+        let leg = Leg {
+            id,
+            callbridge,
+            leg_type,
+            distribution_link: false,
+            guest,
+            webrtc,
+            call,
+            since: self.now,
+            display_name,
+            remote_party,
+            by_hand,
+        };
+        self.legs.insert(id, leg.clone());
+        self.emit(callbridge, CdrEventKind::LegStart(leg));
+        self.emit(callbridge, CdrEventKind::LegConnected { leg: id, call });
+        let entry = self.calls.get_mut(&call).expect("just chosen");
+        entry.legs += 1;
+        entry.max_active = entry.max_active.max(entry.legs);
+        let wants_link = entry.legs == LINK_AT_LEGS && entry.link.is_none() && self.callbridges.len() > 1;
+        if wants_link && self.legs_rng.gen_bool(LINK_PROBABILITY) {
+            self.link(call, callbridge);
+        }
+        id
+    }
+
+    fn open_call(&mut self, callbridge: usize, link_only: bool) -> Guid {
+        let call = Guid::random(&mut self.legs_rng);
+        let space = self.legs_rng.gen_range(1..50);
+        self.calls.insert(
+            call,
+            Call { callbridge, legs: 0, completed: 0, max_active: 0, started: self.now, link_only, link: None },
+        );
+        self.emit(callbridge, CdrEventKind::CallStart { call, name: format!("Team space {space}") });
+        call
+    }
+
+    /// A distribution link from `call` on `callbridge` to another call
+    /// bridge: one leg on each side, none of them a person.
+    fn link(&mut self, call: Guid, callbridge: usize) {
+        let mut other = self.legs_rng.gen_range(0..self.callbridges.len() - 1);
+        if other >= callbridge {
+            other += 1;
+        }
+        let there_call = self.open_call(other, true);
+        let names = (self.scenario.servers[callbridge].name.clone(), self.scenario.servers[other].name.clone());
+        let make = |sim: &mut Simulation, on: usize, in_call: Guid, peer: &str| {
+            let id = Guid::random(&mut sim.legs_rng);
+            let leg = Leg {
+                id,
+                callbridge: on,
+                leg_type: LegType::Acano,
+                distribution_link: true,
+                guest: false,
+                webrtc: false,
+                call: in_call,
+                since: sim.now,
+                display_name: format!("Distribution link to {peer}"),
+                remote_party: peer.to_owned(),
+                by_hand: false,
+            };
+            sim.legs.insert(id, leg.clone());
+            sim.callbridges[on].links += 1;
+            sim.callbridges[on].note_peaks();
+            sim.emit(on, CdrEventKind::LegStart(leg));
+            sim.emit(on, CdrEventKind::LegConnected { leg: id, call: in_call });
+            id
+        };
+        let here = make(self, callbridge, call, &names.1);
+        let there = make(self, other, there_call, &names.0);
+        self.calls.get_mut(&there_call).expect("just opened").max_active = 1;
+        self.calls.get_mut(&call).expect("live").link = Some(Link { here, there, there_call, there_callbridge: other });
     }
 
     fn least_loaded_callbridge(&mut self) -> usize {
@@ -270,17 +701,80 @@ impl Simulation {
                 wb.disconnections += 1;
             }
         }
+        self.end_leg_record(session.leg, "remoteTeardown");
+    }
+
+    /// Forgets leg `id` (its count is already taken off, except for SIP
+    /// legs and links, which this takes off), records its end, and ends its
+    /// call when it was the last person in it.
+    fn end_leg_record(&mut self, id: Guid, reason: &'static str) {
+        let Some(leg) = self.legs.remove(&id) else { return };
+        self.leg_sessions.remove(&id);
+        let cb = &mut self.callbridges[leg.callbridge];
+        cb.legs_completed += 1;
+        match (leg.leg_type, leg.distribution_link) {
+            (LegType::Sip, _) => cb.sip -= 1,
+            (LegType::Acano, true) => cb.links -= 1,
+            (LegType::Acano, false) => {}
+        }
+        let duration_seconds = (self.now - leg.since).num_seconds();
+        self.emit(leg.callbridge, CdrEventKind::LegEnd { leg: id, reason, duration_seconds });
+        if leg.distribution_link {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&leg.call) else { return };
+        call.legs -= 1;
+        call.completed += 1;
+        if call.legs == 0 {
+            self.end_call(leg.call);
+        }
+    }
+
+    /// Ends a call and, with it, its distribution link on both sides.
+    fn end_call(&mut self, id: Guid) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        let mut completed = call.completed;
+        if let Some(link) = call.link {
+            self.end_leg_record(link.here, "remoteTeardown");
+            completed += 1;
+            self.end_leg_record(link.there, "remoteTeardown");
+            if let Some(there) = self.calls.remove(&link.there_call) {
+                self.emit(
+                    link.there_callbridge,
+                    CdrEventKind::CallEnd {
+                        call: link.there_call,
+                        legs_completed: 1,
+                        legs_max_active: 1,
+                        duration_seconds: (self.now - there.started).num_seconds(),
+                    },
+                );
+            }
+        }
+        let duration_seconds = (self.now - call.started).num_seconds();
+        self.emit(
+            call.callbridge,
+            CdrEventKind::CallEnd {
+                call: id,
+                legs_completed: completed,
+                legs_max_active: call.max_active + u32::from(call.link.is_some()),
+                duration_seconds,
+            },
+        );
     }
 
     /// `webbridge restart` on server `index`: every session on it goes, real
     /// and leaked, the counters reset, and it is down for a few seconds.
+    /// The calls of the real ones end (`timeout`).
     pub fn restart_webbridge(&mut self, index: usize) -> RestartOutcome {
-        let dropped: Vec<u64> =
+        let mut dropped: Vec<u64> =
             self.sessions.iter().filter(|(_, s)| s.webbridge == Some(index)).map(|(&id, _)| id).collect();
+        // Sessions live in a HashMap: sort so the legs end in a repeatable order.
+        dropped.sort_unstable();
         for id in &dropped {
             let session = self.sessions.remove(id).expect("listed above");
             let cb = &mut self.callbridges[session.callbridge];
             cb.webrtc -= 1;
+            self.end_leg_record(session.leg, "timeout");
         }
         let wb = &mut self.webbridges[index];
         let outcome = RestartOutcome { dropped_real: wb.real, freed_leaked: wb.leaked };
@@ -307,6 +801,102 @@ impl Simulation {
         cb.cma_peak = cb.cma();
         cb.legs_peak = cb.call_legs();
         report
+    }
+
+    /// Starts a leg by hand on call bridge `index`: an `acano` leg counts
+    /// as a desktop client (CMA, no web bridge), a `sip` leg as a room
+    /// system. It lasts until [`Self::end_leg`] or a call bridge restart.
+    pub fn start_leg(&mut self, index: usize, leg_type: LegType) -> Guid {
+        match leg_type {
+            LegType::Acano => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let leg = self.start_cma_leg(index, true, true, id);
+                self.sessions.insert(id, Session { webbridge: None, callbridge: index, desktop: true, leg });
+                leg
+            }
+            LegType::Sip => self.start_sip_leg(index, true),
+        }
+    }
+
+    /// Ends live leg `id` as its user hanging up would (`remoteTeardown`).
+    /// Distribution links end with their call, not alone.
+    pub fn end_leg(&mut self, id: Guid) -> Result<(), String> {
+        let Some(leg) = self.legs.get(&id) else { return Err(format!("no live call leg {id}")) };
+        if leg.distribution_link {
+            return Err(format!("call leg {id} is a distribution link; it ends with its call"));
+        }
+        if let Some(session) = self.leg_sessions.get(&id).and_then(|s| self.sessions.remove(s)) {
+            // Its scheduled end, if any, finds nothing and is skipped.
+            self.end(session);
+        } else {
+            for legs in &mut self.sip_legs {
+                legs.retain(|&l| l != id);
+            }
+            self.end_leg_record(id, "remoteTeardown");
+        }
+        Ok(())
+    }
+
+    /// `callbridge restart` (or a crash) of call bridge `index`: its calls
+    /// and legs vanish without records, as they would with the process;
+    /// the people on it lose their call (their web bridge sessions end
+    /// without a leak); the far ends of its distribution links on other
+    /// call bridges end with records there.
+    pub fn restart_callbridge(&mut self, index: usize) {
+        let mut gone: Vec<u64> =
+            self.sessions.iter().filter(|(_, s)| s.callbridge == index).map(|(&id, _)| id).collect();
+        gone.sort_unstable();
+        for id in gone {
+            let session = self.sessions.remove(&id).expect("listed above");
+            if let Some(w) = session.webbridge {
+                let wb = &mut self.webbridges[w];
+                wb.real -= 1;
+                wb.disconnections += 1;
+            }
+        }
+        // Links whose far end is here, and links from here to elsewhere.
+        let calls: Vec<Guid> = self.calls.keys().copied().collect();
+        for id in calls {
+            let Some(call) = self.calls.get(&id) else { continue };
+            let (on, link) = (call.callbridge, call.link);
+            match link {
+                Some(link) if on != index && link.there_callbridge == index => {
+                    self.calls.get_mut(&id).expect("live").link = None;
+                    self.end_leg_record(link.here, "remoteTeardown");
+                    self.legs.remove(&link.there);
+                    self.calls.remove(&link.there_call);
+                }
+                Some(link) if on == index => {
+                    self.end_leg_record(link.there, "remoteTeardown");
+                    if let Some(there) = self.calls.remove(&link.there_call) {
+                        self.emit(
+                            link.there_callbridge,
+                            CdrEventKind::CallEnd {
+                                call: link.there_call,
+                                legs_completed: 1,
+                                legs_max_active: 1,
+                                duration_seconds: (self.now - there.started).num_seconds(),
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.calls.retain(|_, c| c.callbridge != index);
+        let legs = &mut self.legs;
+        let leg_sessions = &mut self.leg_sessions;
+        legs.retain(|id, l| {
+            let keep = l.callbridge != index;
+            if !keep {
+                leg_sessions.remove(id);
+            }
+            keep
+        });
+        self.sip_legs[index].clear();
+        let restarts = self.callbridges[index].restarts + 1;
+        self.callbridges[index] = CallBridge { started: Some(self.now), restarts, ..CallBridge::default() };
     }
 }
 
@@ -372,6 +962,119 @@ mod tests {
         let webrtc: u32 = sim.callbridges.iter().map(|c| c.webrtc).sum();
         assert_eq!(webrtc, sim.webbridges.iter().map(|w| w.real).sum::<u32>());
         assert!(sim.webbridges[0].down_until.is_some());
+    }
+
+    /// The counts agree with the legs, call bridge by call bridge.
+    fn assert_counts_match_legs(sim: &Simulation) {
+        for (i, cb) in sim.callbridges.iter().enumerate() {
+            let on: Vec<&Leg> = sim.legs().filter(|l| l.callbridge == i).collect();
+            let people = on.iter().filter(|l| l.leg_type == LegType::Acano && !l.distribution_link).count();
+            let webrtc = on.iter().filter(|l| l.webrtc).count();
+            let sip = on.iter().filter(|l| l.leg_type == LegType::Sip).count();
+            let links = on.iter().filter(|l| l.distribution_link).count();
+            assert_eq!((cb.cma() as usize, cb.webrtc as usize), (people, webrtc), "call bridge {i}");
+            assert_eq!((cb.sip as usize, cb.links as usize), (sip, links), "call bridge {i}");
+        }
+    }
+
+    #[test]
+    fn legs_have_identities_and_agree_with_the_counts() {
+        let start = Utc.with_ymd_and_hms(2024, 3, 4, 12, 0, 0).unwrap();
+        let mut sim = Simulation::new(Scenario::with_servers(3), 5, start);
+        sim.record_events(true);
+        let (mut started, mut ended, mut links, mut sip_only_seen) = (0usize, 0usize, 0usize, false);
+        for second in 0..86_400 {
+            sim.step();
+            for event in sim.take_events() {
+                match event.kind {
+                    CdrEventKind::LegStart(leg) => {
+                        started += 1;
+                        links += usize::from(leg.distribution_link);
+                        assert_eq!(leg.id.to_string().parse::<Guid>().unwrap(), leg.id);
+                    }
+                    CdrEventKind::LegEnd { .. } => ended += 1,
+                    _ => {}
+                }
+            }
+            if second % 600 == 0 {
+                assert_counts_match_legs(&sim);
+            }
+            sip_only_seen |= sim.callbridges.iter().any(|c| c.cma() == 0 && c.sip > 0);
+        }
+        assert_counts_match_legs(&sim);
+        assert_eq!(started, ended + sim.legs().count());
+        assert!(links > 0, "a cluster links its bigger calls");
+        assert!(sip_only_seen, "calls, but no CMA call");
+        let id = sim.legs().next().unwrap().id.to_string();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn legs_do_not_change_the_counts_of_a_seed() {
+        // The same counts with and without events recorded, and an id
+        // sequence that is the same for a seed.
+        let start = Utc.with_ymd_and_hms(2024, 3, 4, 6, 0, 0).unwrap();
+        let mut a = Simulation::new(Scenario::with_servers(2), 9, start);
+        let mut b = Simulation::new(Scenario::with_servers(2), 9, start);
+        a.record_events(true);
+        for _ in 0..20_000 {
+            a.step();
+            b.step();
+        }
+        let counts = |s: &Simulation| s.callbridges.iter().map(|c| (c.webrtc, c.desktop, c.sip)).collect::<Vec<_>>();
+        assert_eq!(counts(&a), counts(&b));
+        assert_eq!(a.legs().map(|l| l.id).collect::<Vec<_>>(), b.legs().map(|l| l.id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn hand_legs_restarts_and_ends() {
+        let start = Utc.with_ymd_and_hms(2024, 3, 4, 9, 0, 0).unwrap();
+        let mut sim = Simulation::new(Scenario::with_servers(2), 3, start);
+        for _ in 0..3_600 {
+            sim.step();
+        }
+        sim.record_events(true);
+        let stats_before: Vec<u32> = sim.webbridges.iter().map(WebBridge::active).collect();
+        let cma_before = sim.callbridges[1].cma();
+        let leg = sim.start_leg(1, LegType::Acano);
+        assert_eq!(sim.callbridges[1].cma(), cma_before + 1);
+        assert_eq!(sim.webbridges.iter().map(WebBridge::active).collect::<Vec<_>>(), stats_before);
+        assert!(sim.leg(leg).unwrap().by_hand);
+        let events = sim.take_events();
+        assert!(events.iter().any(|e| matches!(&e.kind, CdrEventKind::LegStart(l) if l.id == leg)));
+        sim.end_leg(leg).unwrap();
+        assert!(sim.leg(leg).is_none());
+        assert!(sim.take_events().iter().any(|e| matches!(e.kind, CdrEventKind::LegEnd { leg: l, .. } if l == leg)));
+        assert!(sim.end_leg(leg).unwrap_err().contains("no live call leg"));
+
+        // A web bridge restart ends the WebRTC legs it drops, with records.
+        let through: usize = sim.legs().filter(|l| l.webrtc).count();
+        let real = sim.webbridges[0].real as usize;
+        sim.restart_webbridge(0);
+        let timeouts = sim
+            .take_events()
+            .iter()
+            .filter(|e| matches!(e.kind, CdrEventKind::LegEnd { reason: "timeout", .. }))
+            .count();
+        assert_eq!(timeouts, real);
+        assert_eq!(sim.legs().filter(|l| l.webrtc).count(), through - real);
+        assert_counts_match_legs(&sim);
+
+        // A call bridge restart: its legs vanish without records there.
+        sim.start_leg(0, LegType::Sip);
+        sim.take_events();
+        sim.restart_callbridge(0);
+        assert_eq!(sim.legs().filter(|l| l.callbridge == 0).count(), 0);
+        assert!(sim.take_events().iter().all(|e| e.callbridge != 0));
+        assert_eq!(sim.callbridges[0].call_legs(), 0);
+        assert_counts_match_legs(&sim);
+        let webrtc: u32 = sim.callbridges.iter().map(|c| c.webrtc).sum();
+        assert_eq!(webrtc, sim.webbridges.iter().map(|w| w.real).sum::<u32>());
+        for _ in 0..3_600 {
+            sim.step();
+        }
+        assert_counts_match_legs(&sim);
     }
 
     #[test]

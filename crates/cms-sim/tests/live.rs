@@ -37,7 +37,8 @@ impl Sim {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cms-sim"));
         command.arg("run").arg("--state-dir").arg(dir.path().join("state"));
         command.arg("--authorized-key").arg(dir.path().join("id_test.pub"));
-        for (flag, default) in [("--ssh-port", "0"), ("--http-port", "0"), ("--control-port", "0")] {
+        for (flag, default) in [("--ssh-port", "0"), ("--http-port", "0"), ("--control-port", "0"), ("--api-port", "0")]
+        {
             if !args.contains(&flag) {
                 command.args([flag, default]);
             }

@@ -1,11 +1,16 @@
 //! `cms-sim run`: a live CMS deployment on loopback.
 //!
 //! Each simulated server gets an MMP over SSH ([`mmp`]), a web bridge page
-//! over HTTP ([`web`]) and syslog to the configured destinations
-//! ([`syslog_out`]); one control port serves the truth API ([`control`]).
+//! over HTTP ([`web`]), syslog to the configured destinations
+//! ([`syslog_out`]), the Call Bridge API over HTTPS ([`api`], its
+//! certificate from [`api_cert`]) and CDRs posted to the configured
+//! receivers ([`cdr`]); one control port serves the truth API ([`control`]).
 //! A clock task advances the session model ([`world`]) at `speed` times
 //! real time. Everything binds to 127.0.0.1 and stops on one signal.
 
+pub mod api;
+pub mod api_cert;
+pub mod cdr;
 mod commands;
 pub mod control;
 pub mod faults;
@@ -85,6 +90,14 @@ pub struct ServerEndpoints {
     pub http: SocketAddr,
     /// SSH host key fingerprint (SHA256), as `ssh-keygen -l` shows it.
     pub host_key_sha256: String,
+    /// The Call Bridge API (HTTPS) address.
+    pub api: SocketAddr,
+    /// SHA-256 of the API certificate's DER, lowercase hex.
+    pub api_cert_sha256: String,
+    /// The API certificate (PEM), to trust it as a CA file.
+    pub api_cert: PathBuf,
+    /// The call bridge's id (`/api/v1/callBridges`, CDR `callBridge`).
+    pub callbridge_id: String,
 }
 
 /// What a running deployment listens on; printed as one JSON line.
@@ -96,6 +109,23 @@ pub struct Endpoints {
     pub control: SocketAddr,
     /// Where syslog is sent.
     pub syslog: Vec<String>,
+    /// Where every call bridge posts CDRs.
+    pub cdr: Vec<String>,
+}
+
+/// The Call Bridge side of `cms-sim run`: CDR receivers and the API. Apart
+/// from [`LiveConfig`] so that code building a `LiveConfig` field by field
+/// goes on compiling; [`start`] uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct CallBridgeOptions {
+    /// Where every call bridge posts CDRs (at most four, as on CMS).
+    pub cdr: Vec<cdr::Receiver>,
+    /// How HTTPS receivers are verified.
+    pub cdr_tls: cdr::CdrTls,
+    /// Server i's API listens on this plus i (0: any free port).
+    pub api_port: u16,
+    /// Give every server a new API certificate.
+    pub rotate_api_cert: bool,
 }
 
 /// A running deployment.
@@ -129,8 +159,21 @@ async fn bind(base: u16, index: usize, per_server: bool, what: &str) -> anyhow::
     TcpListener::bind((ip, port)).await.with_context(|| format!("binding the {what} port {ip}:{port}"))
 }
 
-/// Binds every port and starts every task.
+/// Binds every port and starts every task, with the API on any free ports
+/// and no CDR receivers.
 pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
+    start_with(config, CallBridgeOptions::default()).await
+}
+
+/// Binds every port and starts every task.
+pub async fn start_with(config: LiveConfig, calls: CallBridgeOptions) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        calls.cdr.len() <= cdr::MAX_RECEIVERS,
+        "at most {} CDR receivers (as on CMS), not {}",
+        cdr::MAX_RECEIVERS,
+        calls.cdr.len()
+    );
+    let cdr_tls = if calls.cdr.iter().any(|r| r.tls) { Some(cdr::client_config(&calls.cdr_tls)?) } else { None };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let servers = config.scenario.servers.clone();
@@ -143,9 +186,14 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
         config.restart_downtime,
     );
     world.advance_to(config.start, None);
+    let cdr_out = cdr::CdrOut::new(&world.callbridge_ids(), &calls.cdr);
+    world.go_live(cdr_out.clone());
+    let callbridge_ids = world.callbridge_ids();
     let world = Arc::new(Mutex::new(world));
     let faults = Arc::new(faults::Faults::new(servers.len()));
+    let api_faults = Arc::new(api::ApiFaults::new(servers.len()));
     let outbox = syslog_out::start(&config.syslog, &shutdown_rx, &mut tasks);
+    cdr_out.start(cdr_tls, &shutdown_rx, &mut tasks);
 
     let mut endpoints = Vec::new();
     for (i, server) in servers.iter().enumerate() {
@@ -155,12 +203,26 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
         let fingerprint = host_key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();
         let ssh = bind(config.ssh_port, i, config.address_per_server, "SSH").await?;
         let http = bind(config.http_port, i, config.address_per_server, "HTTP").await?;
+        let api_cert =
+            api_cert::load_or_create(&config.state_dir.join(&server.name), &server.name, i, calls.rotate_api_cert)?;
+        let api_listener = bind(calls.api_port, i, config.address_per_server, "API").await?;
         endpoints.push(ServerEndpoints {
             name: server.name.clone(),
             ssh: ssh.local_addr()?,
             http: http.local_addr()?,
             host_key_sha256: fingerprint,
+            api: api_listener.local_addr()?,
+            api_cert_sha256: api_cert.sha256.clone(),
+            api_cert: api_cert.certificate_path.clone(),
+            callbridge_id: callbridge_ids[i].clone(),
         });
+        let api_context = Arc::new(api::ApiContext {
+            server: i,
+            world: world.clone(),
+            credentials: config.credentials.clone(),
+            faults: api_faults.clone(),
+        });
+        tasks.spawn(api::serve(api_listener, api::tls_config(&api_cert)?, api_context, shutdown_rx.clone()));
         let ssh_config = russh::server::Config {
             keys: vec![host_key],
             auth_rejection_time: Duration::from_millis(300),
@@ -184,13 +246,15 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Running> {
     }
     let control = bind(config.control_port, 0, false, "control").await?;
     let control_address = control.local_addr()?;
-    tasks.spawn(serve_http(control, control::router(world.clone(), faults, outbox.clone()), shutdown_rx.clone()));
+    let control_router = control::router(world.clone(), faults, api_faults, outbox.clone());
+    tasks.spawn(serve_http(control, control_router, shutdown_rx.clone()));
     tasks.spawn(clock(world, outbox, config.speed, shutdown_rx));
     Ok(Running {
         endpoints: Endpoints {
             servers: endpoints,
             control: control_address,
             syslog: config.syslog.iter().map(ToString::to_string).collect(),
+            cdr: calls.cdr.iter().map(ToString::to_string).collect(),
         },
         shutdown,
         tasks,

@@ -4,8 +4,14 @@
 //! One `World` sits behind a mutex shared by every server's SSH and HTTP
 //! tasks, the clock and the control API. Every operation on it is short and
 //! synchronous, so the lock is never held across an await.
+//!
+//! Once live ([`World::go_live`]), every call and leg event of the model
+//! becomes a CDR record of its call bridge, numbered by that call bridge's
+//! `correlatorIndex` within its current `session`, and queued for the CDR
+//! receivers ([`CdrOut`]). A call bridge restart starts a new session.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
@@ -13,9 +19,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::cdr::record::Record;
+use super::cdr::CdrOut;
 use crate::cadence::{Cadence, Due};
 use crate::scenario::{Release, Scenario};
-use crate::session::Simulation;
+use crate::session::{Guid, Leg, LegType, Simulation};
 use crate::syslog::{self, HeaderShape, LOCAL0_INFO, USER_INFO};
 
 /// Local log lines each server keeps for the MMP's `syslog` command.
@@ -73,6 +81,32 @@ pub struct World {
     message: Vec<u8>,
     /// Virtual time stands still (a demo or a test looking at a fixed state).
     paused: bool,
+    /// Per call bridge: its id (the API's `/callBridges` object id), fixed
+    /// for a seed and a server name.
+    callbridge_ids: Vec<Guid>,
+    /// Per call bridge: its CDR `session`, new at every (re)start.
+    cdr_sessions: Vec<Arc<str>>,
+    /// Per call bridge: the next `correlatorIndex` in its session.
+    correlators: Vec<u64>,
+    /// Where records go.
+    cdr: CdrOut,
+}
+
+/// What `GET /api/v1/system/status` tells of one call bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBridgeStatus {
+    /// Since the call bridge (re)started, virtual time.
+    pub uptime_seconds: i64,
+    /// Whether the scenario is a cluster.
+    pub cluster_enabled: bool,
+    /// Live legs of every type.
+    pub call_legs_active: u32,
+    /// Most legs at once since the start.
+    pub call_legs_max_active: u32,
+    /// Legs ended since the start.
+    pub call_legs_completed: u64,
+    /// The next `correlatorIndex` (`cdrCorrelatorIndex`).
+    pub cdr_correlator_index: u64,
 }
 
 impl World {
@@ -97,7 +131,15 @@ impl World {
                 down_until: None,
             })
             .collect();
+        let mut ids = ChaCha8Rng::seed_from_u64(seed ^ 0x00ca_11b1);
+        let callbridge_ids = scenario.servers.iter().map(|_| Guid::random(&mut ids)).collect();
+        let cdr_sessions = scenario.servers.iter().map(|_| new_session()).collect();
+        let correlators = vec![0; scenario.servers.len()];
         World {
+            callbridge_ids,
+            cdr_sessions,
+            correlators,
+            cdr: CdrOut::default(),
             sim: Simulation::new(scenario, seed, start),
             cadence,
             rng,
@@ -113,6 +155,88 @@ impl World {
     /// The current virtual time.
     pub fn now(&self) -> DateTime<Utc> {
         self.sim.now()
+    }
+
+    /// From now on, every call and leg event is a CDR record queued in `cdr`
+    /// (the warm-up before this leaves none).
+    pub fn go_live(&mut self, cdr: CdrOut) {
+        self.cdr = cdr;
+        self.sim.record_events(true);
+    }
+
+    /// Turns the model's events into records, in order.
+    fn flush_events(&mut self) {
+        for event in self.sim.take_events() {
+            if !self.cdr.active() {
+                continue;
+            }
+            let cb = event.callbridge;
+            let record = Record::from_event(&event, self.correlators[cb]);
+            self.correlators[cb] += 1;
+            self.cdr.push(cb, &self.cdr_sessions[cb], record);
+        }
+    }
+
+    /// Call bridge `i`'s id (`/api/v1/callBridges`, the CDR `callBridge`).
+    pub fn callbridge_id(&self, i: usize) -> Guid {
+        self.callbridge_ids[i]
+    }
+
+    /// Every call bridge's id, as text, in server order.
+    pub fn callbridge_ids(&self) -> Vec<String> {
+        self.callbridge_ids.iter().map(ToString::to_string).collect()
+    }
+
+    /// The live legs hosted by call bridge `i`, ordered by id.
+    pub fn legs_on(&self, i: usize) -> Vec<Leg> {
+        self.sim.legs().filter(|l| l.callbridge == i).cloned().collect()
+    }
+
+    /// One live leg, if call bridge `i` hosts it.
+    pub fn leg_on(&self, i: usize, id: Guid) -> Option<Leg> {
+        self.sim.leg(id).filter(|l| l.callbridge == i).cloned()
+    }
+
+    /// Call bridge `i`'s status figures.
+    pub fn callbridge_status(&self, i: usize) -> CallBridgeStatus {
+        let cb = &self.sim.callbridges[i];
+        CallBridgeStatus {
+            uptime_seconds: cb.started.map_or(0, |s| (self.sim.now() - s).num_seconds()),
+            cluster_enabled: self.servers.len() > 1,
+            call_legs_active: cb.call_legs(),
+            call_legs_max_active: cb.legs_max_active,
+            call_legs_completed: cb.legs_completed,
+            cdr_correlator_index: self.correlators[i],
+        }
+    }
+
+    /// Starts a leg by hand on call bridge `i` (see
+    /// [`Simulation::start_leg`]); its `callLegStart` is queued at once.
+    pub fn start_leg(&mut self, i: usize, leg_type: LegType) -> Guid {
+        let id = self.sim.start_leg(i, leg_type);
+        self.flush_events();
+        id
+    }
+
+    /// Ends a live leg; its `callLegEnd` is queued at once.
+    pub fn end_leg(&mut self, id: Guid) -> Result<(), String> {
+        self.sim.end_leg(id)?;
+        self.flush_events();
+        Ok(())
+    }
+
+    /// Restarts call bridge `i` as a crash would: its legs vanish without
+    /// records and its CDRs go on in a new session.
+    pub fn restart_callbridge(&mut self, i: usize) {
+        self.sim.restart_callbridge(i);
+        self.flush_events();
+        self.cdr_sessions[i] = new_session();
+        self.correlators[i] = 0;
+    }
+
+    /// Makes every CDR sender post its last delivered batch once more.
+    pub fn duplicate_cdr(&self) {
+        self.cdr.duplicate_last();
     }
 
     /// The servers.
@@ -132,6 +256,7 @@ impl World {
         let mut due = Vec::new();
         while self.sim.now() + Duration::seconds(1) <= target {
             self.sim.step();
+            self.flush_events();
             self.elapsed += 1;
             due.clear();
             self.cadence.due(self.elapsed, &mut self.rng, &mut due);
@@ -246,6 +371,7 @@ impl World {
     /// `webbridge restart` on server `i`.
     pub(super) fn restart_webbridge(&mut self, i: usize, user: &str, source: &str) {
         let outcome = self.sim.restart_webbridge(i);
+        self.flush_events();
         let server = &mut self.servers[i];
         server.down_until = Some(Instant::now() + self.restart_downtime);
         server.restarts.push(RestartRecord {
@@ -285,19 +411,49 @@ impl World {
                         "refused_joins": wb.refused,
                         "restarts": server.restarts,
                     },
-                    "callbridge": {"cma": cb.cma(), "cma_webrtc": cb.webrtc, "cma_desktop": cb.desktop, "call_legs": cb.call_legs()},
+                    "callbridge": {
+                        "cma": cb.cma(), "cma_webrtc": cb.webrtc, "cma_desktop": cb.desktop, "call_legs": cb.call_legs(),
+                        "cma_live": cb.cma(), "sip": cb.sip, "distribution_links": cb.links,
+                        "id": self.callbridge_ids[i].to_string(), "cdr_session": &*self.cdr_sessions[i],
+                        "restarts": cb.restarts,
+                    },
                 })
             })
             .collect();
         let restarts: usize = self.servers.iter().map(|s| s.restarts.len()).sum();
         let dropped: u64 = self.sim.webbridges.iter().map(|w| w.dropped).sum();
         let refused: u64 = self.sim.webbridges.iter().map(|w| w.refused).sum();
+        let legs: Vec<serde_json::Value> = self
+            .sim
+            .legs()
+            .map(|leg| {
+                serde_json::json!({
+                    "id": leg.id.to_string(),
+                    "server": self.servers[leg.callbridge].name,
+                    "type": leg.leg_type.as_str(),
+                    "subType": leg.distribution_link.then_some("distributionLink"),
+                    "webrtc": leg.webrtc,
+                    "guest": leg.guest,
+                    "by_hand": leg.by_hand,
+                    "call": leg.call.to_string(),
+                    "since": leg.since,
+                })
+            })
+            .collect();
         serde_json::json!({
             "time": self.sim.now(),
             "start": self.start,
             "paused": self.paused,
             "servers": servers,
+            "legs": legs,
+            "cdr": {"receivers": self.cdr.stats()},
             "totals": {"joins": self.sim.joins, "refused_joins": refused, "dropped_calls": dropped, "restarts": restarts},
         })
     }
+}
+
+/// A fresh CDR session id: random each start (not from the seed), so a
+/// receiver tells a restarted simulator from the same one.
+fn new_session() -> Arc<str> {
+    Guid::random(&mut rand::thread_rng()).to_string().into()
 }
