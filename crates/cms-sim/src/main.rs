@@ -97,7 +97,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
     /// Every call bridge posts CDRs here: http://HOST:PORT/PATH or
-    /// https://... Repeatable, at most 4 (as on CMS).
+    /// https://... Repeatable, at most 4 (as on CMS). `{server}` in the
+    /// path becomes the posting server's name (e.g. /cdr?callbridge={server}).
     #[arg(long = "cdr", value_name = "URL")]
     cdr: Vec<Receiver>,
     /// Verify https CDR receivers against the CA certificates (PEM) in this

@@ -186,7 +186,9 @@ pub async fn start_with(config: LiveConfig, calls: CallBridgeOptions) -> anyhow:
         config.restart_downtime,
     );
     world.advance_to(config.start, None);
-    let cdr_out = cdr::CdrOut::new(&world.callbridge_ids(), &calls.cdr);
+    let named: Vec<(String, String)> =
+        servers.iter().map(|s| s.name.clone()).zip(world.callbridge_ids()).collect();
+    let cdr_out = cdr::CdrOut::new(&named, &calls.cdr);
     world.go_live(cdr_out.clone());
     let callbridge_ids = world.callbridge_ids();
     let world = Arc::new(Mutex::new(world));

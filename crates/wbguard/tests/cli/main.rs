@@ -13,6 +13,7 @@ mod deploy;
 mod files;
 mod history;
 mod layers;
+mod live_calls;
 mod page;
 mod restart;
 mod sshd;

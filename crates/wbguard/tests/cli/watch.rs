@@ -340,6 +340,20 @@ pub fn simulated(
     dir: &std::path::Path,
     tune: impl FnOnce(&mut cms_sim::live::LiveConfig),
 ) -> (tokio::runtime::Runtime, cms_sim::live::Running, std::path::PathBuf) {
+    simulated_with(guard_syslog, servers, speed, leak, dir, tune, Default::default())
+}
+
+/// [`simulated`], its call bridges posting CDRs and serving their API as
+/// `calls` says.
+pub fn simulated_with(
+    guard_syslog: &str,
+    servers: usize,
+    speed: f64,
+    leak: f64,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut cms_sim::live::LiveConfig),
+    calls: cms_sim::live::CallBridgeOptions,
+) -> (tokio::runtime::Runtime, cms_sim::live::Running, std::path::PathBuf) {
     use cms_sim::live::{self, Credentials, LiveConfig};
     use cms_sim::scenario::Scenario;
 
@@ -379,7 +393,7 @@ pub fn simulated(
     };
     tune(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let running = runtime.block_on(live::start(config)).unwrap();
+    let running = runtime.block_on(live::start_with(config, calls)).unwrap();
     let mut text = format!(
         "host_key_policy = \"accept-new\"\nknown_hosts = {:?}\nstate_dir = {:?}\n[auth]\nkey_file = {:?}\n",
         s(&dir.join("known_hosts")),

@@ -245,16 +245,20 @@ pub struct CdrOut {
 impl CdrOut {
     /// Queues for `callbridges` (their ids, used as the `callBridge`
     /// attribute when there is more than one) towards `receivers`.
-    pub fn new(callbridge_ids: &[String], receivers: &[Receiver]) -> CdrOut {
-        let cluster = callbridge_ids.len() > 1;
-        let queues = callbridge_ids
+    pub fn new(callbridges: &[(String, String)], receivers: &[Receiver]) -> CdrOut {
+        let cluster = callbridges.len() > 1;
+        let queues = callbridges
             .iter()
-            .map(|id| {
+            .map(|(name, id)| {
                 receivers
                     .iter()
                     .map(|receiver| {
+                        // `{server}` in a receiver's path is the posting
+                        // server's name: on CMS each call bridge has its own
+                        // receiver URI, which may say who it is.
+                        let path = receiver.path.replace("{server}", name);
                         Arc::new(Queue {
-                            receiver: receiver.clone(),
+                            receiver: Receiver { path, ..receiver.clone() },
                             callbridge: cluster.then(|| id.clone()),
                             state: Mutex::new(QueueState::default()),
                             wake: Notify::new(),
@@ -407,7 +411,7 @@ mod tests {
 
     #[test]
     fn record_indexes_batches_and_a_full_queue() {
-        let out = CdrOut::new(&["a".into(), "b".into()], &["http://127.0.0.1:1/".parse().unwrap()]);
+        let out = CdrOut::new(&[("cms1".into(), "a".into()), ("cms2".into(), "b".into())], &["http://127.0.0.1:1/".parse().unwrap()]);
         let session: Arc<str> = "s1".into();
         for n in 0..(QUEUE_LIMIT as u64 + 5) {
             out.push(0, &session, record(n));

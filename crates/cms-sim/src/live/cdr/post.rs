@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Where a call bridge posts: `http://HOST[:PORT][/PATH][?QUERY]` or
-/// `https://...`. The path and query are sent as written.
+/// `https://...`. The path and query are sent as written, but for
+/// `{server}`, which becomes the posting server's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receiver {
     /// Over TLS.
