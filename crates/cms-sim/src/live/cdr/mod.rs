@@ -378,7 +378,12 @@ async fn send(queue: Arc<Queue>, tls: Option<Arc<rustls::ClientConfig>>, mut shu
         let Some((body, last, count, missing)) = queue.batch() else { continue };
         counters.posts.fetch_add(1, Ordering::Relaxed);
         counters.records_posted.fetch_add(count as u64, Ordering::Relaxed);
-        match post::post(&queue.receiver, &body, tls.as_ref(), POST_TIMEOUT).await {
+        // Shutdown does not wait for a slow receiver; the batch stays queued.
+        let answer = tokio::select! {
+            answer = post::post(&queue.receiver, &body, tls.as_ref(), POST_TIMEOUT) => answer,
+            _ = shutdown.changed() => return,
+        };
+        match answer {
             Ok(200) => {
                 counters.posts_ok.fetch_add(1, Ordering::Relaxed);
                 queue.delivered(body, last, missing);
