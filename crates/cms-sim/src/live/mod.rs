@@ -186,8 +186,7 @@ pub async fn start_with(config: LiveConfig, calls: CallBridgeOptions) -> anyhow:
         config.restart_downtime,
     );
     world.advance_to(config.start, None);
-    let named: Vec<(String, String)> =
-        servers.iter().map(|s| s.name.clone()).zip(world.callbridge_ids()).collect();
+    let named: Vec<(String, String)> = servers.iter().map(|s| s.name.clone()).zip(world.callbridge_ids()).collect();
     let cdr_out = cdr::CdrOut::new(&named, &calls.cdr);
     world.go_live(cdr_out.clone());
     let callbridge_ids = world.callbridge_ids();

@@ -18,7 +18,10 @@
 //! - A new session means the call bridge restarted, and its calls ended
 //!   with it: its open legs are forgotten. The count is known again from
 //!   the session's first record (`recordIndex` 1); a session first heard
-//!   at a later index (the guard missed its start) is unknown. The last
+//!   at a later index (the guard missed its start) is unknown. The first
+//!   session ever heard from a call bridge is unknown too, even from
+//!   record 1 (a receiver added during calls is numbered from 1): it
+//!   becomes known through the API (a reconcile) or at its next restart. The last
 //!   [`LEFT_SESSIONS`] sessions a call bridge left are remembered, and
 //!   records of theirs that arrive late are counted as duplicates (their
 //!   calls ended with the restart).
@@ -303,12 +306,24 @@ impl Tracker {
                         source.left.pop_front();
                     }
                 }
+                // The first session heard from a call bridge may have begun
+                // long before its receiver was added (CMS numbers a new
+                // receiver's records from 1 too): legs opened before are not
+                // known, so neither is the count, until the API lists them or
+                // the call bridge restarts (a new session: its calls ended).
+                let restarted = !source.left.is_empty();
                 source.legs.clear();
                 source.high_water = 0;
                 outcome.change.reset = true;
                 source.unknown = None;
                 match first {
-                    Some(1) => {}
+                    Some(1) if restarted => {}
+                    Some(1) => source.lose(
+                        name,
+                        format!(
+                            "session {session} is the first heard from it: calls that began before its CDRs reach the guard are not known until its API lists them or it restarts"
+                        ),
+                    ),
                     Some(index) => source.lose(
                         name,
                         format!(
@@ -535,6 +550,8 @@ mod tests {
     #[test]
     fn legs_open_and_close_by_kind() {
         let mut tracker = Tracker::new(10, 100);
+        // Known from the start: its API listed no leg before its first post.
+        tracker.reconcile("cms1", Vec::new(), at(0));
         let acano = start("a", "<type>acano</type>");
         let sip = start("s", "<type>sip</type>");
         let link = start("d", "<type>acano</type><subType>distributionLink</subType>");
@@ -547,7 +564,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!((outcome.applied, outcome.duplicate, outcome.malformed), (3, 0, 0));
-        assert!(outcome.change.reset, "a first session starts from nothing");
+        assert!(!outcome.change.reset, "the reconciled call bridge's first session is adopted");
         assert_eq!(outcome.change.upsert.len(), 2);
         tracker.apply("cms1", body("s1", &[(4, "callLegStart", &link), (5, "callLegStart", &untyped)]), at(1)).unwrap();
         assert_eq!(cma(&tracker, "cms1"), Some(2), "acano and untyped count, sip and the link do not");
@@ -570,6 +587,8 @@ mod tests {
     #[test]
     fn duplicates_are_ignored_and_counted() {
         let mut tracker = Tracker::new(10, 100);
+        // Known from the start: its API listed no leg before its first post.
+        tracker.reconcile("cms1", Vec::new(), at(0));
         let batch = || body("s1", &[(1, "callLegStart", &start("a", "<type>acano</type>"))]);
         tracker.apply("cms1", batch(), at(0)).unwrap();
         let again = tracker.apply("cms1", batch(), at(1)).unwrap();
@@ -588,6 +607,19 @@ mod tests {
         assert_eq!(cma(&tracker, "cms1"), Some(1));
         assert_eq!(outcome.change.remove, vec!["b".to_owned()]);
         assert!(outcome.change.upsert.is_empty(), "b opened and closed in one body: nothing to store");
+    }
+
+    #[test]
+    fn the_first_session_heard_is_unknown_even_from_its_first_record_until_a_restart() {
+        let mut tracker = Tracker::new(10, 100);
+        let leg = start("a", "<type>acano</type>");
+        tracker.apply("cms1", body("s1", &[(1, "callLegStart", &leg)]), at(0)).unwrap();
+        // A receiver added during calls is numbered from 1 too.
+        assert_eq!(cma(&tracker, "cms1"), None);
+        assert!(tracker.callbridges()[0].unknown_reason.as_deref().unwrap().contains("first heard"));
+        // Its restart ended every call: from the new session on, it is known.
+        tracker.apply("cms1", body("s2", &[(1, "callStart", "")]), at(1)).unwrap();
+        assert_eq!(cma(&tracker, "cms1"), Some(0));
     }
 
     #[test]
@@ -662,6 +694,8 @@ mod tests {
     #[test]
     fn restored_state_is_known_as_stored() {
         let mut tracker = Tracker::new(10, 100);
+        // Known from the start: its API listed no leg before its first post.
+        tracker.reconcile("cms1", Vec::new(), at(0));
         tracker.apply("cms1", body("s1", &[(1, "callLegStart", &start("a", "<type>acano</type>"))]), at(0)).unwrap();
         let mut stored = Vec::new();
         for view in tracker.callbridges() {

@@ -187,6 +187,7 @@ mod tests {
         let mut registry = Registry::default();
         cdr.register(&mut registry);
         let body = r#"<records session="s"><record type="callLegStart" recordIndex="1"><callLeg id="a"><type>acano</type></callLeg></record></records>"#;
+        cdr.live.reconcile("cms1", Vec::new(), chrono::Utc::now());
         let posting = cdr.live.post("cms1", parse(body.as_bytes()).unwrap(), chrono::Utc::now()).unwrap();
         cdr.counts.add(CdrResult::Applied, posting.applied);
         let lost = r#"<records session="t"><record type="callStart" recordIndex="9"/></records>"#;

@@ -177,6 +177,7 @@ mod tests {
         open(&live, dir.path()).unwrap();
         let body = r#"<records session="s1"><record type="callLegStart" recordIndex="1"><callLeg id="a"><type>acano</type></callLeg></record>
             <record type="callLegStart" recordIndex="2"><callLeg id="b"><type>sip</type></callLeg></record></records>"#;
+        live.reconcile("cms1", Vec::new(), at(0));
         let posting = live.post("cms1", posted(body), at(0)).unwrap();
         assert_eq!((posting.applied, posting.duplicate), (2, 0));
         posting.durable().await.unwrap();

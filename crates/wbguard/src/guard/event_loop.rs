@@ -139,6 +139,9 @@ pub struct Guard {
     pub clock: GuardClock,
     /// Asks the Call Bridge API for live calls before a restart.
     pub check: CheckLive,
+    /// CDRs are received (`watch.listen_cdr`): unknown counts are
+    /// reconciled through the API.
+    pub cdr_on: bool,
 }
 
 impl Guard {
@@ -151,7 +154,7 @@ impl Guard {
         mut manual: mpsc::Receiver<Manual>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let Guard { rules, limit, shared, history, restarted, notifier, clock, check } = self;
+        let Guard { rules, limit, shared, history, restarted, notifier, clock, check, cdr_on } = self;
         // A journal written under a clock that ran ahead (or by a guard that
         // followed a forged line) would hold its web bridges for as long as
         // min_interval after a date that has not come yet.
@@ -183,6 +186,7 @@ impl Guard {
             clock,
             journal_ahead,
             api_live: None,
+            cdr_on,
         };
         tracing::info!(
             "clock: {}",
@@ -259,6 +263,8 @@ struct Task {
     journal_ahead: Vec<JournalAhead>,
     /// The live calls the Call Bridge API counted last.
     api_live: Option<LiveCalls>,
+    /// CDRs are received.
+    cdr_on: bool,
 }
 
 impl Task {
@@ -450,7 +456,8 @@ impl Task {
             self.api_live = Some(live);
             // What the API lists is what is live: the CDR count of each
             // call bridge that answered is right again (after lost records).
-            for (callbridge, legs) in legs {
+            // Without CDRs nothing would keep those legs current: no reconcile.
+            for (callbridge, legs) in legs.into_iter().filter(|_| self.cdr_on) {
                 self.shared.metrics.cdr.live.reconcile(&callbridge, legs, live.as_of);
             }
         }
@@ -474,6 +481,20 @@ impl Task {
         cdr.cluster_cma(&expected).or_else(|| self.api_live.filter(|live| now - live.as_of <= API_FRESH))
     }
 
+    /// Whether the CDRs leave the cluster's count unknown (a call bridge
+    /// first heard, records lost, one silent): then its API is asked.
+    fn cdr_unknown(&self, now: DateTime<Utc>) -> bool {
+        let gone_after = self.model.config().callbridge_gone_after;
+        let cdr = &self.shared.metrics.cdr.live;
+        let tracked = cdr.callbridges();
+        tracked.iter().any(|cb| !cb.known)
+            || self
+                .model
+                .callbridges()
+                .filter(|cb| now - cb.last_time <= gone_after)
+                .any(|cb| !tracked.iter().any(|t| t.callbridge.eq_ignore_ascii_case(&cb.host)))
+    }
+
     /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and
     /// started, changes recorded and announced, estimates stored.
     async fn decide(&mut self) {
@@ -489,6 +510,11 @@ impl Task {
         let mut decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, now);
         if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
             self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
+        }
+        if let (true, Some(config)) = (self.cdr_on, &self.rules.config) {
+            if self.cdr_unknown(now) {
+                self.enforcer.precheck.reconcile(config, now);
+            }
         }
         self.enforcer.precheck.annotate(&mut decisions);
         self.clock.forgive(Utc::now());

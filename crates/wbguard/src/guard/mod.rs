@@ -235,6 +235,7 @@ pub async fn serve(
         notifier: notifier.clone(),
         clock: clock::GuardClock::new(settings.clock, settings.future_tolerance),
         check: precheck::through_api(),
+        cdr_on: !settings.listen_cdr.is_empty(),
     };
     let (rules_tx, rules_rx) = mpsc::channel(4);
     let (manual, manuals) = mpsc::channel(4);

@@ -41,6 +41,9 @@ pub const CLEARED_FOR: Duration = Duration::from_secs(10);
 /// After a hold (live calls, or no answer), the API is asked again this
 /// much later, while the restart is still needed.
 pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
+/// While the CDR count of a call bridge is unknown (first heard, records
+/// lost), its API is asked for its legs at most this often.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 /// What the API said about the whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -147,8 +150,9 @@ pub type CheckLive = Arc<dyn Fn(&Config) -> Option<CheckFuture> + Send + Sync>;
 
 /// A check's answer, back in the guard task.
 pub struct Checked {
-    webbridge: String,
-    allowed: Option<u32>,
+    /// The restart that asked (its web bridge and allowance); none: a
+    /// reconcile of the CDR counts.
+    restart: Option<(String, Option<u32>)>,
     result: Result<LiveCheck, CheckFailed>,
     asked: DateTime<Utc>,
 }
@@ -180,19 +184,23 @@ pub struct PreCheck {
     held: Option<Held>,
     /// The last check, for the status.
     pub last: Option<ApiCheckView>,
+    /// When the CDR counts were last reconciled through the API.
+    reconciled: Option<Instant>,
 }
 
 impl PreCheck {
     /// Checks made with `check`; answers come back through the receiver.
     pub fn new(check: CheckLive) -> (PreCheck, mpsc::Receiver<Checked>) {
         let (answers, receiver) = mpsc::channel(4);
-        let precheck = PreCheck { check, answers, running: None, cleared: None, held: None, last: None };
+        let precheck =
+            PreCheck { check, answers, running: None, cleared: None, held: None, last: None, reconciled: None };
         (precheck, receiver)
     }
 
-    /// A check is in flight.
+    /// A check before a restart is in flight (a reconcile does not count:
+    /// it holds no restart up).
     pub fn running(&self) -> bool {
-        self.running.is_some()
+        self.running.as_ref().is_some_and(|webbridge| !webbridge.is_empty())
     }
 
     /// Whether `decision`'s restart may go out now; starts a check when
@@ -213,26 +221,53 @@ impl PreCheck {
         }
         let Some(check) = (self.check)(config) else { return Gate::Go(None) };
         self.running = Some(decision.webbridge.clone());
-        let (answers, webbridge, allowed) = (self.answers.clone(), decision.webbridge.clone(), decision.allowed_drops);
-        tracing::debug!("{webbridge}: asking the Call Bridge API for live calls before the restart");
+        tracing::debug!("{}: asking the Call Bridge API for live calls before the restart", decision.webbridge);
+        self.ask(check, Some((decision.webbridge.clone(), decision.allowed_drops)), now);
+        Gate::Wait
+    }
+
+    /// Asks the API for every call bridge's legs, to make unknown CDR
+    /// counts known again, unless a check runs or one was made less than
+    /// [`RECONCILE_EVERY`] ago. Without an API configured, nothing.
+    pub fn reconcile(&mut self, config: &Config, now: DateTime<Utc>) {
+        if self.running.is_some() || self.reconciled.is_some_and(|at| at.elapsed() < RECONCILE_EVERY) {
+            return;
+        }
+        let Some(check) = (self.check)(config) else { return };
+        self.reconciled = Some(Instant::now());
+        self.running = Some(String::new());
+        tracing::debug!("asking the Call Bridge API for its legs: a CDR count is unknown");
+        self.ask(check, None, now);
+    }
+
+    fn ask(&self, check: CheckFuture, restart: Option<(String, Option<u32>)>, asked: DateTime<Utc>) {
+        let answers = self.answers.clone();
         tokio::spawn(async move {
             let result = check.await;
-            let _ = answers.send(Checked { webbridge, allowed, result, asked: now }).await;
+            let _ = answers.send(Checked { restart, result, asked }).await;
         });
-        Gate::Wait
     }
 
     /// Takes a check's answer: clears or holds the restart, and returns the
     /// live count it gives the model and the legs each call bridge listed,
     /// if any. `logs_if_unreachable`: an API that does not answer leaves
     /// the decision to the logs.
-    pub fn answered(
-        &mut self,
-        checked: Checked,
-        logs_if_unreachable: bool,
-    ) -> Option<(LiveCalls, Vec<ListedLegs>)> {
+    pub fn answered(&mut self, checked: Checked, logs_if_unreachable: bool) -> Option<(LiveCalls, Vec<ListedLegs>)> {
         self.running = None;
-        let Checked { webbridge, allowed, result, asked } = checked;
+        let Checked { restart, result, asked } = checked;
+        let Some((webbridge, allowed)) = restart else {
+            // A reconcile: only the legs matter.
+            return match result {
+                Ok(mut check) => {
+                    let legs = std::mem::take(&mut check.legs);
+                    Some((LiveCalls { cma: check.cma_live(), source: CallSource::Api, as_of: asked }, legs))
+                }
+                Err(CheckFailed { why, .. }) => {
+                    tracing::info!("the CDR counts could not be reconciled through the API: {why}");
+                    None
+                }
+            };
+        };
         let (view, live) = match result {
             Ok(mut check) => {
                 let legs = std::mem::take(&mut check.legs);
@@ -300,7 +335,7 @@ impl PreCheck {
                 decision.action = Action::Hold;
                 decision.reason =
                     format!("needed, but {}; asking again every {} s", held.reason, ASK_AGAIN_AFTER.as_secs());
-            } else if self.running.as_deref() == Some(&decision.webbridge) {
+            } else if self.running.as_deref() == Some(decision.webbridge.as_str()) {
                 decision.action = Action::Hold;
                 decision.reason = "needed; asking the Call Bridge API for live calls first".to_owned();
             }
@@ -314,8 +349,7 @@ mod tests {
 
     fn unanswered(webbridge: &str) -> Checked {
         Checked {
-            webbridge: webbridge.into(),
-            allowed: Some(0),
+            restart: Some((webbridge.into(), Some(0))),
             result: Err(CheckFailed { why: "connection refused".into(), unreachable: true }),
             asked: Utc::now(),
         }

@@ -416,7 +416,10 @@ mod tests {
 
     #[test]
     fn record_indexes_batches_and_a_full_queue() {
-        let out = CdrOut::new(&[("cms1".into(), "a".into()), ("cms2".into(), "b".into())], &["http://127.0.0.1:1/".parse().unwrap()]);
+        let out = CdrOut::new(
+            &[("cms1".into(), "a".into()), ("cms2".into(), "b".into())],
+            &["http://127.0.0.1:1/".parse().unwrap()],
+        );
         let session: Arc<str> = "s1".into();
         for n in 0..(QUEUE_LIMIT as u64 + 5) {
             out.push(0, &session, record(n));
