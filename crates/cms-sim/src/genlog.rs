@@ -116,6 +116,10 @@ pub trait Controller {
     /// Called once a second of virtual time: the servers (by index) whose
     /// web bridge to restart now. Each restart leaves its audit line.
     fn restarts(&mut self, now: DateTime<Utc>) -> Vec<usize>;
+    /// Called once a second of virtual time, before [`Controller::restarts`]:
+    /// the live CMA legs of the whole deployment, as its call bridges' CDRs
+    /// or API would count them. A log-only guard ignores it.
+    fn live_cma(&mut self, _cma: u32) {}
 }
 
 /// No controller: only the scheduled restarts, if any.
@@ -184,6 +188,7 @@ pub fn generate_controlled(
                 pending_restarts.push((now + Duration::seconds(i as i64), i));
             }
         }
+        controller.live_cma(sim.callbridges.iter().map(|c| c.cma()).sum());
         for server in controller.restarts(now) {
             if server < servers.len() && !pending_restarts.iter().any(|&(_, s)| s == server) {
                 pending_restarts.push((now, server));

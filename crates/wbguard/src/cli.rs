@@ -87,7 +87,7 @@ pub enum Command {
     /// Ask a running guard what it knows.
     Status(StatusArgs),
     /// See it work: a simulated leaking deployment, the guard in enforce
-    /// mode, the status page, and a month of three strategies compared
+    /// mode, the status page, and a month of four strategies compared
     /// (left out of builds without the cargo feature "demo").
     #[cfg(feature = "demo")]
     Demo(DemoArgs),

@@ -5,7 +5,7 @@
 //! mode with a Saturday-night maintenance window, receives its syslog over
 //! TCP, restarts its web bridges over SSH when that is harmless, and serves
 //! the status page. The terminal shows a live summary; at the end comes the
-//! comparison of three strategies over a simulated month ([`compare`]).
+//! comparison of four strategies over a simulated month ([`compare`]).
 //!
 //! Everything goes through the real parts: the simulator's MMP over SSH
 //! (its host keys recorded on first use, `accept-new`, in a throwaway
@@ -90,7 +90,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let policy = policy();
     let start = next_morning(Utc::now());
     let month = DateTime::parse_from_rfc3339(COMPARISON_START).expect("a valid time").with_timezone(&Utc);
-    let comparison = std::thread::spawn(move || compare::compare(&scenario(), SEED, month, COMPARISON_DAYS, &policy));
+    let comparison = std::thread::spawn(move || {
+        compare::compare(&scenario(), SEED, month, COMPARISON_DAYS, &policy, compare::saturdays())
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let totals = runtime.block_on(live_demo(dir.path(), listen_http, args.speed, start, duration))?;
     let outcomes = comparison.join().map_err(|_| anyhow::anyhow!("the comparison failed"))?;
