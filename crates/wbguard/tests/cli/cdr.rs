@@ -181,6 +181,7 @@ fn garbage_is_refused_and_counted_and_the_next_batch_is_applied() {
     let (_, body) = post(cdr, laughs);
     assert!(body.contains("DTD"), "{body}");
     guard.wait_for(&counted("malformed"), 5.0);
+    boot("127.0.0.1", cdr);
     let good = records("s-1", &[(1, "callLegStart", leg("a", "acano"))]);
     assert_eq!(post(cdr, &good).0, 200);
     assert_eq!(guard.metric(&series("wbguard_callbridge_cma_calls", "127.0.0.1", None)), Some(1.0));
