@@ -494,6 +494,11 @@ impl Tracker {
     }
 
     /// Every call bridge tracked, by name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// Every call bridge tracked, by name, with its counts.
     pub fn callbridges(&self) -> Vec<CdrCallBridge> {
         self.sources
             .iter()

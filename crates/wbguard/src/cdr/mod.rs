@@ -109,6 +109,11 @@ impl LiveLegs {
         self.tracker().callbridges()
     }
 
+    /// The names of the call bridges tracked (without counting their legs).
+    pub fn names(&self) -> Vec<String> {
+        self.tracker().names().map(str::to_owned).collect()
+    }
+
     /// Replaces `callbridge`'s open legs with what its API listed at `at`
     /// (a reconcile): its count is known again. In memory at once; written
     /// to the store by its writer shortly after (with the next post at the

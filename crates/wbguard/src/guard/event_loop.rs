@@ -464,49 +464,39 @@ impl Task {
             // What the API lists is what is live: the CDR count of each
             // call bridge that answered is right again (after lost records).
             // Without CDRs nothing would keep those legs current: no reconcile.
-            for (callbridge, legs) in legs.into_iter().filter(|_| self.cdr_on) {
-                self.shared.metrics.cdr.live.reconcile(&callbridge, legs, live.as_of);
+            if self.cdr_on {
+                for (callbridge, legs) in legs {
+                    self.shared.metrics.cdr.live.reconcile(&callbridge, legs, live.as_of);
+                }
             }
         }
         self.decide().await;
     }
 
-    /// The cluster's live calls as the best source knows them: the CDRs
-    /// when every call bridge is known from them, else the API's last
-    /// count while it is fresh; none: the logs alone.
-    fn live_calls(&self, now: DateTime<Utc>) -> Option<LiveCalls> {
-        // The cluster's call bridges: those the logs show alive, and those
-        // that post CDRs. One that is not known from CDRs leaves the
-        // figure unknown: never assumed zero.
+    /// The cluster's call bridges: those the logs show alive, and those
+    /// that post CDRs (one not known from CDRs leaves the CDR figure
+    /// unknown: never assumed zero).
+    fn cluster_callbridges(&self, now: DateTime<Utc>) -> Vec<String> {
         let gone_after = self.model.config().callbridge_gone_after;
-        let cdr = &self.shared.metrics.cdr.live;
-        let mut expected: Vec<String> =
+        let mut names: Vec<String> =
             self.model.callbridges().filter(|cb| now - cb.last_time <= gone_after).map(|cb| cb.host.clone()).collect();
-        expected.extend(cdr.callbridges().into_iter().map(|cb| cb.callbridge));
-        expected.sort();
-        expected.dedup();
-        cdr.cluster_cma(&expected).or_else(|| self.api_live.filter(|live| now - live.as_of <= API_FRESH))
-    }
-
-    /// Whether the CDRs leave the cluster's count unknown (a call bridge
-    /// first heard, records lost, one silent): then its API is asked.
-    fn cdr_unknown(&self, now: DateTime<Utc>) -> bool {
-        let gone_after = self.model.config().callbridge_gone_after;
-        let cdr = &self.shared.metrics.cdr.live;
-        let tracked = cdr.callbridges();
-        tracked.iter().any(|cb| !cb.known)
-            || self
-                .model
-                .callbridges()
-                .filter(|cb| now - cb.last_time <= gone_after)
-                .any(|cb| !tracked.iter().any(|t| t.callbridge.eq_ignore_ascii_case(&cb.host)))
+        names.extend(self.shared.metrics.cdr.live.names());
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and
     /// started, changes recorded and announced, estimates stored.
     async fn decide(&mut self) {
         let now = self.clock.now(&self.model);
-        self.model.set_live_calls(self.live_calls(now));
+        // The cluster's live calls as the best source knows them: the CDRs
+        // when every call bridge is known from them, else the API's last
+        // count while it is fresh; none: the logs alone.
+        let callbridges = self.cluster_callbridges(now);
+        let from_cdr = self.shared.metrics.cdr.live.cluster_cma(&callbridges);
+        let from_api = self.api_live.filter(|live| now - live.as_of <= API_FRESH);
+        self.model.set_live_calls(from_cdr.or(from_api));
         let (seen, unseen) = self.enforcer.verify(&self.model, now);
         for webbridge in &seen {
             self.shared.count_restart(webbridge, RestartResult::Verified);
@@ -518,8 +508,10 @@ impl Task {
         if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
             self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
         }
+        // A call bridge first heard, with records lost, or silent: its API
+        // vouches for what is live.
         if let (true, Some(config)) = (self.cdr_on, &self.rules.config) {
-            if self.cdr_unknown(now) {
+            if !callbridges.is_empty() && from_cdr.is_none() {
                 self.enforcer.precheck.reconcile(config, now);
             }
         }

@@ -166,6 +166,14 @@ pub enum Gate {
     Wait,
 }
 
+/// Why the API is being asked.
+enum Asking {
+    /// Before this web bridge's restart.
+    Restart(String),
+    /// To make unknown CDR counts known.
+    Reconcile,
+}
+
 /// A hold the API asked for.
 struct Held {
     webbridge: String,
@@ -177,8 +185,8 @@ struct Held {
 pub struct PreCheck {
     check: CheckLive,
     answers: mpsc::Sender<Checked>,
-    /// The web bridge whose check is in flight.
-    running: Option<String>,
+    /// The check in flight, if any (one at a time).
+    running: Option<Asking>,
     /// A restart the API cleared, and when.
     cleared: Option<(String, Instant)>,
     held: Option<Held>,
@@ -200,7 +208,7 @@ impl PreCheck {
     /// A check before a restart is in flight (a reconcile does not count:
     /// it holds no restart up).
     pub fn running(&self) -> bool {
-        self.running.as_ref().is_some_and(|webbridge| !webbridge.is_empty())
+        matches!(self.running, Some(Asking::Restart(_)))
     }
 
     /// Whether `decision`'s restart may go out now; starts a check when
@@ -220,7 +228,7 @@ impl PreCheck {
             return Gate::Wait;
         }
         let Some(check) = (self.check)(config) else { return Gate::Go(None) };
-        self.running = Some(decision.webbridge.clone());
+        self.running = Some(Asking::Restart(decision.webbridge.clone()));
         tracing::debug!("{}: asking the Call Bridge API for live calls before the restart", decision.webbridge);
         self.ask(check, Some((decision.webbridge.clone(), decision.allowed_drops)), now);
         Gate::Wait
@@ -235,7 +243,7 @@ impl PreCheck {
         }
         let Some(check) = (self.check)(config) else { return };
         self.reconciled = Some(Instant::now());
-        self.running = Some(String::new());
+        self.running = Some(Asking::Reconcile);
         tracing::debug!("asking the Call Bridge API for its legs: a CDR count is unknown");
         self.ask(check, None, now);
     }
@@ -335,7 +343,7 @@ impl PreCheck {
                 decision.action = Action::Hold;
                 decision.reason =
                     format!("needed, but {}; asking again every {} s", held.reason, ASK_AGAIN_AFTER.as_secs());
-            } else if self.running.as_deref() == Some(decision.webbridge.as_str()) {
+            } else if matches!(&self.running, Some(Asking::Restart(w)) if *w == decision.webbridge) {
                 decision.action = Action::Hold;
                 decision.reason = "needed; asking the Call Bridge API for live calls first".to_owned();
             }
