@@ -331,7 +331,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.cdr.clone()
     };
-    anyhow::ensure!(cdr.len() <= live::cdr::MAX_RECEIVERS, "--cdr: at most 4 receivers (as on CMS), not {}", cdr.len());
+    // The flags conflict on the command line; in a file they must too, or
+    // cdr_insecure would silently override a CA file.
+    anyhow::ensure!(
+        !(file.cdr_insecure == Some(true) && file.cdr_ca.is_some()),
+        "scenario: cdr_ca and cdr_insecure = true contradict each other: give one"
+    );
     let cdr_tls = if args.cdr_insecure || (args.cdr_ca.is_none() && file.cdr_insecure == Some(true)) {
         CdrTls::Insecure
     } else {

@@ -380,9 +380,11 @@ async fn call_legs(State(context): State<Arc<ApiContext>>, RawQuery(query): RawQ
         }
     }
     let world = context.world.lock().expect("the world lock is never poisoned");
-    let legs = world.legs_on(context.server);
-    let mut body = format!("<?xml version=\"1.0\"?>\n<callLegs total=\"{}\">", legs.len());
-    for leg in legs.iter().skip(offset).take(limit) {
+    // The page is built from the legs in place: the world lock holds up
+    // the clock, so nothing is copied under it but the page.
+    let total = world.legs_on(context.server).count();
+    let mut body = format!("<?xml version=\"1.0\"?>\n<callLegs total=\"{total}\">");
+    for leg in world.legs_on(context.server).skip(offset).take(limit) {
         body.push_str(&format!(
             "<callLeg id=\"{}\"><name>{}</name><remoteParty>{}</remoteParty><call>{}</call></callLeg>",
             leg.id,

@@ -7,8 +7,7 @@
 //! name and its own loopback address `127.0.1.N`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -65,25 +64,17 @@ fn create(dir: &Path, name: &str, index: usize, certificate_path: &Path, key_pat
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "cms-sim");
     let key = rcgen::KeyPair::generate().context("making the API key")?;
     let certificate = params.self_signed(&key).context("signing the API certificate")?;
-    write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(certificate_path, certificate.pem().as_bytes(), 0o644)
-}
-
-/// Writes `path` through a temporary file, so a crash leaves the old one.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temporary)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+    // The certificate goes first, and comes last: killed in between, the
+    // next start finds no certificate and makes both again, never a key
+    // beside a certificate of another.
+    match fs::remove_file(certificate_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", certificate_path.display()))
+        }
+        _ => {}
+    }
+    super::write_replacing(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    super::write_replacing(certificate_path, certificate.pem().as_bytes(), 0o644)
 }
 
 #[cfg(test)]

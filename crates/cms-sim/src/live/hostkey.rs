@@ -5,8 +5,7 @@
 //! better.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -54,19 +53,7 @@ pub fn load_or_create(dir: &Path, kind: KeyKind, rotate: bool) -> anyhow::Result
         }
     };
     let text = key.to_openssh(LineEnding::LF).context("encoding the host key")?;
-    let mut temporary = path.clone().into_os_string();
-    temporary.push(".tmp");
-    let temporary = std::path::PathBuf::from(temporary);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))?;
+    super::write_replacing(&path, text.as_bytes(), 0o600)?;
     Ok(key)
 }
 

@@ -21,6 +21,7 @@ pub mod web;
 pub mod world;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +37,23 @@ use crate::scenario::Scenario;
 pub use mmp::Credentials;
 pub use syslog_out::{Destination, Outbox};
 use world::World;
+
+/// Writes `path` through a temporary file, so a crash leaves the old one.
+pub(crate) fn write_replacing(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temporary)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
+}
 
 /// Everything `cms-sim run` needs, resolved from flags and scenario file.
 #[derive(Clone)]
@@ -186,10 +204,11 @@ pub async fn start_with(config: LiveConfig, calls: CallBridgeOptions) -> anyhow:
         config.restart_downtime,
     );
     world.advance_to(config.start, None);
-    let named: Vec<(String, String)> = servers.iter().map(|s| s.name.clone()).zip(world.callbridge_ids()).collect();
+    let callbridge_ids = world.callbridge_ids();
+    let named: Vec<(String, String)> =
+        servers.iter().map(|s| s.name.clone()).zip(callbridge_ids.iter().cloned()).collect();
     let cdr_out = cdr::CdrOut::new(&named, &calls.cdr);
     world.go_live(cdr_out.clone());
-    let callbridge_ids = world.callbridge_ids();
     let world = Arc::new(Mutex::new(world));
     let faults = Arc::new(faults::Faults::new(servers.len()));
     let api_faults = Arc::new(api::ApiFaults::new(servers.len()));

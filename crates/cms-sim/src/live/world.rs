@@ -160,16 +160,15 @@ impl World {
     /// From now on, every call and leg event is a CDR record queued in `cdr`
     /// (the warm-up before this leaves none).
     pub fn go_live(&mut self, cdr: CdrOut) {
+        // Without a receiver no event is recorded at all (a clock tick
+        // would otherwise copy every leg started, for nothing).
+        self.sim.record_events(cdr.active());
         self.cdr = cdr;
-        self.sim.record_events(true);
     }
 
     /// Turns the model's events into records, in order.
     fn flush_events(&mut self) {
         for event in self.sim.take_events() {
-            if !self.cdr.active() {
-                continue;
-            }
             let cb = event.callbridge;
             let record = Record::from_event(&event, self.correlators[cb]);
             self.correlators[cb] += 1;
@@ -188,8 +187,8 @@ impl World {
     }
 
     /// The live legs hosted by call bridge `i`, ordered by id.
-    pub fn legs_on(&self, i: usize) -> Vec<Leg> {
-        self.sim.legs().filter(|l| l.callbridge == i).cloned().collect()
+    pub fn legs_on(&self, i: usize) -> impl Iterator<Item = &Leg> {
+        self.sim.legs().filter(move |l| l.callbridge == i)
     }
 
     /// One live leg, if call bridge `i` hosts it.
