@@ -417,6 +417,15 @@ impl Tracker {
         if !self.sources.contains_key(name) && self.sources.len() >= self.max_sources {
             return false;
         }
+        if let Some(source) = self.sources.get(name) {
+            // Known from its CDRs: they are right, and the API's list may
+            // already be old. A post applied while the API was asked may be
+            // missing from the list (or ended a leg it still shows): the
+            // count stays unknown, and the API is asked again.
+            if source.unknown.is_none() || source.last_post.is_some_and(|post| post > at) {
+                return true;
+            }
+        }
         let max_legs = self.max_legs;
         let source = self.sources.entry(name.to_owned()).or_default();
         let listed = legs.len();
@@ -624,6 +633,25 @@ mod tests {
         assert!(tracker.callbridges()[0].unknown_reason.as_deref().unwrap().contains("first heard"));
         // Its restart ended every call: from the new session on, it is known.
         tracker.apply("cms1", body("s2", &[(1, "callStart", "")]), at(1)).unwrap();
+        assert_eq!(cma(&tracker, "cms1"), Some(0));
+    }
+
+    #[test]
+    fn the_api_list_never_overrides_cdrs_that_know_better() {
+        let mut tracker = Tracker::new(10, 100);
+        tracker.reconcile("cms1", Vec::new(), at(0));
+        let leg = start("a", "<type>acano</type>");
+        tracker.apply("cms1", body("s1", &[(1, "callLegStart", &leg)]), at(5)).unwrap();
+        // Known from its CDRs: a list taken before the leg began changes nothing.
+        tracker.reconcile("cms1", Vec::new(), at(4));
+        assert_eq!(cma(&tracker, "cms1"), Some(1));
+        // Unknown, and a post came while the API was asked: still unknown.
+        tracker.apply("cms1", body("s1", &[(3, "callLegEnd", &start("a", ""))]), at(6)).unwrap();
+        assert_eq!(cma(&tracker, "cms1"), None, "record 2 never came");
+        tracker.reconcile("cms1", Vec::new(), at(5));
+        assert_eq!(cma(&tracker, "cms1"), None);
+        // A list asked after the last post makes it known.
+        tracker.reconcile("cms1", Vec::new(), at(7));
         assert_eq!(cma(&tracker, "cms1"), Some(0));
     }
 

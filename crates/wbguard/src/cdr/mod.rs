@@ -114,7 +114,9 @@ impl LiveLegs {
         self.tracker().names().map(str::to_owned).collect()
     }
 
-    /// Replaces `callbridge`'s open legs with what its API listed at `at`
+    /// Replaces `callbridge`'s open legs with what its API listed when asked
+    /// at `at` (wall clock), unless its CDRs already know them or a post
+    /// came after `at`
     /// (a reconcile): its count is known again. In memory at once; written
     /// to the store by its writer shortly after (with the next post at the
     /// latest).

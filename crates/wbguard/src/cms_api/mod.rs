@@ -60,10 +60,12 @@ pub struct OpenLeg {
 }
 
 impl OpenLeg {
-    /// Whether it is a CMA client (WebRTC, desktop, iOS): `acano` and not a
-    /// link between clustered call bridges.
+    /// Whether it counts as a CMA client (WebRTC, desktop, iOS): not a
+    /// SIP leg, not a link between clustered call bridges.
     pub fn is_cma(&self) -> bool {
-        self.kind == "acano" && self.sub_type.as_deref() != Some("distributionLink")
+        // One rule for both sources: a type that is neither acano nor sip
+        // counts too, since an upper bound must not undercount.
+        crate::cdr::legs::LegKind::of(Some(&self.kind), self.sub_type.as_deref()).is_cma()
     }
 }
 

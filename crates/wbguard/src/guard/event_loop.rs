@@ -459,6 +459,7 @@ impl Task {
     /// restart goes out seconds after the answer.
     async fn api_answered(&mut self, answer: Checked) {
         let logs_if_unreachable = self.rules.api_unreachable == ApiUnreachable::Logs;
+        let asked_wall = answer.asked_wall();
         if let Some((live, legs)) = self.enforcer.precheck.answered(answer, logs_if_unreachable) {
             self.api_live = Some(live);
             // What the API lists is what is live: the CDR count of each
@@ -466,7 +467,7 @@ impl Task {
             // Without CDRs nothing would keep those legs current: no reconcile.
             if self.cdr_on {
                 for (callbridge, legs) in legs {
-                    self.shared.metrics.cdr.live.reconcile(&callbridge, legs, live.as_of);
+                    self.shared.metrics.cdr.live.reconcile(&callbridge, legs, asked_wall);
                 }
             }
         }

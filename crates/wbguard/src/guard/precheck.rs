@@ -155,6 +155,15 @@ pub struct Checked {
     restart: Option<(String, Option<u32>)>,
     result: Result<LiveCheck, CheckFailed>,
     asked: DateTime<Utc>,
+    /// When it was asked by the machine's clock (CDR posts are timed so).
+    asked_wall: DateTime<Utc>,
+}
+
+impl Checked {
+    /// When the check was asked, by the machine's clock.
+    pub fn asked_wall(&self) -> DateTime<Utc> {
+        self.asked_wall
+    }
 }
 
 /// What became of a restart the policy asks for.
@@ -250,9 +259,10 @@ impl PreCheck {
 
     fn ask(&self, check: CheckFuture, restart: Option<(String, Option<u32>)>, asked: DateTime<Utc>) {
         let answers = self.answers.clone();
+        let asked_wall = Utc::now();
         tokio::spawn(async move {
             let result = check.await;
-            let _ = answers.send(Checked { restart, result, asked }).await;
+            let _ = answers.send(Checked { restart, result, asked, asked_wall }).await;
         });
     }
 
@@ -262,7 +272,7 @@ impl PreCheck {
     /// the decision to the logs.
     pub fn answered(&mut self, checked: Checked, logs_if_unreachable: bool) -> Option<(LiveCalls, Vec<ListedLegs>)> {
         self.running = None;
-        let Checked { restart, result, asked } = checked;
+        let Checked { restart, result, asked, .. } = checked;
         let Some((webbridge, allowed)) = restart else {
             // A reconcile: only the legs matter.
             return match result {
@@ -360,6 +370,7 @@ mod tests {
             restart: Some((webbridge.into(), Some(0))),
             result: Err(CheckFailed { why: "connection refused".into(), unreachable: true }),
             asked: Utc::now(),
+            asked_wall: Utc::now(),
         }
     }
 
