@@ -173,7 +173,7 @@ fn read_through_fifo(fifo: &Path, log: &[u8]) {
 }
 
 /// Starts `analyze FILE FIFO`; returns once it has opened both (it opens its
-/// inputs in order before reading any), with the FIFO's writing end.
+/// inputs in order, then starts reading them all), with the FIFO's writing end.
 fn analyze_holding(file: &Path, fifo: &Path) -> (Child, File) {
     let child = Command::new(env!("CARGO_BIN_EXE_wbguard"))
         .args(["analyze", "--format", "json", s(file), s(fifo)])
@@ -186,7 +186,7 @@ fn analyze_holding(file: &Path, fifo: &Path) -> (Child, File) {
     (child, writer)
 }
 
-/// A file truncated, or rotated, after analyze opened it and before it read
+/// A file truncated, or rotated, after analyze opened it and while it reads
 /// it: a warning naming it, exit 1, and the lines read in the report.
 #[test]
 fn a_file_that_shrinks_or_is_rotated_while_read_gives_a_warning() {
@@ -207,9 +207,13 @@ fn a_file_that_shrinks_or_is_rotated_while_read_gives_a_warning() {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let report = json(&output);
-    assert_eq!(report["inputs"][0]["lines"]["total"], 1_000);
+    // Workers start reading as soon as every input is open, so some of the
+    // file may be read before it is cut: at least what was kept, at most all.
+    let lines = report["inputs"][0]["lines"]["total"].as_u64().unwrap();
+    assert!((1_000..=100_000).contains(&lines), "{lines} lines");
     let warning = report["inputs"][0]["warning"].as_str().unwrap();
-    assert!(warning.starts_with(s(&path)) && warning.contains("shrank") && warning.contains("1000 lines"), "{warning}");
+    let says_lines = warning.contains(&format!("{lines} lines"));
+    assert!(warning.starts_with(s(&path)) && warning.contains("shrank") && says_lines, "{warning}");
     assert!(stderr.contains(&format!("warning: {warning}")), "{stderr}");
     assert_eq!(report["warnings"][0], warning);
 
