@@ -150,6 +150,9 @@ struct Leg {
     kind: LegKind,
     call: Option<String>,
     guest: bool,
+    /// Its `callLegStart`'s time; `None` when its start was missed (or it
+    /// came from the API's list).
+    started: Option<DateTime<Utc>>,
 }
 
 /// One call bridge, inside the tracker.
@@ -204,7 +207,13 @@ impl Source {
 }
 
 fn leg_row(id: &str, leg: &Leg) -> CdrLegRow {
-    CdrLegRow { leg: id.to_owned(), kind: leg.kind.as_str().to_owned(), call: leg.call.clone(), guest: leg.guest }
+    CdrLegRow {
+        leg: id.to_owned(),
+        kind: leg.kind.as_str().to_owned(),
+        call: leg.call.clone(),
+        guest: leg.guest,
+        started: leg.started,
+    }
 }
 
 /// How one body's records counted, and what it changed.
@@ -385,7 +394,8 @@ impl Tracker {
                         // A leg opened here, or an update of a leg whose
                         // start was missed: open either way, so as not to
                         // undercount.
-                        let leg = Leg { kind, call, guest: guest.unwrap_or(false) };
+                        let started = record.time.filter(|_| record.kind == RecordKind::LegStart);
+                        let leg = Leg { kind, call, guest: guest.unwrap_or(false), started };
                         source.legs.insert(id.clone(), leg.clone());
                         leg
                     };
@@ -429,10 +439,15 @@ impl Tracker {
         let max_legs = self.max_legs;
         let source = self.sources.entry(name.to_owned()).or_default();
         let listed = legs.len();
+        // A leg the CDRs saw begin keeps its start; the API's list gives none.
+        let mut before = std::mem::take(&mut source.legs);
         source.legs = legs
             .into_iter()
             .take(max_legs)
-            .map(|leg| (leg.id, Leg { kind: leg.kind, call: leg.call, guest: leg.guest }))
+            .map(|leg| {
+                let started = before.remove(&leg.id).and_then(|known| known.started);
+                (leg.id, Leg { kind: leg.kind, call: leg.call, guest: leg.guest, started })
+            })
             .collect();
         source.unknown = None;
         if listed > max_legs {
@@ -449,7 +464,10 @@ impl Tracker {
             let legs = legs
                 .into_iter()
                 .take(self.max_legs)
-                .map(|leg| (leg.leg, Leg { kind: LegKind::from_name(&leg.kind), call: leg.call, guest: leg.guest }))
+                .map(|leg| {
+                    let kind = LegKind::from_name(&leg.kind);
+                    (leg.leg, Leg { kind, call: leg.call, guest: leg.guest, started: leg.started })
+                })
                 .collect();
             let source = Source {
                 session: row.session,
@@ -500,6 +518,21 @@ impl Tracker {
             as_of = Some(as_of.map_or(at, |earliest| earliest.min(at)));
         }
         Some((cma, as_of?))
+    }
+
+    /// When each live CMA leg of the call bridges `expected` began, when
+    /// their count is known ([`Tracker::cluster_cma`]) and every start was
+    /// seen.
+    pub fn cluster_starts(&self, expected: &[String]) -> Option<Vec<DateTime<Utc>>> {
+        self.cluster_cma(expected)?;
+        let mut starts = Vec::new();
+        for name in expected {
+            let source = self.sources.get(&name.to_lowercase())?;
+            for leg in source.legs.values().filter(|leg| leg.kind.is_cma()) {
+                starts.push(leg.started?);
+            }
+        }
+        Some(starts)
     }
 
     /// Every call bridge tracked, by name.
@@ -742,5 +775,31 @@ mod tests {
             .apply("cms1", body("s1", &[(1, "callLegStart", &start("a", "<type>acano</type>"))]), at(1))
             .unwrap();
         assert_eq!(again.duplicate, 1);
+    }
+
+    #[test]
+    fn the_start_of_each_cma_leg_is_known_only_when_every_one_was_seen_to_begin() {
+        let mut tracker = Tracker::new(10, 100);
+        tracker.reconcile("cms1", Vec::new(), at(0));
+        let timed = |index: u64, kind: &str, inner: &str, time: &str| {
+            let xml = format!(
+                "<records session=\"s1\"><record type=\"{kind}\" time=\"{time}\" recordIndex=\"{index}\" \
+                 correlatorIndex=\"0\">{inner}</record></records>"
+            );
+            parse(xml.as_bytes()).unwrap()
+        };
+        let acano = start("a", "<type>acano</type>");
+        tracker.apply("cms1", timed(1, "callLegStart", &acano, "2026-03-02T22:05:00Z"), at(1)).unwrap();
+        // A SIP leg is no CMA call: its start does not matter.
+        tracker
+            .apply("cms1", timed(2, "callLegStart", &start("s", "<type>sip</type>"), "2026-03-02T22:06:00Z"), at(2))
+            .unwrap();
+        let began = "2026-03-02T22:05:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(tracker.cluster_starts(&["cms1".into()]), Some(vec![began]));
+        // An update of a leg whose start was missed: open, start unknown.
+        tracker
+            .apply("cms1", timed(3, "callLegUpdate", &start("b", "<type>acano</type>"), "2026-03-02T22:07:00Z"), at(3))
+            .unwrap();
+        assert_eq!((cma(&tracker, "cms1"), tracker.cluster_starts(&["cms1".into()])), (Some(2), None));
     }
 }

@@ -98,10 +98,12 @@ impl LiveLegs {
     /// not restored, records lost, a new session first heard in its middle.
     /// `as_of` is the oldest of their last posts or reconciles: a call
     /// bridge posts only when something happens, so a quiet one is not a
-    /// stale one.
-    pub fn cluster_cma(&self, expected: &[String]) -> Option<LiveCalls> {
-        let (cma, as_of) = self.tracker().cluster_cma(expected)?;
-        Some(LiveCalls { cma, source: CallSource::Cdr, as_of })
+    /// stale one. With them, when each of those calls began, when every
+    /// start was seen (read at one moment, so they agree).
+    pub fn cluster_calls(&self, expected: &[String]) -> Option<(LiveCalls, Option<Vec<DateTime<Utc>>>)> {
+        let tracker = self.tracker();
+        let (cma, as_of) = tracker.cluster_cma(expected)?;
+        Some((LiveCalls { cma, source: CallSource::Cdr, as_of }, tracker.cluster_starts(expected)))
     }
 
     /// Every call bridge tracked, for the status.
@@ -188,19 +190,22 @@ mod tests {
         let posting = live.post("cms1", posted(body), at(0)).unwrap();
         assert_eq!((posting.applied, posting.duplicate), (2, 0));
         posting.durable().await.unwrap();
-        let calls = live.cluster_cma(&["CMS1".into()]).unwrap();
+        let calls = live.cluster_calls(&["CMS1".into()]).unwrap().0;
         assert_eq!((calls.cma, calls.source, calls.as_of), (1, CallSource::Cdr, at(0)));
-        assert_eq!(live.cluster_cma(&["cms1".into(), "cms2".into()]), None, "cms2 was never heard from");
+        assert_eq!(live.cluster_calls(&["cms1".into(), "cms2".into()]), None, "cms2 was never heard from");
         let listed = |id: &str| OpenLeg { id: id.into(), kind: legs::LegKind::Acano, call: None, guest: false };
         live.reconcile("cms2", vec![listed("x"), listed("y")], at(5));
-        assert_eq!(live.cluster_cma(&["cms1".into(), "cms2".into()]).map(|c| (c.cma, c.as_of)), Some((3, at(0))));
+        assert_eq!(
+            live.cluster_calls(&["cms1".into(), "cms2".into()]).map(|(c, _)| (c.cma, c.as_of)),
+            Some((3, at(0)))
+        );
         // The writer handles the reconcile before the next post's change.
         let next =
             r#"<records session="s1"><record type="callLegEnd" recordIndex="3"><callLeg id="a"/></record></records>"#;
         live.post("cms1", posted(next), at(6)).unwrap().durable().await.unwrap();
         let again = Arc::new(LiveLegs::new(10));
         open(&again, dir.path()).unwrap();
-        assert_eq!(again.cluster_cma(&["cms1".into(), "cms2".into()]).map(|c| c.cma), Some(2));
+        assert_eq!(again.cluster_calls(&["cms1".into(), "cms2".into()]).map(|(c, _)| c.cma), Some(2));
         let cms1 = again.callbridges().into_iter().find(|c| c.callbridge == "cms1").unwrap();
         assert_eq!((cms1.record_index, cms1.session.as_deref()), (3, Some("s1")));
         // Without a store, a post is applied but not durable: 503.

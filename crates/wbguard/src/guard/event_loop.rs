@@ -495,9 +495,14 @@ impl Task {
         // when every call bridge is known from them, else the API's last
         // count while it is fresh; none: the logs alone.
         let callbridges = self.cluster_callbridges(now);
-        let from_cdr = self.shared.metrics.cdr.live.cluster_cma(&callbridges);
+        let from_cdr = self.shared.metrics.cdr.live.cluster_calls(&callbridges);
         let from_api = self.api_live.filter(|live| now - live.as_of <= API_FRESH);
+        // When each call began (CDRs only): calls that began while a web
+        // bridge saw no new connection are not counted on it.
+        let starts = from_cdr.as_ref().and_then(|(_, starts)| starts.clone()).unwrap_or_default();
+        let from_cdr = from_cdr.map(|(live, _)| live);
         self.model.set_live_calls(from_cdr.or(from_api));
+        self.model.set_live_leg_starts(starts);
         let (seen, unseen) = self.enforcer.verify(&self.model, now);
         for webbridge in &seen {
             self.shared.count_restart(webbridge, RestartResult::Verified);

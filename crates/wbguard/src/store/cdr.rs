@@ -45,6 +45,8 @@ pub struct CdrLegRow {
     pub call: Option<String>,
     /// A WebRTC guest.
     pub guest: bool,
+    /// When it began (its `callLegStart`'s time), when seen.
+    pub started: Option<DateTime<Utc>>,
 }
 
 /// What one batch changed for one call bridge.
@@ -97,12 +99,13 @@ fn insert_legs(
     legs: &[CdrLegRow],
 ) -> rusqlite::Result<()> {
     let mut insert = transaction.prepare_cached(
-        "INSERT INTO cdr_legs (source, session, leg, kind, call, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT (source, leg) DO UPDATE SET session = ?2, kind = ?4, call = ?5, guest = ?6",
+        "INSERT INTO cdr_legs (source, session, leg, kind, call, guest, started_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (source, leg) DO UPDATE SET session = ?2, kind = ?4, call = ?5, guest = ?6, started_ms = ?7",
     )?;
     let session = row.session.as_deref().unwrap_or("");
     for leg in legs {
-        insert.execute(params![row.source, session, leg.leg, leg.kind, leg.call, leg.guest])?;
+        let started = leg.started.map(|t| t.timestamp_millis());
+        insert.execute(params![row.source, session, leg.leg, leg.kind, leg.call, leg.guest, started])?;
     }
     Ok(())
 }
@@ -156,12 +159,19 @@ impl Store {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut legs = self.connection.prepare("SELECT leg, kind, call, guest FROM cdr_legs WHERE source = ?1")?;
+        let mut legs =
+            self.connection.prepare("SELECT leg, kind, call, guest, started_ms FROM cdr_legs WHERE source = ?1")?;
         let mut loaded = Vec::with_capacity(rows.len());
         for row in rows {
             let open = legs
                 .query_map(params![row.source], |leg| {
-                    Ok(CdrLegRow { leg: leg.get(0)?, kind: leg.get(1)?, call: leg.get(2)?, guest: leg.get(3)? })
+                    Ok(CdrLegRow {
+                        leg: leg.get(0)?,
+                        kind: leg.get(1)?,
+                        call: leg.get(2)?,
+                        guest: leg.get(3)?,
+                        started: leg.get::<_, Option<i64>>(4)?.map(time),
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             loaded.push((row, open));
@@ -179,7 +189,8 @@ mod tests {
     }
 
     fn leg(id: &str, kind: &str) -> CdrLegRow {
-        CdrLegRow { leg: id.into(), kind: kind.into(), call: Some("c".into()), guest: false }
+        // The start survives the round trip (whole milliseconds).
+        CdrLegRow { leg: id.into(), kind: kind.into(), call: Some("c".into()), guest: false, started: Some(at(-60)) }
     }
 
     #[test]

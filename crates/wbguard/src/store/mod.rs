@@ -55,6 +55,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX samples_once ON samples (time_ms, host, kind);",
     // 3: the CDR receiver's open legs (see [`cdr`]).
     cdr::SCHEMA,
+    // 4: when each open leg began (its `callLegStart`), to tell which web
+    // bridges it cannot be on.
+    "ALTER TABLE cdr_legs ADD COLUMN started_ms INTEGER;",
 ];
 
 /// A sample as stored.
