@@ -209,7 +209,8 @@ impl Deployment {
         let active = stats.active;
         if let Some(estimate) = self.estimate(host, time) {
             let state = self.webbridges.get_mut(host).expect("observed above");
-            state.profile.observe(time, active, estimate.droppable_upper);
+            let age = time - state.epoch_start();
+            state.profile.observe(time, active, estimate.droppable_upper, age);
         }
         if self.warmed_up(time) {
             let target = Target::WebBridge { host: host.to_owned(), epoch };

@@ -1,18 +1,31 @@
-//! A web bridge's day as its history shows it: when it is quiet, and how
-//! fast its sessions grow from one day to the next.
+//! A web bridge's day as its history shows it: when it is quiet, and when
+//! its sessions will reach the limit.
 //!
 //! The day (UTC) is cut into [`BUCKETS`] buckets of [`BUCKET_MINUTES`];
 //! for each of the last [`DAYS_KEPT`] days the profile keeps, per bucket,
 //! the largest number of calls a restart could have dropped there (the
-//! model's bound at each sample: what the guard could prove, not what the
-//! simulator knows) and the smallest and largest `active`. That is what
-//! the lockout rule plans with (`DOMAIN.md`, "The decision"; issue 14):
-//! the quietest bucket before a lockout, and a guess of that lockout.
-//! Guesses choose *when*; whether calls may drop is always decided on the
-//! bound the guard has at that second.
+//! model's bound at each sample: what the guard could prove, not a guess),
+//! the mean of `active`, and how long after the last restart that was.
+//! That is what the lockout rule plans with (`DOMAIN.md`, "The decision";
+//! issue 14): the quietest bucket before a lockout, and a guess of that
+//! lockout. Guesses choose *when*; whether calls may drop is always decided
+//! on the bound the guard has at that second.
 //!
-//! Memory: [`DAYS_KEPT`] × [`BUCKETS`] cells of three small numbers per web
-//! bridge (about 7 KB), whatever the records.
+//! The guess: `active = real + leaked`, real sessions follow the time of
+//! day, and the leak grows with the time since the last restart. So one
+//! bucket seen on two days at different times since a restart tells the
+//! growth: the difference of `active` over the difference of those times
+//! (real sessions at the same hour cancel out). Restarts at different
+//! hours are what make it measurable, and a web bridge restarted every day
+//! still gives it. The median over every such pair is the leak per day;
+//! then each bucket's real sessions are what is left of `active` (the
+//! busiest day's, for the lockout: a lockout is worse than an early
+//! restart; the median day's, for the quietest moment), and the lockout is
+//! the first bucket ahead where those plus the leak by then reach the
+//! limit.
+//!
+//! Memory: [`DAYS_KEPT`] × [`BUCKETS`] cells of five small numbers per web
+//! bridge (about 12 KB), whatever the records.
 
 use std::collections::VecDeque;
 
@@ -27,16 +40,34 @@ pub const DAYS_KEPT: usize = 7;
 /// Buckets that must have been seen (on any day) before the profile plans:
 /// most of a day, so that "the quietest" means something.
 const COVERED_TO_PLAN: usize = BUCKETS * 3 / 4;
+/// Two sightings of a bucket tell the growth only this far apart in time
+/// since a restart: closer, the day-to-day noise of real calls dominates.
+const MIN_AGE_APART_MINUTES: f64 = 360.0;
+/// Sightings made this soon after a restart are left out of the growth:
+/// users who lost their call come back.
+const SETTLE_MINUTES: f64 = 60.0;
 
 /// What one bucket of one day saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Cell {
     /// The largest bound on droppable calls at a sample.
     calls: u32,
-    /// The smallest `active` at a sample.
-    active_min: u32,
-    /// The largest `active` at a sample.
-    active_max: u32,
+    /// Samples folded in.
+    samples: u32,
+    /// Sum of `active` over them.
+    active_sum: f64,
+    /// Sum of the minutes since the last restart over them.
+    age_sum: f64,
+}
+
+impl Cell {
+    fn active(&self) -> f64 {
+        self.active_sum / f64::from(self.samples)
+    }
+
+    fn age(&self) -> f64 {
+        self.age_sum / f64::from(self.samples)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,8 +82,9 @@ struct Day {
 pub struct QuietMoment {
     /// The start of the bucket (now, when the bucket has begun).
     pub at: DateTime<Utc>,
-    /// The calls a restart could drop there, as history bounds them (the
-    /// mean over the days seen of each day's largest bound in that bucket).
+    /// The calls a restart could drop there, by history: the median over
+    /// the days seen of each day's largest bound in that bucket, or of the
+    /// real sessions left once the leak is taken away where that is fewer.
     pub expected_calls: u32,
 }
 
@@ -74,11 +106,20 @@ fn bucket_start(day: i64, bucket: usize) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+fn largest(values: Vec<f64>) -> Option<f64> {
+    values.into_iter().reduce(f64::max)
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_unstable_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 impl DailyProfile {
     /// Folds in one sample: `active` sessions, of which at most `calls`
-    /// could have been dropped by a restart then. A sample older than the
-    /// days kept is ignored.
-    pub fn observe(&mut self, time: DateTime<Utc>, active: u32, calls: u32) {
+    /// could have been dropped by a restart then, `age` after the last
+    /// restart. A sample older than the days kept is ignored.
+    pub fn observe(&mut self, time: DateTime<Utc>, active: u32, calls: u32, age: Duration) {
         let (number, bucket) = day_and_bucket(time);
         let index = match self.days.iter().position(|d| d.number == number) {
             Some(index) => index,
@@ -96,23 +137,22 @@ impl DailyProfile {
                 }
             }
         };
-        let cell = &mut self.days[index].cells[bucket];
-        *cell = Some(match *cell {
-            None => Cell { calls, active_min: active, active_max: active },
-            Some(c) => Cell {
-                calls: c.calls.max(calls),
-                active_min: c.active_min.min(active),
-                active_max: c.active_max.max(active),
-            },
-        });
+        let age = age.num_seconds().max(0) as f64 / 60.0;
+        let cell =
+            self.days[index].cells[bucket].get_or_insert(Cell { calls, samples: 0, active_sum: 0.0, age_sum: 0.0 });
+        cell.calls = cell.calls.max(calls);
+        cell.samples = cell.samples.saturating_add(1);
+        cell.active_sum += f64::from(active);
+        cell.age_sum += age;
     }
 
-    /// The calls history bounds in `bucket`: the mean, rounded up, over the
-    /// days that saw it, of each day's largest bound.
+    /// The calls history bounds in `bucket`: the median (the upper one of
+    /// an even count) over the days that saw it of each day's largest
+    /// bound, so that one unusual day does not move it.
     fn expected(&self, bucket: usize) -> Option<u32> {
-        let seen: Vec<u32> = self.days.iter().filter_map(|d| d.cells[bucket].map(|c| c.calls)).collect();
-        let days = u32::try_from(seen.len()).ok().filter(|&n| n > 0)?;
-        Some(seen.iter().sum::<u32>().div_ceil(days))
+        let mut seen: Vec<u32> = self.days.iter().filter_map(|d| d.cells[bucket].map(|c| c.calls)).collect();
+        seen.sort_unstable();
+        seen.get(seen.len() / 2).copied()
     }
 
     /// Whether enough of a day has been seen to plan with.
@@ -136,18 +176,40 @@ impl DailyProfile {
     /// The quietest bucket from now until `deadline` (at most a day
     /// ahead): the fewest calls history expects; of equals, the earliest.
     /// `None` until the profile [can plan](DailyProfile::can_plan).
+    ///
+    /// Where the leak's growth is known, the calls are the real sessions
+    /// left of `active` once the leak by then is taken away (the median
+    /// over the days): the bound alone would favour the hours just after
+    /// past restarts, when little had leaked yet, over the hours when few
+    /// people call.
     pub fn quietest_before(&self, now: DateTime<Utc>, deadline: DateTime<Utc>) -> Option<QuietMoment> {
         if !self.can_plan() {
             return None;
         }
-        let mut best: Option<QuietMoment> = None;
+        let growth = self.growth_per_minute().filter(|&g| g > 0.0);
+        let mut best: Option<(f64, QuietMoment)> = None;
         for (at, bucket) in Self::ahead(now, deadline) {
-            let Some(expected_calls) = self.expected(bucket) else { continue };
-            if best.is_none_or(|b| expected_calls < b.expected_calls) {
-                best = Some(QuietMoment { at, expected_calls });
+            let Some(bound) = self.expected(bucket) else { continue };
+            let calls = growth
+                .and_then(|g| self.real(bucket, g, median))
+                .map_or(f64::from(bound), |real| real.min(f64::from(bound)));
+            if best.is_none_or(|(fewest, _)| calls < fewest) {
+                best = Some((calls, QuietMoment { at, expected_calls: calls.ceil() as u32 }));
             }
         }
-        best
+        best.map(|(_, moment)| moment)
+    }
+
+    /// The real sessions of `bucket` by history: per day seen, `active`
+    /// less the leak by then at `growth` per minute; summed up by `pick`.
+    fn real(&self, bucket: usize, growth: f64, pick: fn(Vec<f64>) -> Option<f64>) -> Option<f64> {
+        pick(
+            self.days
+                .iter()
+                .filter_map(|d| d.cells[bucket])
+                .map(|c| (c.active() - growth * c.age()).max(0.0))
+                .collect(),
+        )
     }
 
     /// The first bucket from now, within `horizon`, where history expects
@@ -159,51 +221,43 @@ impl DailyProfile {
         Self::ahead(now, now + horizon).find(|&(_, b)| self.expected(b).is_some_and(|e| e <= allowed)).map(|(at, _)| at)
     }
 
-    /// A guess of when `active` reaches `limit`, from the samples since
-    /// `since` (the last restart) only: the day's peak so far plus the
-    /// growth of the sessions from one day to the next, taken in the
-    /// bucket that was quietest on both days (real sessions at the same
-    /// hour cancel out, the leak remains). `None` without two days since
-    /// `since`, or without growth.
-    pub fn lockout_guess(&self, now: DateTime<Utc>, since: DateTime<Utc>, limit: u32) -> Option<DateTime<Utc>> {
-        // Buckets that began an hour after the restart: the first minutes
-        // after one are not a day like the others.
-        let settled = since + Duration::hours(1);
-        let usable = |day: &Day, bucket: usize| {
-            let start = bucket_start(day.number, bucket);
-            day.cells[bucket].filter(|_| start >= settled && start + Duration::minutes(BUCKET_MINUTES) <= now)
-        };
-        let peak = self
-            .days
-            .iter()
-            .flat_map(|d| {
-                (0..BUCKETS)
-                    .filter_map(move |b| usable(d, b).filter(|_| bucket_start(d.number, b) >= now - Duration::days(1)))
-            })
-            .map(|c| c.active_max)
-            .max()?;
-        let (today, _) = day_and_bucket(now);
-        // The latest full day pair: yesterday against the day before, or
-        // today's buckets so far against yesterday's.
-        let day = |n: i64| self.days.iter().find(|d| d.number == n);
-        let mut growth: Option<i64> = None;
-        for (later, earlier) in [(today, today - 1), (today - 1, today - 2)] {
-            let (Some(later), Some(earlier)) = (day(later), day(earlier)) else { continue };
-            let quietest = (0..BUCKETS)
-                .filter_map(|b| Some((usable(later, b)?, usable(earlier, b)?)))
-                .min_by_key(|(l, e)| l.active_min.max(e.active_min));
-            if let Some((l, e)) = quietest {
-                growth = Some(i64::from(l.active_min) - i64::from(e.active_min));
-                break;
+    /// The leak's growth in sessions per minute, as the pairs of sightings
+    /// of one bucket at different times since a restart tell it (see the
+    /// module's doc); `None` without such a pair.
+    fn growth_per_minute(&self) -> Option<f64> {
+        let mut rates = Vec::new();
+        for bucket in 0..BUCKETS {
+            let seen: Vec<Cell> =
+                self.days.iter().filter_map(|d| d.cells[bucket]).filter(|c| c.age() >= SETTLE_MINUTES).collect();
+            for (i, a) in seen.iter().enumerate() {
+                for b in &seen[i + 1..] {
+                    let apart = a.age() - b.age();
+                    if apart.abs() >= MIN_AGE_APART_MINUTES {
+                        rates.push((a.active() - b.active()) / apart);
+                    }
+                }
             }
         }
-        let growth = growth.filter(|&g| g > 0)?;
-        let headroom = i64::from(limit) - i64::from(peak);
-        if headroom <= 0 {
-            return Some(now);
+        median(rates)
+    }
+
+    /// A guess of when `active` reaches `limit` within a day of `now`, for
+    /// the restart epoch that began at `since` (see the module's doc).
+    /// `None` without a growth, with none, or when no bucket ahead
+    /// reaches the limit.
+    pub fn lockout_guess(&self, now: DateTime<Utc>, since: DateTime<Utc>, limit: u32) -> Option<DateTime<Utc>> {
+        let growth = self.growth_per_minute().filter(|&g| g > 0.0)?;
+        for (at, bucket) in Self::ahead(now, now + Duration::days(1)) {
+            // The busiest day seen: a lockout is worse than a restart early.
+            let Some(real) = self.real(bucket, growth, largest) else { continue };
+            // The end of the bucket: the leak by then.
+            let end = (at + Duration::minutes(BUCKET_MINUTES)).max(since);
+            let leaked = growth * (end - since).num_seconds() as f64 / 60.0;
+            if real + leaked >= f64::from(limit) {
+                return Some(at);
+            }
         }
-        let seconds = headroom as f64 / growth as f64 * 86_400.0;
-        (seconds < 1e9).then(|| now + Duration::seconds(seconds as i64))
+        None
     }
 }
 
@@ -224,13 +278,15 @@ mod tests {
         (70.0 + 30.0 * phase).round() as u32
     }
 
-    fn fed(days: i64, leak_per_day: f64) -> DailyProfile {
+    /// `days` of samples every minute, restarted at `restarts` (minutes).
+    fn fed(days: i64, leak_per_day: f64, restarts: &[i64]) -> DailyProfile {
         let mut profile = DailyProfile::default();
         for minute in 0..days * 1440 {
             let time = at(0, 0, minute);
+            let since = restarts.iter().copied().filter(|&r| r <= minute).max().unwrap_or(0);
             let real = day_load((minute % 1440) as f64 / 60.0);
-            let leak = (minute as f64 / 1440.0 * leak_per_day) as u32;
-            profile.observe(time, real + leak, real);
+            let leak = ((minute - since) as f64 / 1440.0 * leak_per_day) as u32;
+            profile.observe(time, real + leak, real, Duration::minutes(minute - since));
         }
         profile
     }
@@ -239,12 +295,12 @@ mod tests {
     fn the_quietest_bucket_is_found_and_nothing_is_planned_on_a_partial_day() {
         let mut partial = DailyProfile::default();
         for minute in 0..600 {
-            partial.observe(at(0, 0, minute), 10, 10);
+            partial.observe(at(0, 0, minute), 10, 10, Duration::minutes(minute));
         }
         assert!(!partial.can_plan());
         assert_eq!(partial.quietest_before(at(0, 10, 0), at(1, 10, 0)), None);
 
-        let profile = fed(2, 0.0);
+        let profile = fed(2, 0.0, &[]);
         let quiet = profile.quietest_before(at(2, 10, 0), at(3, 10, 0)).unwrap();
         // The trough is at 02:00, 40 calls; of equal buckets, the earliest.
         assert!((at(3, 1, 0)..=at(3, 2, 0)).contains(&quiet.at), "{}", quiet.at);
@@ -260,27 +316,42 @@ mod tests {
     }
 
     #[test]
-    fn a_lockout_is_guessed_from_the_growth_between_days_not_from_the_load() {
-        // 30 leaked a day; the peak of day 2 is 100 + 60 + ...: lockout
-        // within the day (149 - 160 < 0) or just after.
-        let profile = fed(3, 30.0);
-        let now = at(2, 23, 59);
-        let guess = profile.lockout_guess(now, at(0, 0, 0), 149).unwrap();
-        assert!(guess <= now + Duration::hours(12), "{guess}");
+    fn a_lockout_is_guessed_from_the_growth_since_restarts_not_from_the_load() {
+        // 40 leaked a day, restarted every day at 03:00, and once at 15:00:
+        // two sightings of a bucket at different times since a restart.
+        let restarts: Vec<i64> = (0..4).map(|d| d * 1440 + 180).chain([2 * 1440 + 900]).collect();
+        let profile = fed(4, 40.0, &restarts);
+        // Restarted at 03:00 on day 4: the leak and the late morning's 96
+        // calls reach 149 at about 11:30 on day 5.
+        let since = at(4, 3, 0);
+        let guess = profile.lockout_guess(at(5, 3, 0), since, 149).expect("a guess");
+        assert!((at(5, 10, 0)..=at(5, 13, 0)).contains(&guess), "{guess}");
+        // Not within a day of the restart itself.
+        assert_eq!(profile.lockout_guess(at(4, 3, 0), since, 149), None);
         // Without a leak, no lockout is guessed, however busy the day.
-        let profile = fed(3, 0.0);
-        assert_eq!(profile.lockout_guess(at(2, 23, 59), at(0, 0, 0), 149), None);
-        // Samples from before the last restart do not count.
-        let profile = fed(3, 30.0);
-        assert_eq!(profile.lockout_guess(at(2, 23, 59), at(2, 3, 0), 149), None);
+        let profile = fed(4, 0.0, &restarts);
+        assert_eq!(profile.lockout_guess(at(5, 3, 0), since, 149), None);
+        // Restarted always at the same hour, only the first hours of the
+        // log (before the first restart) tell the growth, and they do.
+        let daily: Vec<i64> = (0..4).map(|d| d * 1440 + 180).collect();
+        let guess = fed(4, 40.0, &daily).lockout_guess(at(5, 3, 0), since, 149).expect("a guess");
+        assert!((at(5, 10, 0)..=at(5, 13, 0)).contains(&guess), "{guess}");
+        // A log that only ever saw each hour at one time since a restart
+        // tells nothing: no guess rather than a wrong one.
+        let mut blind = DailyProfile::default();
+        for minute in 0..4 * 1440 {
+            let real = day_load((minute % 1440) as f64 / 60.0);
+            blind.observe(at(0, 0, minute), real + 20, real, Duration::minutes(600 + minute % 1440));
+        }
+        assert_eq!(blind.lockout_guess(at(5, 3, 0), since, 149), None);
     }
 
     #[test]
     fn old_days_give_way_and_memory_stays_bounded() {
-        let profile = fed(DAYS_KEPT as i64 + 3, 0.0);
+        let profile = fed(DAYS_KEPT as i64 + 3, 0.0, &[]);
         assert_eq!(profile.days.len(), DAYS_KEPT);
         let mut late = profile.clone();
-        late.observe(at(0, 1, 0), 500, 500); // older than every day kept
+        late.observe(at(0, 1, 0), 500, 500, Duration::zero()); // older than every day kept
         assert_eq!(late.days.len(), DAYS_KEPT);
         assert_eq!(late.expected(4), profile.expected(4));
     }

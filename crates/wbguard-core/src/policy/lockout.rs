@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Policy;
-use crate::model::{WebBridgeEstimate, WebBridgeState};
+use crate::model::WebBridgeState;
 
 /// How far ahead a lockout is planned for: one day (a later one is planned
 /// when it comes closer, with a day more of history).
@@ -23,8 +23,8 @@ const PLAN_AHEAD: Duration = Duration::days(1);
 /// A restart planned to prevent (or end) a lockout, with its numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockoutPlan {
-    /// When users are locked out: now when at the limit, else the earlier
-    /// of the model's forecast and the daily profile's guess.
+    /// When users are locked out: now when at the limit, else the daily
+    /// profile's guess.
     pub lockout_at: DateTime<Utc>,
     /// At the limit now: users are refused.
     pub at_limit: bool,
@@ -55,7 +55,6 @@ impl LockoutPlan {
 /// expected before it.
 pub fn plan(
     state: &WebBridgeState,
-    estimate: &WebBridgeEstimate,
     at_limit: bool,
     policy: &Policy,
     limit: u32,
@@ -72,8 +71,7 @@ pub fn plan(
     if at_limit {
         return Some(plan(now, now, None));
     }
-    let guess = state.profile.lockout_guess(now, state.epoch_start(), limit);
-    let lockout_at = estimate.lockout_forecast.into_iter().chain(guess).min()?.max(now);
+    let lockout_at = expected(state, limit, now)?;
     if lockout_at > now + PLAN_AHEAD {
         return None;
     }
@@ -90,6 +88,17 @@ pub fn plan(
         // lockout itself, so the restart waits for it.
         None => plan(lockout_at, lockout_at, None),
     })
+}
+
+/// When the guard expects users to be locked out of a web bridge below its
+/// limit, if it can tell: the daily profile's guess. The model's forecast
+/// takes every session it cannot prove leaked as a call, so it comes
+/// early: right to make a restart needed, wrong to drop calls on. The
+/// guess follows what the sessions did ([`DailyProfile::lockout_guess`]).
+///
+/// [`DailyProfile::lockout_guess`]: crate::model::profile::DailyProfile::lockout_guess
+pub fn expected(state: &WebBridgeState, limit: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(state.profile.lockout_guess(now, state.epoch_start(), limit)?.max(now))
 }
 
 /// The plan in words, for a decision's reason.

@@ -241,7 +241,9 @@ pub fn decide(model: &Deployment, policy: &Policy, situation: &Situation, now: D
         }
         if policy.triggers.lockout_before_next_window {
             let deadline = next_window.unwrap_or(now + policy.horizon_without_windows);
-            if let Some(at) = estimate.lockout_forecast.filter(|&at| at <= deadline) {
+            // The model's forecast, or else the guard's guess from history.
+            let forecast = estimate.lockout_forecast.or_else(|| lockout::expected(state, limit, now));
+            if let Some(at) = forecast.filter(|&at| at <= deadline) {
                 decision.needs.push(Need::LockoutSoon { at });
             }
         }
@@ -295,7 +297,7 @@ pub fn decide(model: &Deployment, policy: &Policy, situation: &Situation, now: D
             continue;
         }
         let at_limit = decision.needs.contains(&Need::AtLimit);
-        let plan = lockout::plan(state, &estimate, at_limit, policy, limit, next_window, now);
+        let plan = lockout::plan(state, at_limit, policy, limit, next_window, now);
         decision.reason = match &plan {
             Some(plan) if plan.due(now) && plan.allows(droppable) => {
                 decision.action = Action::Restart;

@@ -147,10 +147,11 @@ fn at_the_limit_a_restart_goes_ahead_within_lockout_max_dropped_calls() {
 }
 
 /// One web bridge, `leak_per_day` leaked from midnight of day 0, and real
-/// calls every minute of the day: 5 at 03:00, 41 at 15:00.
-fn busy_days(days: i64, leak_per_day: u32) -> Deployment {
+/// calls every minute of the day: 5 at 03:00, 41 at 15:00; samples every
+/// five minutes up to `until` (minutes).
+fn busy_days(until: i64, leak_per_day: u32) -> Deployment {
     let mut model = Deployment::new(ModelConfig::default());
-    for minute in (0..days * 1440).step_by(5) {
+    for minute in (0..=until).step_by(5) {
         let hour = (minute % 1440) / 60;
         let from_three = (hour - 3).abs();
         let real = 5 + 3 * from_three.min(24 - from_three) as u32;
@@ -164,30 +165,31 @@ fn busy_days(days: i64, leak_per_day: u32) -> Deployment {
 #[test]
 fn a_lockout_without_a_harmless_moment_is_planned_at_the_quietest_minute() {
     let policy = Policy { triggers: Triggers { leak_at_least: None, ..Triggers::default() }, ..Policy::default() };
-    // Day 1, 20:00: the leak (40 a day) locks users out tomorrow afternoon;
+    // Day 1, 20:00: the leak (50 a day) locks users out tomorrow morning;
     // calls never stop, so the restart is planned for 03:00.
-    let model = busy_days(2, 40);
-    let evening = 1440 + 20 * 60 - 5;
+    let evening = 1440 + 20 * 60;
+    let model = busy_days(evening, 50);
     let decision = &decide_at(&model, &policy, evening)["wb1"];
     assert_eq!(decision.action, Action::Hold, "{}", decision.reason);
-    let plan = decision.lockout.expect("planned");
+    let plan = decision.lockout.unwrap_or_else(|| panic!("planned: {decision:?}"));
     assert!(!plan.at_limit);
     let planned = plan.planned_at;
-    assert!((at(2 * 1440 + 2 * 60)..=at(2 * 1440 + 3 * 60)).contains(&planned), "{planned}");
+    // The quietest hour is 03:00 to 04:00.
+    assert!((at(2 * 1440 + 3 * 60)..at(2 * 1440 + 4 * 60)).contains(&planned), "{planned}");
     assert!(decision.reason.contains("planned for the quietest moment"), "{}", decision.reason);
     assert!(plan.expected_calls.is_some_and(|calls| calls <= 8), "{plan:?}");
     // At the planned minute, it goes.
-    let model = busy_days(3, 40);
     let minute = (planned - at(0)).num_minutes();
+    let model = busy_days(minute + 5, 50);
     let decision = &decide_at(&model, &policy, minute + 5)["wb1"];
     assert_eq!(decision.action, Action::Restart, "{}", decision.reason);
     assert!(decision.lockout.is_some());
     // Without a leak no lockout is expected: nothing is needed.
-    let model = busy_days(2, 0);
+    let model = busy_days(evening, 0);
     assert_eq!(decide_at(&model, &policy, evening)["wb1"].action, Action::None);
     // Where history shows a harmless moment first, the guard waits for it.
     let quiet = Policy { max_dropped_calls: 5, ..policy.clone() };
-    let model = busy_days(2, 40);
+    let model = busy_days(evening, 50);
     let decision = &decide_at(&model, &quiet, evening)["wb1"];
     assert_eq!((decision.action, decision.lockout), (Action::Hold, None), "{}", decision.reason);
 }

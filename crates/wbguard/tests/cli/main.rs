@@ -14,6 +14,7 @@ mod files;
 mod history;
 mod layers;
 mod live_calls;
+mod lockout;
 mod page;
 mod restart;
 mod sshd;

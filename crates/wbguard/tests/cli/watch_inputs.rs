@@ -167,10 +167,12 @@ fn webhooks_hear_of_a_lockout_in_their_own_shapes() {
     assert!(slack[0]["text"].as_str().unwrap().starts_with("wbguard cms1: at its limit (149 sessions)"), "{seen:?}");
     let events: Vec<&str> =
         seen.iter().filter(|(path, _)| path == "/generic").map(|(_, body)| body["event"].as_str().unwrap()).collect();
-    assert!(events.contains(&"lockout") && events.contains(&"decision"), "{seen:?}");
-    let decision = &seen.iter().find(|(_, body)| body["event"] == "decision").unwrap().1;
+    // At its limit the decision is a restart for the lockout: its own event.
+    assert!(events.contains(&"lockout") && events.contains(&"lockout_restart"), "{seen:?}");
+    let decision = &seen.iter().find(|(_, body)| body["event"] == "lockout_restart").unwrap().1;
     assert_eq!(decision["webbridge"], "cms1");
     assert_eq!(decision["details"]["active"], 149);
+    assert_eq!(decision["details"]["lockout"]["at_limit"], true);
     // Edge-triggered: the same state is not announced again.
     std::thread::sleep(Duration::from_secs(2));
     assert!(posts.try_recv().is_err());
