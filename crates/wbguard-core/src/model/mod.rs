@@ -31,6 +31,7 @@
 
 mod live;
 mod pairing;
+pub mod profile;
 mod webbridge;
 
 use std::collections::BTreeMap;
@@ -43,7 +44,8 @@ pub use live::{CallSource, LiveCalls};
 pub use pairing::CallBridgeState;
 use pairing::{CallBridges, Pending, Target};
 pub use webbridge::{
-    Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState, RECENT_SLOTS, RESTARTS_KEPT,
+    Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState, QUIET_KEPT, RECENT_SLOTS,
+    RESTARTS_KEPT,
 };
 
 /// Samples waiting for a pairing, per web bridge (and one more for the
@@ -81,6 +83,11 @@ pub struct ModelConfig {
     /// The shortest time since the last restart (or the first bound) over
     /// which a leak rate is given. Default 6 hours.
     pub min_rate_span: Duration,
+    /// How far apart the clocks of a cluster's servers may be, for telling
+    /// which web bridge a call can be on: a call that began more than this
+    /// inside a stretch without a new connection on a web bridge is not on
+    /// it. CMS clusters run on NTP; CDR times are whole seconds. Default 5 s.
+    pub clock_margin: Duration,
 }
 
 impl Default for ModelConfig {
@@ -94,6 +101,7 @@ impl Default for ModelConfig {
             at_limit_max_gap: Duration::minutes(15),
             peak_window: Duration::days(1),
             min_rate_span: Duration::hours(6),
+            clock_margin: Duration::seconds(5),
         }
     }
 }
@@ -130,6 +138,8 @@ pub struct Deployment {
     cluster_lower: u32,
     /// The cluster's live CMA calls from CDRs or the API, when known.
     live: Option<LiveCalls>,
+    /// When each of those calls began, when known for every one of them.
+    live_starts: Vec<DateTime<Utc>>,
 }
 
 impl Deployment {
@@ -145,6 +155,7 @@ impl Deployment {
             cluster_epoch: 0,
             cluster_lower: 0,
             live: None,
+            live_starts: Vec::new(),
         }
     }
 
@@ -153,6 +164,16 @@ impl Deployment {
     /// drop, wherever they are tighter than the logs.
     pub fn set_live_calls(&mut self, live: Option<LiveCalls>) {
         self.live = live;
+    }
+
+    /// Sets when each of the live CMA calls began (CDRs' `callLegStart`
+    /// times, or the API's durations). Used only while it names as many
+    /// calls as [`Deployment::set_live_calls`] counts: a call that began
+    /// while a web bridge saw no new connection is not on that web bridge,
+    /// so a long call on one web bridge no longer holds up the others.
+    pub fn set_live_leg_starts(&mut self, mut starts: Vec<DateTime<Utc>>) {
+        starts.sort_unstable();
+        self.live_starts = starts;
     }
 
     /// The cluster's live CMA calls, when CDRs or the API know them.
@@ -187,6 +208,10 @@ impl Deployment {
         }
         let epoch = state.epoch();
         let active = stats.active;
+        if let Some(estimate) = self.estimate(host, time) {
+            let state = self.webbridges.get_mut(host).expect("observed above");
+            state.profile.observe(time, active, estimate.droppable_upper);
+        }
         if self.warmed_up(time) {
             let target = Target::WebBridge { host: host.to_owned(), epoch };
             if let Some(pending) = self.callbridges.pending_for(target, time, active, &config) {
@@ -312,10 +337,21 @@ impl Deployment {
     pub fn estimate(&self, host: &str, now: DateTime<Utc>) -> Option<WebBridgeEstimate> {
         let state = self.webbridges.get(host)?;
         let mut estimate = state.estimate(now, self.cma_now(now), &self.config)?;
-        if let Some(live) = self.live.filter(|live| live.cma <= estimate.droppable_upper) {
-            estimate.droppable_upper = live.cma;
-            estimate.calls_source = live.source;
-            estimate.calls_as_of = live.as_of;
+        if let Some(live) = self.live {
+            // Calls that may be on this web bridge: all of them, unless it is
+            // known when each began.
+            let mut calls = live.cma;
+            if self.live_starts.len() == live.cma as usize {
+                let margin = self.config.clock_margin;
+                let here = self.live_starts.iter().filter(|&&start| state.may_hold_call_from(start, margin)).count();
+                calls = u32::try_from(here).unwrap_or(u32::MAX);
+                estimate.attributable_calls = Some(calls);
+            }
+            if calls <= estimate.droppable_upper {
+                estimate.droppable_upper = calls;
+                estimate.calls_source = live.source;
+                estimate.calls_as_of = live.as_of;
+            }
         }
         Some(estimate)
     }

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::profile::DailyProfile;
 use super::{CallSource, ModelConfig};
 use crate::log::WebBridgeStats;
 
@@ -69,6 +70,11 @@ pub struct WebBridgeEstimate {
     pub lockout_forecast: Option<DateTime<Utc>>,
     /// Start of the current restart epoch: the last restart, or first sight.
     pub since: DateTime<Utc>,
+    /// The live CMA calls that may be on this web bridge, when it is known
+    /// when each began: those that began while it saw no new connection are
+    /// not counted.
+    #[serde(default)]
+    pub attributable_calls: Option<u32>,
 }
 
 /// Sessions dropping from at least this many to about zero in one sample
@@ -82,6 +88,9 @@ const COLLAPSE_TO: u32 = 1;
 pub const RECENT_SLOTS: i32 = 4096;
 /// Restarts kept per web bridge (the latest); older ones are only counted.
 pub const RESTARTS_KEPT: usize = 1000;
+/// Stretches without a new connection kept per web bridge (the latest):
+/// with a Stats line a minute, about three days of them.
+pub const QUIET_KEPT: usize = 4096;
 
 /// What the model keeps about one web bridge.
 #[derive(Debug, Clone)]
@@ -116,6 +125,13 @@ pub struct WebBridgeState {
     /// (leaks only grow within an epoch). Samples in one slot are merged:
     /// the slot keeps its first time and the largest of each figure.
     recent_real: VecDeque<(DateTime<Utc>, u32, u32)>,
+    /// Stretches of time `(from, to)` between two Stats lines whose `c:`
+    /// did not move: no session began on this web bridge then, so no call
+    /// that began then is on it. The latest [`QUIET_KEPT`], in order;
+    /// touching ones merged.
+    quiet: VecDeque<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Its day as history shows it, for planning restarts.
+    pub profile: DailyProfile,
 }
 
 impl WebBridgeState {
@@ -135,7 +151,28 @@ impl WebBridgeState {
             first_lower: None,
             at_limit_since: None,
             recent_real: VecDeque::new(),
+            quiet: VecDeque::new(),
+            profile: DailyProfile::default(),
         }
+    }
+
+    /// Whether a call that began at `start` may be on this web bridge: not
+    /// when `start` lies inside a stretch without a new connection, by more
+    /// than `margin` from either end (clocks of CMS servers differ a
+    /// little, and CDR times are whole seconds).
+    pub fn may_hold_call_from(&self, start: DateTime<Utc>, margin: Duration) -> bool {
+        // The stretches are in order and do not overlap: find the last one
+        // that began before `start`.
+        let after = self.quiet.partition_point(|&(from, _)| from < start);
+        !after.checked_sub(1).is_some_and(|i| {
+            let (from, to) = self.quiet[i];
+            from + margin < start && start < to - margin
+        })
+    }
+
+    /// The start of the current restart epoch: the last restart, or first sight.
+    pub fn epoch_start(&self) -> DateTime<Utc> {
+        self.epoch_start
     }
 
     /// The latest sample.
@@ -178,6 +215,18 @@ impl WebBridgeState {
             }
             if last.stats.active >= config.limit {
                 self.at_limit += (time - last.time).min(config.at_limit_max_gap).max(Duration::zero());
+            }
+            let in_order = self.quiet.back().is_none_or(|&(_, to)| last.time >= to);
+            if stats.connections == last.stats.connections && time > last.time && in_order {
+                match self.quiet.back_mut() {
+                    Some((_, to)) if *to == last.time => *to = time,
+                    _ => {
+                        if self.quiet.len() == QUIET_KEPT {
+                            self.quiet.pop_front();
+                        }
+                        self.quiet.push_back((last.time, time));
+                    }
+                }
             }
         }
         self.samples += 1;
@@ -289,6 +338,7 @@ impl WebBridgeState {
             leak_rate_per_day,
             lockout_forecast,
             since: self.epoch_start,
+            attributable_calls: None,
         })
     }
 }

@@ -6,18 +6,29 @@
 //! limit; it is *safe* when the real calls it could drop are at most the
 //! allowed number (default 0), which a window may raise. Never two web
 //! bridges of one cluster at once, never the same one twice within the
-//! minimum interval, never on stale data. [`decide`] is pure: the model,
-//! the policy, the restarts wbguard made itself and `now` in, one
-//! [`Decision`] per web bridge out, each with its reason and numbers.
+//! minimum interval, never on stale data.
+//!
+//! Where it is needed and not safe, two more rules (issue 14): a web
+//! bridge behind a load balancer is first drained, so that its calls end
+//! without new ones; and a lockout is worse than a few drops, so a web
+//! bridge at its limit, or locking out before any moment the guard expects
+//! to be harmless, is restarted at the quietest moment before the lockout
+//! ([`lockout`]), within `lockout_max_dropped_calls`.
+//!
+//! [`decide`] is pure: the model, the policy, what the guard is doing
+//! ([`Situation`]) and `now` in, one [`Decision`] per web bridge out, each
+//! with its reason and numbers.
 
+pub mod lockout;
 pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CallSource, Deployment};
+pub use lockout::LockoutPlan;
 pub use window::{Window, WindowError};
 
 /// Whether the guard acts on its decisions.
@@ -65,6 +76,14 @@ pub struct Policy {
     pub stale_after: Duration,
     /// Without windows, a forecast lockout this close is acted on. Default 1 day.
     pub horizon_without_windows: Duration,
+    /// Real calls a restart that prevents or ends a lockout may drop, as
+    /// the guard can bound them: `None` for any (the default: a web bridge
+    /// at its limit is an outage for everyone behind it); `Some(0)` never
+    /// drops a call for it.
+    pub lockout_max_dropped_calls: Option<u32>,
+    /// How long a drained web bridge is given for its calls to end; then
+    /// the lockout rule decides. Default 30 minutes.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Policy {
@@ -77,6 +96,8 @@ impl Default for Policy {
             min_interval: Duration::hours(1),
             stale_after: Duration::minutes(10),
             horizon_without_windows: Duration::days(1),
+            lockout_max_dropped_calls: None,
+            drain_timeout: Duration::minutes(30),
         }
     }
 }
@@ -109,6 +130,30 @@ pub enum Action {
     Hold,
     /// Nothing to do.
     None,
+    /// Drain it through its load balancer, so that its calls end without
+    /// new ones; it is restarted once harmless (then made ready again).
+    Drain,
+    /// Make it ready again in its load balancer: the drain did not make it
+    /// harmless in time, and no restart follows now.
+    Undrain,
+}
+
+/// What the guard is doing, as far as the decision needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct Situation {
+    /// The restarts wbguard made itself, by web bridge (the logs may not
+    /// show them yet).
+    pub restarted: BTreeMap<String, DateTime<Utc>>,
+    /// A restart is in flight in this cluster.
+    pub busy: bool,
+    /// The web bridges with a drain hook (a load balancer in front).
+    pub drainable: BTreeSet<String>,
+    /// The web bridges drained now, and since when.
+    pub draining: BTreeMap<String, DateTime<Utc>>,
+    /// The last drain of each web bridge that ended without a restart (it
+    /// timed out, or the hook failed): no new drain within the minimum
+    /// interval.
+    pub drain_ended: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// One decision, with its reason and the numbers behind it.
@@ -142,19 +187,17 @@ pub struct Decision {
     pub lockout_forecast: Option<DateTime<Utc>>,
     /// When the next window opens.
     pub next_window: Option<DateTime<Utc>>,
+    /// A restart for a lockout: its plan and numbers (the restart, or the
+    /// hold until the planned moment).
+    #[serde(default)]
+    pub lockout: Option<LockoutPlan>,
+    /// Drained through its load balancer since then.
+    #[serde(default)]
+    pub draining_since: Option<DateTime<Utc>>,
 }
 
 /// Decides, for every web bridge of the cluster, what to do at `now`.
-///
-/// `restarted` holds the restarts wbguard made itself (the logs may not
-/// show them yet); `busy` says a restart is in flight in this cluster.
-pub fn decide(
-    model: &Deployment,
-    policy: &Policy,
-    restarted: &BTreeMap<String, DateTime<Utc>>,
-    busy: bool,
-    now: DateTime<Utc>,
-) -> Vec<Decision> {
+pub fn decide(model: &Deployment, policy: &Policy, situation: &Situation, now: DateTime<Utc>) -> Vec<Decision> {
     let limit = model.config().limit;
     let open_window = policy.windows.iter().find(|w| w.contains(now));
     let next_window = policy.windows.iter().filter_map(|w| w.next_opening(now)).min();
@@ -166,6 +209,7 @@ pub fn decide(
     for state in model.webbridges() {
         let Some(estimate) = model.estimate(&state.host, now) else { continue };
         let last = state.last().expect("an estimate needs a sample");
+        let draining = situation.draining.get(&state.host).copied();
         let mut decision = Decision {
             webbridge: state.host.clone(),
             action: Action::None,
@@ -181,13 +225,15 @@ pub fn decide(
             in_window: open_window.is_some(),
             lockout_forecast: estimate.lockout_forecast,
             next_window,
+            lockout: None,
+            draining_since: draining,
         };
         if now - last.time > policy.stale_after {
             decision.reason = format!(
                 "no fresh Stats since {}: nothing is decided on old data",
                 last.time.format("%Y-%m-%d %H:%M UTC")
             );
-            decisions.push(decision);
+            decisions.push(undrained(decision));
             continue;
         }
         if policy.triggers.at_limit && estimate.active >= limit {
@@ -207,31 +253,75 @@ pub fn decide(
                 "not needed: {} sessions, {}-{} leaked",
                 estimate.active, estimate.leaked_lower, estimate.leaked_upper
             );
-            decisions.push(decision);
+            decisions.push(undrained(decision));
             continue;
         }
-        let last_restart = last_restart(model, restarted, &state.host);
+        let last_restart = last_restart(model, &situation.restarted, &state.host);
         let safe = allowed_drops.is_none_or(|allowed| estimate.droppable_upper <= allowed);
         decision.action = Action::Hold;
-        decision.reason = if let Some(when) = last_restart.filter(|&t| now - t < policy.min_interval) {
-            format!(
+        if let Some(when) = last_restart.filter(|&t| now - t < policy.min_interval) {
+            decision.reason = format!(
                 "needed, but restarted {} min ago (minimum interval {} min)",
                 // A restart logged by a server whose clock runs a little ahead.
                 (now - when).num_minutes().max(0),
                 policy.min_interval.num_minutes()
-            )
-        } else if !safe {
-            let wait = next_window
-                .map_or(String::new(), |t| format!(", or for the window at {}", t.format("%Y-%m-%d %H:%M UTC")));
-            format!(
-                "needed, but up to {} real call(s) could be dropped (allowed {}); waiting for them to end{wait}",
-                estimate.droppable_upper,
-                allowed_drops.unwrap_or(0)
-            )
-        } else {
+            );
+            decisions.push(undrained(decision));
+            continue;
+        }
+        if safe {
             decision.action = Action::Restart;
-            String::new()
+            decisions.push(decision);
+            continue;
+        }
+        let droppable = estimate.droppable_upper;
+        let drain_ended_lately =
+            situation.drain_ended.get(&state.host).is_some_and(|&t| now - t < policy.min_interval);
+        if draining.is_none() && situation.drainable.contains(&state.host) && !drain_ended_lately {
+            decision.action = Action::Drain;
+            decision.reason = format!(
+                "needed, but up to {droppable} real call(s) could be dropped: draining it through its load balancer \
+                 first, so that they end without new ones"
+            );
+            decisions.push(decision);
+            continue;
+        }
+        if let Some(since) = draining.filter(|&since| now - since < policy.drain_timeout) {
+            decision.reason = format!(
+                "drained since {}; waiting for its calls to end (up to {droppable} real call(s), until {})",
+                since.format("%H:%M:%S UTC"),
+                (since + policy.drain_timeout).format("%H:%M UTC")
+            );
+            decisions.push(decision);
+            continue;
+        }
+        let at_limit = decision.needs.contains(&Need::AtLimit);
+        let plan = lockout::plan(state, &estimate, at_limit, policy, limit, next_window, now);
+        decision.reason = match &plan {
+            Some(plan) if plan.due(now) && plan.allows(droppable) => {
+                decision.action = Action::Restart;
+                String::new()
+            }
+            Some(plan) if plan.due(now) => format!(
+                "needed, but a restart for the lockout may drop at most {} real call(s) and up to {droppable} could \
+                 drop; waiting for them to end",
+                plan.max_dropped_calls.unwrap_or(0)
+            ),
+            Some(plan) => format!("needed: {}", lockout::describe(plan, droppable, now)),
+            None => {
+                let wait = next_window
+                    .map_or(String::new(), |t| format!(", or for the window at {}", t.format("%Y-%m-%d %H:%M UTC")));
+                format!(
+                    "needed, but up to {droppable} real call(s) could be dropped (allowed {}); waiting for them to end{wait}",
+                    allowed_drops.unwrap_or(0)
+                )
+            }
         };
+        decision.lockout = plan;
+        if draining.is_some() && decision.action != Action::Restart {
+            decision.action = Action::Undrain;
+            decision.reason = format!("the drain did not make it harmless in time; {}", decision.reason);
+        }
         decisions.push(decision);
     }
     // One web bridge of the cluster at a time: the most urgent first.
@@ -239,12 +329,15 @@ pub fn decide(
         let at_limit = d.needs.contains(&Need::AtLimit);
         (!at_limit, d.lockout_forecast.unwrap_or(DateTime::<Utc>::MAX_UTC), std::cmp::Reverse(d.leaked_lower))
     };
-    let mut candidates: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].action == Action::Restart).collect();
+    let mut candidates: Vec<usize> =
+        (0..decisions.len()).filter(|&i| matches!(decisions[i].action, Action::Restart | Action::Drain)).collect();
     candidates.sort_by_key(|&i| urgency(&decisions[i]));
+    let another_drained = |webbridge: &str| situation.draining.keys().any(|w| w != webbridge);
     for (rank, &i) in candidates.iter().enumerate() {
         let decision = &mut decisions[i];
         let needs: Vec<String> = decision.needs.iter().map(describe_need).collect();
-        if busy {
+        let drain = decision.action == Action::Drain;
+        if situation.busy {
             decision.action = Action::Hold;
             decision.reason =
                 format!("needed ({}), but another restart of this cluster is in progress", needs.join(", "));
@@ -254,13 +347,22 @@ pub fn decide(
                 "needed ({}), after the more urgent one: one web bridge of a cluster at a time",
                 needs.join(", ")
             );
+        } else if drain && another_drained(&decision.webbridge) {
+            decision.action = Action::Hold;
+            decision.reason = format!("needed ({}), but another web bridge of this cluster is drained", needs.join(", "));
+        } else if drain {
+            decision.reason = format!("{} ({})", decision.reason, needs.join(", "));
         } else {
-            let safety = match decision.allowed_drops {
+            let safety = match (&decision.lockout, decision.allowed_drops) {
+                (Some(plan), _) => format!(
+                    "a lockout is worse than a few drops: {}",
+                    lockout::describe(plan, decision.droppable_upper, plan.planned_at)
+                ),
                 _ if decision.droppable_upper == 0 => "harmless: every session is a known leak".to_owned(),
-                Some(allowed) => {
+                (None, Some(allowed)) => {
                     format!("at most {} real call(s) dropped, {allowed} allowed", decision.droppable_upper)
                 }
-                None => {
+                (None, None) => {
                     format!("at most {} real call(s) dropped, inside a maintenance window", decision.droppable_upper)
                 }
             };
@@ -268,6 +370,16 @@ pub fn decide(
         }
     }
     decisions
+}
+
+/// A decision for a web bridge that needs no restart (now): if it is
+/// drained, it is made ready again.
+fn undrained(mut decision: Decision) -> Decision {
+    if decision.draining_since.is_some() {
+        decision.action = Action::Undrain;
+        decision.reason = format!("{}; made ready again in its load balancer", decision.reason);
+    }
+    decision
 }
 
 /// The last restart of `webbridge` that the minimum interval counts: the

@@ -37,7 +37,7 @@ fn model(bridges: &[(&str, u32, u32)]) -> Deployment {
 }
 
 fn decide_at(model: &Deployment, policy: &Policy, minute: i64) -> BTreeMap<String, Decision> {
-    decide(model, policy, &BTreeMap::new(), false, at(minute)).into_iter().map(|d| (d.webbridge.clone(), d)).collect()
+    decide(model, policy, &Situation::default(), at(minute)).into_iter().map(|d| (d.webbridge.clone(), d)).collect()
 }
 
 #[test]
@@ -81,11 +81,11 @@ fn one_at_a_time_most_urgent_first_and_not_twice_in_the_interval() {
     assert_eq!(decisions["wb3"].action, Action::Hold);
     assert!(decisions["wb3"].reason.contains("one web bridge of a cluster at a time"));
     // While a restart is in flight, nothing else starts.
-    let busy = decide(&model, &Policy::default(), &BTreeMap::new(), true, at(600));
+    let busy = decide(&model, &Policy::default(), &Situation { busy: true, ..Situation::default() }, at(600));
     assert!(busy.iter().all(|d| d.action != Action::Restart));
     // Restarted by wbguard 20 minutes ago: too soon for wb2.
     let recent = BTreeMap::from([("wb2".to_owned(), at(580))]);
-    let decisions: BTreeMap<String, Decision> = decide(&model, &Policy::default(), &recent, false, at(600))
+    let decisions: BTreeMap<String, Decision> = decide(&model, &Policy::default(), &Situation { restarted: recent, ..Situation::default() }, at(600))
         .into_iter()
         .map(|d| (d.webbridge.clone(), d))
         .collect();

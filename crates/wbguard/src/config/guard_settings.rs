@@ -22,6 +22,8 @@
 //! lockout_before_next_window = true
 //! at_limit = true
 //! max_dropped_calls = 0       # outside windows
+//! lockout_max_dropped_calls = "any"  # or a number: a restart that prevents or ends a lockout
+//! drain_timeout = "30m"       # a drained web bridge's calls get this long to end
 //! min_interval = "1h"
 //! api_unreachable = "hold"    # or "logs": when a server's Call Bridge API does not answer
 //!
@@ -34,7 +36,7 @@
 //! [[webhook]]
 //! format = "slack"            # "generic" (default), "webex" or "slack"
 //! url_env = "WBGUARD_SLACK_WEBHOOK"   # or url_file, or url (the URL is a secret)
-//! events = ["restart", "failure", "lockout"]  # default: all five, with "decision" and "clock"
+//! events = ["restart", "failure", "lockout"]  # default: all six, with "decision", "lockout_restart" and "clock"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -93,6 +95,11 @@ pub struct RawPolicy {
     pub at_limit: Option<bool>,
     /// Real calls a restart may drop outside windows.
     pub max_dropped_calls: Option<u32>,
+    /// Real calls a restart that prevents or ends a lockout may drop:
+    /// `"any"` (default) or a number (0: never for a lockout).
+    pub lockout_max_dropped_calls: Option<RawCalls>,
+    /// How long a drained web bridge's calls get to end (`30m`).
+    pub drain_timeout: Option<String>,
     /// The least time between two restarts of one web bridge (`90m`, `1h`).
     pub min_interval: Option<String>,
     /// Data older than this decides nothing.
@@ -105,6 +112,16 @@ pub struct RawPolicy {
     /// Maintenance windows.
     #[serde(default, rename = "window")]
     pub windows: Vec<RawWindow>,
+}
+
+/// A number of calls, or `"any"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawCalls {
+    /// At most this many.
+    Count(u32),
+    /// `"any"`.
+    Word(String),
 }
 
 /// One `[[policy.window]]`.
@@ -133,7 +150,8 @@ pub struct RawWebhook {
     pub url_file: Option<PathBuf>,
     /// `generic`, `webex` or `slack`.
     pub format: Option<WebhookFormat>,
-    /// Which events: `decision`, `restart`, `failure`, `lockout`, `clock`.
+    /// Which events: `decision`, `restart`, `failure`, `lockout`,
+    /// `lockout_restart`, `clock`.
     pub events: Option<Vec<Event>>,
 }
 
@@ -164,11 +182,15 @@ pub enum Event {
     /// A server's records come from the future (its clock runs ahead, or
     /// its lines are forged): they are ignored.
     Clock,
+    /// A restart that may drop calls, decided because a lockout is worse
+    /// (the lockout rule), with its plan and numbers.
+    LockoutRestart,
 }
 
 impl Event {
     /// Every event, in order.
-    pub const ALL: [Event; 5] = [Event::Decision, Event::Restart, Event::Failure, Event::Lockout, Event::Clock];
+    pub const ALL: [Event; 6] =
+        [Event::Decision, Event::Restart, Event::Failure, Event::Lockout, Event::LockoutRestart, Event::Clock];
 
     /// Its name in the file and in the generic body.
     pub fn name(self) -> &'static str {
@@ -178,6 +200,7 @@ impl Event {
             Event::Failure => "failure",
             Event::Lockout => "lockout",
             Event::Clock => "clock",
+            Event::LockoutRestart => "lockout_restart",
         }
     }
 }
@@ -402,6 +425,15 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
         min_interval: duration(&raw.min_interval, defaults.min_interval, "min_interval", 30 * DAY)?,
         stale_after: duration(&raw.stale_after, defaults.stale_after, "stale_after", 7 * DAY)?,
         horizon_without_windows: defaults.horizon_without_windows,
+        lockout_max_dropped_calls: match &raw.lockout_max_dropped_calls {
+            None => defaults.lockout_max_dropped_calls,
+            Some(RawCalls::Word(word)) if word == "any" => None,
+            Some(RawCalls::Word(word)) => {
+                bail!("policy.lockout_max_dropped_calls: '{word}' is neither \"any\" nor a number of calls")
+            }
+            Some(RawCalls::Count(n)) => count(Some(*n), "policy.lockout_max_dropped_calls", 0, LARGEST_COUNT)?,
+        },
+        drain_timeout: duration(&raw.drain_timeout, defaults.drain_timeout, "drain_timeout", DAY)?,
     })
 }
 
@@ -569,6 +601,9 @@ impl GuardSettings {
                 "lockout_before_next_window": policy.triggers.lockout_before_next_window,
                 "at_limit": policy.triggers.at_limit,
                 "max_dropped_calls": policy.max_dropped_calls,
+                "lockout_max_dropped_calls": policy.lockout_max_dropped_calls
+                    .map_or(serde_json::json!("any"), |n| serde_json::json!(n)),
+                "drain_timeout_minutes": policy.drain_timeout.num_minutes(),
                 "min_interval_minutes": policy.min_interval.num_minutes(),
                 "stale_after_minutes": policy.stale_after.num_minutes(),
                 "limit": self.limit,

@@ -1,6 +1,7 @@
 //! Edge detection for webhook notices: a web bridge is announced when it
-//! comes to need a restart (restarting, or held and why) and when it
-//! reaches its limit, not at every evaluation.
+//! comes to need a restart (restarting, or held and why; a restart for a
+//! lockout as `lockout_restart`) and when it reaches its limit, not at
+//! every evaluation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,8 +47,11 @@ impl Alarms {
                     }
                     _ => decision.reason.clone(),
                 };
+                // A restart that may drop calls for a lockout has its own
+                // event: operators page on it.
+                let forced = decision.action == policy::Action::Restart && decision.lockout.is_some();
                 notifier.send(Notice {
-                    event: Event::Decision,
+                    event: if forced { Event::LockoutRestart } else { Event::Decision },
                     webbridge: decision.webbridge.clone(),
                     time: now,
                     text,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::mpsc;
 use wbguard_core::model::Deployment;
-use wbguard_core::policy::{Action, Decision};
+use wbguard_core::policy::{Action, Decision, Situation};
 
 use super::history::History;
 use super::metrics::RestartResult;
@@ -123,6 +123,11 @@ impl Enforcer {
     /// A restart, or the API check before one, is running: one at a time.
     pub fn in_progress(&self) -> bool {
         self.busy || self.precheck.running()
+    }
+
+    /// What the policy needs to know of the guard's doings.
+    pub fn situation(&self, restarted: &BTreeMap<String, DateTime<Utc>>) -> Situation {
+        Situation { restarted: restarted.clone(), busy: self.in_progress(), ..Situation::default() }
     }
 
     /// Turns restart decisions of web bridges in back-off into holds.

@@ -565,7 +565,7 @@ fn decide(
     enforcer: &Enforcer,
     now: DateTime<Utc>,
 ) -> Vec<Decision> {
-    let mut decisions = policy::decide(model, policy, restarted, enforcer.in_progress(), now);
+    let mut decisions = policy::decide(model, policy, &enforcer.situation(restarted), now);
     enforcer.hold_backed_off(&mut decisions, now);
     decisions
 }

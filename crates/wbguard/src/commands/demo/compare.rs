@@ -75,7 +75,8 @@ impl Controller for Guard {
         if self.live {
             self.model.set_live_calls(Some(LiveCalls { cma: self.cma_live, source: CallSource::Cdr, as_of: now }));
         }
-        let decisions = policy::decide(&self.model, &self.policy, &self.restarted, false, now);
+        let situation = policy::Situation { restarted: self.restarted.clone(), ..policy::Situation::default() };
+        let decisions = policy::decide(&self.model, &self.policy, &situation, now);
         let Some(decision) = decisions.iter().find(|d| d.action == Action::Restart) else { return Vec::new() };
         self.restarted.insert(decision.webbridge.clone(), now);
         self.servers.iter().position(|name| *name == decision.webbridge).into_iter().collect()
