@@ -184,7 +184,6 @@ pub fn generate_controlled(
         drains: 0,
         webbridges: Vec::new(),
     };
-    let mut starts: Vec<DateTime<Utc>> = Vec::new();
     let mut pending_restarts: Vec<(DateTime<Utc>, usize)> = Vec::new();
     let mut line = Vec::with_capacity(512);
     let mut message = Vec::with_capacity(512);
@@ -208,9 +207,7 @@ pub fn generate_controlled(
             }
         }
         controller.live_cma(sim.callbridges.iter().map(|c| c.cma()).sum());
-        starts.clear();
-        starts.extend(sim.live_cma_starts());
-        controller.live_legs(&starts);
+        controller.live_legs(sim.live_cma_starts());
         for (server, drained) in controller.drains(now) {
             let Some(wb) = sim.webbridges.get(server) else { continue };
             if wb.drained == drained {

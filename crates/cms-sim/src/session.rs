@@ -45,7 +45,7 @@
 //! generator, so the counts (and `gen-log`'s output) are the same for a
 //! seed as before legs had identities.
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
@@ -368,11 +368,15 @@ pub struct Simulation {
     ends: BinaryHeap<Reverse<(i64, u64)>>,
     /// Every live leg, by id (ordered, so listings are repeatable).
     legs: BTreeMap<Guid, Leg>,
-    /// The live CMA legs (`acano`, not distribution links) by start time:
-    /// the same set the call bridges' `cma()` counts, kept beside `legs`
-    /// (every insert and removal of such a leg goes through both), so its
-    /// size is bounded as the live legs are.
-    cma_starts: BTreeSet<(DateTime<Utc>, Guid)>,
+    /// The start times of the live CMA legs (`acano`, not distribution
+    /// links), oldest first: the same set the call bridges' `cma()` counts,
+    /// kept beside `legs` (every insert and removal of such a leg goes
+    /// through both), so its size is bounded as the live legs are. A plain
+    /// sorted vector, so that a controller can be handed it every virtual
+    /// second for nothing; legs start at `now`, so inserts land at the end.
+    cma_starts: Vec<DateTime<Utc>>,
+    /// The leg of each entry of `cma_starts`, at the same position.
+    cma_start_legs: Vec<Guid>,
     /// The session behind each session-backed leg.
     leg_sessions: HashMap<Guid, u64>,
     /// Every live call.
@@ -418,7 +422,8 @@ impl Simulation {
             sessions: HashMap::new(),
             ends: BinaryHeap::new(),
             legs: BTreeMap::new(),
-            cma_starts: BTreeSet::new(),
+            cma_starts: Vec::new(),
+            cma_start_legs: Vec::new(),
             leg_sessions: HashMap::new(),
             calls: BTreeMap::new(),
             sip_legs,
@@ -480,8 +485,8 @@ impl Simulation {
     /// any web bridge, desktop and iOS clients, legs started by hand as
     /// `acano`; not distribution links), oldest first: as many as the
     /// call bridges' [`CallBridge::cma`] add up to.
-    pub fn live_cma_starts(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.cma_starts.iter().map(|&(since, _)| since)
+    pub fn live_cma_starts(&self) -> &[DateTime<Utc>] {
+        &self.cma_starts
     }
 
     /// Drains web bridge `index` at the load balancer (or takes it out of
@@ -497,7 +502,9 @@ impl Simulation {
     /// Keeps a new live leg, and its start time when it is a CMA leg.
     fn keep_leg(&mut self, leg: Leg) {
         if leg.leg_type == LegType::Acano && !leg.distribution_link {
-            self.cma_starts.insert((leg.since, leg.id));
+            let at = self.cma_starts.partition_point(|&t| t <= leg.since);
+            self.cma_starts.insert(at, leg.since);
+            self.cma_start_legs.insert(at, leg.id);
         }
         self.legs.insert(leg.id, leg);
     }
@@ -505,7 +512,12 @@ impl Simulation {
     /// Forgets a live leg (and its start time); counts are the caller's.
     fn forget_leg(&mut self, id: Guid) -> Option<Leg> {
         let leg = self.legs.remove(&id)?;
-        self.cma_starts.remove(&(leg.since, id));
+        let from = self.cma_starts.partition_point(|&t| t < leg.since);
+        let to = self.cma_starts.partition_point(|&t| t <= leg.since);
+        if let Some(at) = (from..to).find(|&i| self.cma_start_legs[i] == id) {
+            self.cma_starts.remove(at);
+            self.cma_start_legs.remove(at);
+        }
         self.leg_sessions.remove(&id);
         Some(leg)
     }
@@ -1277,7 +1289,7 @@ mod tests {
                 _ => {}
             }
             let cma: u32 = sim.callbridges.iter().map(CallBridge::cma).sum();
-            let starts: Vec<DateTime<Utc>> = sim.live_cma_starts().collect();
+            let starts = sim.live_cma_starts();
             assert_eq!(starts.len(), cma as usize, "at {}", sim.now());
             assert!(starts.windows(2).all(|w| w[0] <= w[1]), "oldest first");
             // Each WebRTC leg that began this second moved one web bridge's
@@ -1296,7 +1308,7 @@ mod tests {
         let mut expected: Vec<DateTime<Utc>> =
             sim.legs().filter(|l| l.leg_type == LegType::Acano && !l.distribution_link).map(|l| l.since).collect();
         expected.sort();
-        assert_eq!(sim.live_cma_starts().collect::<Vec<_>>(), expected);
+        assert_eq!(sim.live_cma_starts(), expected);
     }
 
     #[test]
