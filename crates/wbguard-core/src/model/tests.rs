@@ -438,3 +438,36 @@ fn live_calls_tighten_the_log_bound_and_never_loosen_it() {
     model.set_live_calls(None);
     assert_eq!(model.estimate("wb1", at(12)).unwrap(), logs);
 }
+
+#[test]
+fn a_call_that_began_while_a_web_bridge_saw_no_new_connection_is_not_on_it() {
+    let time = |second: i64| Utc.with_ymd_and_hms(2026, 3, 2, 22, 0, 0).unwrap() + Duration::seconds(second);
+    let mut model = Deployment::new(ModelConfig::default());
+    // Two web bridges, a Stats line a minute: wb1 sees new connections all
+    // the time, wb2 none from minute 0 to minute 10.
+    for minute in 0..=10u64 {
+        for (host, connections) in [("wb1", 100 + minute), ("wb2", 50)] {
+            let stats = WebBridgeStats { active: 30, connections, disconnections: 0 };
+            let record =
+                Record { time: time(minute as i64 * 60), host: host.into(), body: RecordBody::WebBridgeStats(stats) };
+            model.observe(&record);
+        }
+    }
+    let live = |cma| Some(LiveCalls { cma, source: CallSource::Cdr, as_of: time(600) });
+    // One call, begun at minute 5: on wb1 perhaps, not on wb2.
+    model.set_live_calls(live(1));
+    model.set_live_leg_starts(vec![time(300)]);
+    let on = |model: &Deployment, host| model.estimate(host, time(600)).unwrap();
+    assert_eq!((on(&model, "wb1").droppable_upper, on(&model, "wb1").attributable_calls), (1, Some(1)));
+    assert_eq!((on(&model, "wb2").droppable_upper, on(&model, "wb2").attributable_calls), (0, Some(0)));
+    // Within the clock margin of a stretch's ends, or after the last
+    // Stats line, it may be anywhere.
+    for start in [time(2), time(598), time(640)] {
+        model.set_live_leg_starts(vec![start]);
+        assert_eq!(on(&model, "wb2").droppable_upper, 1, "{start}");
+    }
+    // Start times that do not name every live call are not used.
+    model.set_live_calls(live(2));
+    model.set_live_leg_starts(vec![time(300)]);
+    assert_eq!((on(&model, "wb2").droppable_upper, on(&model, "wb2").attributable_calls), (2, None));
+}

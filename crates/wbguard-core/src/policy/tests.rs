@@ -126,3 +126,107 @@ fn a_lockout_before_the_next_window_is_needed_and_stale_data_decides_nothing() {
     assert_eq!(decision.action, Action::None);
     assert!(decision.reason.contains("no fresh Stats"));
 }
+
+#[test]
+fn at_the_limit_a_restart_goes_ahead_within_lockout_max_dropped_calls() {
+    let model = model(&[("wb1", 140, 9)]);
+    let decision = &decide_at(&model, &Policy::default(), 600)["wb1"];
+    assert_eq!(decision.action, Action::Restart, "{}", decision.reason);
+    let plan = decision.lockout.expect("a restart for a lockout says so");
+    assert!(plan.at_limit && plan.max_dropped_calls.is_none() && plan.planned_at == at(600));
+    assert!(
+        decision.reason.contains("a lockout is worse") && decision.reason.contains("up to 9"),
+        "{}",
+        decision.reason
+    );
+    for (max, action) in [(0, Action::Hold), (5, Action::Hold), (9, Action::Restart)] {
+        let policy = Policy { lockout_max_dropped_calls: Some(max), ..Policy::default() };
+        let decision = &decide_at(&model, &policy, 600)["wb1"];
+        assert_eq!(decision.action, action, "max {max}: {}", decision.reason);
+    }
+}
+
+/// One web bridge, `leak_per_day` leaked from midnight of day 0, and real
+/// calls every minute of the day: 5 at 03:00, 41 at 15:00.
+fn busy_days(days: i64, leak_per_day: u32) -> Deployment {
+    let mut model = Deployment::new(ModelConfig::default());
+    for minute in (0..days * 1440).step_by(5) {
+        let hour = (minute % 1440) / 60;
+        let from_three = (hour - 3).abs();
+        let real = 5 + 3 * from_three.min(24 - from_three) as u32;
+        let leaked = (minute * i64::from(leak_per_day) / 1440) as u32;
+        model.observe(&cb(minute, real));
+        model.observe(&wb("wb1", minute, leaked + real));
+    }
+    model
+}
+
+#[test]
+fn a_lockout_without_a_harmless_moment_is_planned_at_the_quietest_minute() {
+    let policy = Policy { triggers: Triggers { leak_at_least: None, ..Triggers::default() }, ..Policy::default() };
+    // Day 1, 20:00: the leak (40 a day) locks users out tomorrow afternoon;
+    // calls never stop, so the restart is planned for 03:00.
+    let model = busy_days(2, 40);
+    let evening = 1440 + 20 * 60 - 5;
+    let decision = &decide_at(&model, &policy, evening)["wb1"];
+    assert_eq!(decision.action, Action::Hold, "{}", decision.reason);
+    let plan = decision.lockout.expect("planned");
+    assert!(!plan.at_limit);
+    let planned = plan.planned_at;
+    assert!((at(2 * 1440 + 2 * 60)..=at(2 * 1440 + 3 * 60)).contains(&planned), "{planned}");
+    assert!(decision.reason.contains("planned for the quietest moment"), "{}", decision.reason);
+    assert!(plan.expected_calls.is_some_and(|calls| calls <= 8), "{plan:?}");
+    // At the planned minute, it goes.
+    let model = busy_days(3, 40);
+    let minute = (planned - at(0)).num_minutes();
+    let decision = &decide_at(&model, &policy, minute + 5)["wb1"];
+    assert_eq!(decision.action, Action::Restart, "{}", decision.reason);
+    assert!(decision.lockout.is_some());
+    // Without a leak no lockout is expected: nothing is needed.
+    let model = busy_days(2, 0);
+    assert_eq!(decide_at(&model, &policy, evening)["wb1"].action, Action::None);
+    // Where history shows a harmless moment first, the guard waits for it.
+    let quiet = Policy { max_dropped_calls: 5, ..policy.clone() };
+    let model = busy_days(2, 40);
+    let decision = &decide_at(&model, &quiet, evening)["wb1"];
+    assert_eq!((decision.action, decision.lockout), (Action::Hold, None), "{}", decision.reason);
+}
+
+#[test]
+fn a_web_bridge_behind_a_load_balancer_is_drained_first() {
+    let model = model(&[("wb1", 120, 8), ("wb2", 10, 0)]);
+    let drainable = BTreeSet::from(["wb1".to_owned(), "wb2".to_owned()]);
+    let situation = Situation { drainable: drainable.clone(), ..Situation::default() };
+    let policy = Policy { drain_timeout: Duration::minutes(5), ..Policy::default() };
+    let decide_in = |situation: &Situation, minute| {
+        decide(&model, &policy, situation, at(minute))
+            .into_iter()
+            .map(|d| (d.webbridge.clone(), d))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let decision = &decide_in(&situation, 600)["wb1"];
+    assert_eq!(decision.action, Action::Drain, "{}", decision.reason);
+    assert!(decision.reason.contains("draining it"), "{}", decision.reason);
+    // Drained three minutes ago: it waits for the calls to end.
+    let draining = BTreeMap::from([("wb1".to_owned(), at(597))]);
+    let situation = Situation { drainable: drainable.clone(), draining, ..Situation::default() };
+    let decision = &decide_in(&situation, 600)["wb1"];
+    assert_eq!((decision.action, decision.draining_since), (Action::Hold, Some(at(597))), "{}", decision.reason);
+    // Drained for longer than the timeout (5 minutes here), no lockout
+    // ahead: made ready again, and not drained again within the minimum
+    // interval.
+    let draining = BTreeMap::from([("wb1".to_owned(), at(594))]);
+    let situation = Situation { drainable: drainable.clone(), draining, ..Situation::default() };
+    let decision = &decide_in(&situation, 600)["wb1"];
+    assert_eq!(decision.action, Action::Undrain, "{}", decision.reason);
+    let ended = BTreeMap::from([("wb1".to_owned(), at(599))]);
+    let situation = Situation { drainable: drainable.clone(), drain_ended: ended, ..Situation::default() };
+    assert_eq!(decide_in(&situation, 600)["wb1"].action, Action::Hold);
+    // A drained web bridge that needs nothing any more is made ready again.
+    let situation =
+        Situation { drainable, draining: BTreeMap::from([("wb2".to_owned(), at(590))]), ..Situation::default() };
+    let decisions = decide_in(&situation, 600);
+    assert_eq!(decisions["wb2"].action, Action::Undrain, "{}", decisions["wb2"].reason);
+    // ... and only one web bridge of a cluster is drained at a time.
+    assert_eq!(decisions["wb1"].action, Action::Hold, "{}", decisions["wb1"].reason);
+}
