@@ -36,8 +36,12 @@ use crate::secret::AuthSource;
 
 /// The demo's seed: the same story every time.
 const SEED: u64 = 7;
-/// Days in the comparison.
+/// Days in the comparison of the office load.
 const COMPARISON_DAYS: i64 = 30;
+/// Days in the comparison of the 24-hour load: a week, as issue 14 measured
+/// it. A month of it costs about 45 s of CPU (the guards with CDRs most),
+/// too long for the end of a demo.
+const COMPARISON_DAYS_24H: i64 = 7;
 /// Where the compared month begins (a Monday): fixed, so that the table is
 /// the same on every run, whatever the date.
 const COMPARISON_START: &str = "2024-03-04T00:00:00Z";
@@ -105,7 +109,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let month = DateTime::parse_from_rfc3339(COMPARISON_START).expect("a valid time").with_timezone(&Utc);
     let comparison = std::thread::spawn(move || {
         let office = compare::compare(&scenario(), SEED, month, COMPARISON_DAYS, &policy);
-        let all_day = compare::compare(&all_day_scenario(), SEED, month, COMPARISON_DAYS, &policy);
+        let all_day = compare::compare(&all_day_scenario(), SEED, month, COMPARISON_DAYS_24H, &policy);
         (office, all_day)
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -119,10 +123,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     println!();
     print!("{}", compare::table("An office (quiet nights and weekends)", &outcomes, COMPARISON_DAYS));
     println!();
-    print!("{}", compare::table("Around the clock (nights at 40% of the peak)", &all_day, COMPARISON_DAYS));
+    print!("{}", compare::table("Around the clock (nights at 40% of the peak)", &all_day, COMPARISON_DAYS_24H));
     println!("(\"wbguard with drain\": the same deployment behind a load balancer, least connections first.)");
     if let Some(path) = &args.summary_json {
-        // `strategies` is the office month, as before issue 14.
+        // `strategies` is the office month, as before issue 14; the 24-hour
+        // week follows under its own name.
         let summary = serde_json::json!({ "strategies": outcomes, "strategies_24h": all_day });
         crate::files::replace(path, (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
