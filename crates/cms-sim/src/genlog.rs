@@ -1,7 +1,9 @@
 //! `cms-sim gen-log`: run the session model in virtual time and write the
 //! syslog a CMS deployment would have written, plus the ground truth.
 //!
-//! Each second of virtual time: the model steps, scheduled restarts run
+//! Each second of virtual time: the model steps, a controller (a guard
+//! under test) hears the live calls, drains or readies web bridges at the
+//! load balancer and asks for restarts, scheduled restarts run
 //! (each leaves its `cli:` audit line), web bridges log `Stats` every
 //! `stats_interval` and call bridges `STATS:` every five minutes (each
 //! server at its own phase), and noise fills the gaps so that about one
@@ -96,6 +98,9 @@ pub struct Summary {
     pub dropped_calls: u64,
     /// Web bridge restarts.
     pub restarts: u64,
+    /// Drains at the load balancer (each `true` a controller asked for on a
+    /// web bridge not drained yet).
+    pub drains: u64,
     /// The truth at the end, per server: `(host, real, leaked)` sessions on
     /// its web bridge.
     pub webbridges: Vec<(String, u32, u32)>,
@@ -120,6 +125,18 @@ pub trait Controller {
     /// the live CMA legs of the whole deployment, as its call bridges' CDRs
     /// or API would count them. A log-only guard ignores it.
     fn live_cma(&mut self, _cma: u32) {}
+    /// Called once a second of virtual time, after [`Controller::live_cma`]:
+    /// the start times (whole seconds, as CDRs give them) of the same live
+    /// CMA legs, oldest first, so `starts.len()` is the count `live_cma`
+    /// got. A leg's web bridge moved its `c:` counter in its start second.
+    fn live_legs(&mut self, _starts: &[DateTime<Utc>]) {}
+    /// Called once a second of virtual time, before [`Controller::restarts`]:
+    /// web bridges (by server index) to drain (`true`) or make ready again
+    /// (`false`) at the load balancer now. A drained web bridge takes no
+    /// new joins and keeps its sessions. Indexes out of range are ignored.
+    fn drains(&mut self, _now: DateTime<Utc>) -> Vec<(usize, bool)> {
+        Vec::new()
+    }
 }
 
 /// No controller: only the scheduled restarts, if any.
@@ -164,6 +181,7 @@ pub fn generate_controlled(
         refused_joins: 0,
         dropped_calls: 0,
         restarts: 0,
+        drains: 0,
         webbridges: Vec::new(),
     };
     let mut pending_restarts: Vec<(DateTime<Utc>, usize)> = Vec::new();
@@ -189,6 +207,20 @@ pub fn generate_controlled(
             }
         }
         controller.live_cma(sim.callbridges.iter().map(|c| c.cma()).sum());
+        controller.live_legs(sim.live_cma_starts());
+        for (server, drained) in controller.drains(now) {
+            let Some(wb) = sim.webbridges.get(server) else { continue };
+            if wb.drained == drained {
+                continue;
+            }
+            summary.drains += u64::from(drained);
+            sim.set_drained(server, drained).expect("checked above");
+            if let Some(truth) = truth.as_mut() {
+                let record = json!({"type": "drain", "time": now, "host": servers[server].name, "drained": drained,
+                    "real": sim.webbridges[server].real});
+                writeln!(truth, "{record}")?;
+            }
+        }
         for server in controller.restarts(now) {
             if server < servers.len() && !pending_restarts.iter().any(|&(_, s)| s == server) {
                 pending_restarts.push((now, server));
@@ -292,7 +324,7 @@ pub fn generate_controlled(
         let record = json!({"type": "summary", "start": options.start, "end": summary.end, "lines": summary.lines,
             "bytes": summary.bytes, "records": summary.records, "joins": sim.joins,
             "refused_joins": summary.refused_joins, "dropped_calls": summary.dropped_calls,
-            "restarts": summary.restarts, "webbridges": webbridges});
+            "restarts": summary.restarts, "drains": summary.drains, "webbridges": webbridges});
         writeln!(truth, "{record}")?;
     }
     log.flush()?;
@@ -338,6 +370,80 @@ mod tests {
         );
         assert_eq!("02:30".parse(), Ok(RestartRule::Daily(NaiveTime::from_hms_opt(2, 30, 0).unwrap())));
         assert!("someday".parse::<RestartRule>().is_err());
+    }
+
+    /// Drains web bridge 0 in the second hour, and records what the
+    /// live legs looked like.
+    struct Drainer {
+        counts: Vec<u32>,
+        starts_seen: Vec<usize>,
+        oldest_ok: bool,
+        now: Option<DateTime<Utc>>,
+    }
+
+    impl Controller for Drainer {
+        fn line(&mut self, _: &[u8]) {}
+        fn live_cma(&mut self, cma: u32) {
+            self.counts.push(cma);
+        }
+        fn live_legs(&mut self, starts: &[DateTime<Utc>]) {
+            self.starts_seen.push(starts.len());
+            self.oldest_ok &= starts.windows(2).all(|w| w[0] <= w[1]);
+            if let (Some(now), Some(last)) = (self.now, starts.last()) {
+                self.oldest_ok &= *last <= now + Duration::seconds(1);
+            }
+        }
+        fn drains(&mut self, now: DateTime<Utc>) -> Vec<(usize, bool)> {
+            self.now = Some(now);
+            let since = (now - Utc.with_ymd_and_hms(2024, 3, 4, 8, 0, 0).unwrap()).num_seconds();
+            match since {
+                3_600 => vec![(0, true), (0, true), (99, true)],
+                7_200 => vec![(0, false)],
+                _ => Vec::new(),
+            }
+        }
+        fn restarts(&mut self, _: DateTime<Utc>) -> Vec<usize> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_controller_drains_and_sees_every_live_legs_start() {
+        let mut options = options();
+        options.scenario.pool = true;
+        options.start = Utc.with_ymd_and_hms(2024, 3, 4, 8, 0, 0).unwrap();
+        options.duration = Some(Duration::hours(3));
+        options.restarts.clear();
+        let mut drainer = Drainer { counts: Vec::new(), starts_seen: Vec::new(), oldest_ok: true, now: None };
+        let mut truth = Vec::new();
+        let summary = generate_controlled(&options, &mut io::sink(), Some(&mut truth), &mut drainer).unwrap();
+        assert_eq!(summary.drains, 1, "a second drain of a drained one, and an unknown index, do nothing");
+        assert_eq!(drainer.counts.len(), 3 * 3_600);
+        assert_eq!(drainer.starts_seen, drainer.counts.iter().map(|&c| c as usize).collect::<Vec<_>>());
+        assert!(drainer.oldest_ok);
+        assert!(drainer.counts.iter().any(|&c| c > 50));
+        let truth = String::from_utf8(truth).unwrap();
+        let drains: Vec<serde_json::Value> = truth
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["type"] == "drain")
+            .collect();
+        assert_eq!(drains.len(), 2, "{drains:?}");
+        assert_eq!((&drains[0]["drained"], &drains[1]["drained"]), (&true.into(), &false.into()));
+        // No join reached cms1 while drained: its Stats c: stood still.
+        let stats: Vec<serde_json::Value> = truth
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["type"] == "webbridge" && r["host"] == "cms1")
+            .collect();
+        let drained_real: Vec<u64> = stats
+            .iter()
+            .filter(|r| ("2024-03-04T09:00:02".."2024-03-04T10:00:00").contains(&r["time"].as_str().unwrap()))
+            .map(|r| r["real"].as_u64().unwrap())
+            .collect();
+        assert!(drained_real.len() > 50 && drained_real[0] > 5, "{drained_real:?}");
+        assert!(drained_real.windows(2).all(|w| w[1] <= w[0]), "{drained_real:?}");
+        assert!(stats.iter().any(|r| r["time"].as_str().unwrap() > "2024-03-04T10:30:00" && r["real"] != 0));
     }
 
     #[test]

@@ -2,6 +2,10 @@
 
 use chrono::{Datelike, Duration, NaiveTime, Timelike, Weekday};
 
+/// The 24-hour profile's quietest level unless a scenario sets `night`:
+/// 70% of the peak, as before the key existed, so old results stay put.
+pub const DEFAULT_NIGHT: f64 = 0.7;
+
 /// Which CMS release a server runs: up to 2.9 it has Web Bridge 2, which
 /// leaks; 3.x has only Web Bridge 3, which does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +54,10 @@ pub enum Profile {
     #[default]
     Office,
     /// A 24-hour deployment (a hospital, a support centre, a company across
-    /// time zones): never below 70% of the peak, day and night, weekends
-    /// included ([`all_day_curve`]); `weekend_factor` does not apply. With
-    /// the default load that is a join every 15 to 20 seconds; scale
-    /// `peak_sessions` for more.
+    /// time zones): never below `night` of the peak (70% by default), day
+    /// and night, weekends included ([`all_day_curve`]); `weekend_factor`
+    /// does not apply. With the default load that is a join every 15 to 20
+    /// seconds; scale `peak_sessions` for more.
     AllDay,
 }
 
@@ -107,6 +111,15 @@ pub struct Scenario {
     pub restart_downtime: Duration,
     /// How the load follows the clock. Default [`Profile::Office`].
     pub profile: Profile,
+    /// The 24-hour profile's quietest level, a share of `peak_sessions`
+    /// (0 to 1). Default 0.7; issue 14 measured nights at 0.4. The office
+    /// profile ignores it.
+    pub night: f64,
+    /// Joins reach the web bridges through a load balancer
+    /// ([`crate::session`]'s pool: least real sessions first, skipping web
+    /// bridges that are down, drained or full) instead of DNS round robin.
+    /// Default false.
+    pub pool: bool,
 }
 
 impl Scenario {
@@ -130,13 +143,15 @@ impl Scenario {
             callbridge_interval: Duration::minutes(5),
             restart_downtime: Duration::seconds(8),
             profile: Profile::Office,
+            night: DEFAULT_NIGHT,
+            pool: false,
         }
     }
 
     /// Concurrent sessions the cluster would carry at `time` in steady state.
     pub fn target_sessions(&self, time: chrono::DateTime<chrono::Utc>) -> f64 {
         if self.profile == Profile::AllDay {
-            return self.peak_sessions * all_day_curve(time.time());
+            return self.peak_sessions * all_day_curve(time.time(), self.night);
         }
         let day = if matches!(time.weekday(), Weekday::Sat | Weekday::Sun) { self.weekend_factor } else { 1.0 };
         self.peak_sessions * day * daily_curve(time.time())
@@ -174,10 +189,12 @@ pub fn daily_curve(time: NaiveTime) -> f64 {
     v0 + (v1 - v0) * ((hour - h0) / (h1 - h0)).clamp(0.0, 1.0)
 }
 
-/// Share of the peak load of a 24-hour deployment at a time of day: 70%
-/// at the quietest hour, the office curve's shape on top.
-pub fn all_day_curve(time: NaiveTime) -> f64 {
-    0.7 + 0.3 * daily_curve(time)
+/// Share of the peak load of a 24-hour deployment at a time of day:
+/// `night` (a share of the peak, clamped to 0..=1) at the quietest hours
+/// (01:00 to 05:00), the office curve's shape on top, 1 at the busiest.
+pub fn all_day_curve(time: NaiveTime, night: f64) -> f64 {
+    let night = night.clamp(0.0, 1.0);
+    night + (1.0 - night) * daily_curve(time)
 }
 
 #[cfg(test)]
@@ -193,6 +210,24 @@ mod tests {
         scenario.profile = Profile::Office;
         assert_eq!(scenario.target_sessions(sunday_night), 0.0);
         assert!("night".parse::<Profile>().unwrap_err().contains("24h"));
+    }
+
+    #[test]
+    fn nights_at_40_percent_of_the_peak() {
+        // Issue 14's 24-hour load: four servers, about 110 real sessions
+        // per web bridge at peak, nights at 40% of it.
+        let mut scenario = Scenario::with_servers(4);
+        scenario.profile = Profile::AllDay;
+        scenario.peak_sessions = 440.0;
+        scenario.night = 0.4;
+        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        assert!((scenario.target_sessions(at("2024-03-06T03:00:00Z")) - 176.0).abs() < 1e-9);
+        assert!((scenario.target_sessions(at("2024-03-10T03:30:00Z")) - 176.0).abs() < 1e-9, "Sundays too");
+        assert!((scenario.target_sessions(at("2024-03-06T10:00:00Z")) - 440.0).abs() < 1e-9);
+        let evening = scenario.target_sessions(at("2024-03-06T19:00:00Z"));
+        assert!(evening > 176.0 && evening < 440.0, "{evening}");
+        // The default keeps the old 70%.
+        assert_eq!(all_day_curve(NaiveTime::from_hms_opt(3, 0, 0).unwrap(), DEFAULT_NIGHT), 0.7);
     }
 
     #[test]

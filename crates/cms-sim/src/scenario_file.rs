@@ -17,8 +17,16 @@
 //! peak_sessions = 160
 //! leak_probability = 0.05
 //! # "office" (default): quiet nights and weekends; "24h": a deployment
-//! # busy day and night (never below 70% of peak_sessions, weekends too).
+//! # busy day and night (never below `night` of peak_sessions, weekends too).
 //! profile = "24h"
+//! # The 24-hour profile's quietest hours, a share of peak_sessions
+//! # (0 to 1, default 0.7); issue 14 measured nights at 0.4.
+//! night = 0.4
+//! # Joins reach the web bridges through a load balancer (as HAProxy's
+//! # leastconn: the web bridge with the fewest real sessions among those up,
+//! # not drained and not full; refused only when none is) instead of DNS
+//! # round robin (default false).
+//! pool = true
 //! ```
 //!
 //! Unknown keys are errors, and every error names the line and the field.
@@ -109,6 +117,10 @@ pub struct Load {
     pub stats_interval_seconds: Option<i64>,
     /// `office` (default) or `24h` (busy nights, see [`crate::scenario::Profile`]).
     pub profile: Option<String>,
+    /// The 24-hour profile's quietest level, a share of the peak (0..=1).
+    pub night: Option<f64>,
+    /// Joins go through a load balancer (the web bridge pool).
+    pub pool: Option<bool>,
 }
 
 impl ScenarioFile {
@@ -130,6 +142,7 @@ impl ScenarioFile {
             check_range("load.leak_probability", load.leak_probability, 0.0, 1.0)?;
             check_range("load.peak_sessions", load.peak_sessions, 0.0, 1e6)?;
             check_range("load.mean_session_minutes", load.mean_session_minutes, 1.0, 1440.0)?;
+            check_range("load.night", load.night, 0.0, 1.0)?;
         }
         check_range("speed", file.speed, 0.001, 1e6)?;
         Ok(file)
@@ -180,6 +193,12 @@ impl ScenarioFile {
             }
             if let Some(text) = &load.profile {
                 scenario.profile = text.parse().map_err(|e| format!("load.profile: {e}"))?;
+            }
+            if let Some(v) = load.night {
+                scenario.night = v;
+            }
+            if let Some(v) = load.pool {
+                scenario.pool = v;
             }
             if let Some(v) = load.stats_interval_seconds {
                 if v < 1 {
@@ -242,5 +261,18 @@ mod tests {
         assert!(error.contains("load.profile") && error.contains("24h"), "{error}");
         let busy = ScenarioFile::parse("[load]\nprofile = \"24h\"\n").unwrap().scenario(1, Release::V2_9).unwrap();
         assert_eq!(busy.profile, crate::scenario::Profile::AllDay);
+        assert_eq!(busy.night, crate::scenario::DEFAULT_NIGHT);
+        assert!(!busy.pool);
+    }
+
+    #[test]
+    fn nights_and_the_pool() {
+        let file = ScenarioFile::parse("[load]\nprofile = \"24h\"\nnight = 0.4\npool = true\n").unwrap();
+        let scenario = file.scenario(4, Release::V2_9).unwrap();
+        assert_eq!((scenario.night, scenario.pool), (0.4, true));
+        let error = ScenarioFile::parse("[load]\nnight = 1.5\n").unwrap_err();
+        assert!(error.contains("load.night") && error.contains("1.5"), "{error}");
+        let error = ScenarioFile::parse("[load]\npool = \"yes\"\n").unwrap_err();
+        assert!(error.contains("line 2") && error.contains("bool"), "{error}");
     }
 }

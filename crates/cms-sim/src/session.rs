@@ -4,11 +4,29 @@
 //! end (a Web Bridge 2 session leaks with the scenario's probability: it
 //! stays counted on its web bridge but its call is gone), then new ones join
 //! at the scenario's rate. A joining WebRTC user reaches a web bridge by DNS
-//! round robin (uniformly at random); a web bridge that is restarting or at
-//! its limit refuses them. Every session's call lands on the least loaded
-//! call bridge. Desktop and iOS clients skip the web bridge but count in
-//! CMA. All randomness comes from one seeded generator, so a run is
-//! repeatable.
+//! round robin (uniformly at random among the web bridges not drained); a
+//! web bridge that is restarting, drained or at its limit refuses them.
+//! Every session's call lands on the least loaded call bridge. Desktop and
+//! iOS clients skip the web bridge but count in CMA. All randomness comes
+//! from one seeded generator, so a run is repeatable.
+//!
+//! With the scenario's `pool` on, a load balancer stands in front of the
+//! web bridges instead of DNS, as HAProxy's `leastconn`: each join goes to
+//! the web bridge with the fewest real sessions (the connections a balancer
+//! holds; leaked sessions hold none) among those that are up, not drained
+//! ([`Simulation::set_drained`]) and not full, ties broken at random; a join
+//! is refused only when every web bridge is down, drained or full, and is
+//! then counted on the one with the fewest real sessions. A drained web
+//! bridge keeps its sessions: they end as they would. Web Bridge 3
+//! sessions (3.x servers) are not counted per web bridge, so a pool mixing
+//! releases sends most joins to the 3.x servers.
+//!
+//! A session's CMA leg starts in the very second its web bridge's `c:`
+//! counter moves (both in the join), and a `Stats` line stamped in that
+//! second already counts it: the leg's start (whole seconds, as CDRs give
+//! it) is never later than the first `Stats` line whose `c:` includes it.
+//! [`Simulation::live_cma_starts`] lists the start times of every live CMA
+//! leg, the set [`CallBridge::cma`] counts.
 //!
 //! Every live call leg has an identity ([`Leg`]): a GUID, a type (`acano`
 //! for CMA clients, `sip` for room systems), the call it is in and when it
@@ -224,6 +242,9 @@ pub struct WebBridge {
     pub restarts: u64,
     /// Real sessions dropped by restarts, in all.
     pub dropped: u64,
+    /// Drained at the load balancer (or out of the DNS answer): takes no
+    /// new joins, keeps the sessions it has.
+    pub drained: bool,
 }
 
 impl WebBridge {
@@ -347,6 +368,15 @@ pub struct Simulation {
     ends: BinaryHeap<Reverse<(i64, u64)>>,
     /// Every live leg, by id (ordered, so listings are repeatable).
     legs: BTreeMap<Guid, Leg>,
+    /// The start times of the live CMA legs (`acano`, not distribution
+    /// links), oldest first: the same set the call bridges' `cma()` counts,
+    /// kept beside `legs` (every insert and removal of such a leg goes
+    /// through both), so its size is bounded as the live legs are. A plain
+    /// sorted vector, so that a controller can be handed it every virtual
+    /// second for nothing; legs start at `now`, so inserts land at the end.
+    cma_starts: Vec<DateTime<Utc>>,
+    /// The leg of each entry of `cma_starts`, at the same position.
+    cma_start_legs: Vec<Guid>,
     /// The session behind each session-backed leg.
     leg_sessions: HashMap<Guid, u64>,
     /// Every live call.
@@ -392,6 +422,8 @@ impl Simulation {
             sessions: HashMap::new(),
             ends: BinaryHeap::new(),
             legs: BTreeMap::new(),
+            cma_starts: Vec::new(),
+            cma_start_legs: Vec::new(),
             leg_sessions: HashMap::new(),
             calls: BTreeMap::new(),
             sip_legs,
@@ -447,6 +479,47 @@ impl Simulation {
     /// One live leg.
     pub fn leg(&self, id: Guid) -> Option<&Leg> {
         self.legs.get(&id)
+    }
+
+    /// The start times of the deployment's live CMA legs (WebRTC through
+    /// any web bridge, desktop and iOS clients, legs started by hand as
+    /// `acano`; not distribution links), oldest first: as many as the
+    /// call bridges' [`CallBridge::cma`] add up to.
+    pub fn live_cma_starts(&self) -> &[DateTime<Utc>] {
+        &self.cma_starts
+    }
+
+    /// Drains web bridge `index` at the load balancer (or takes it out of
+    /// the DNS answer), or makes it ready again: while drained it takes no
+    /// new joins and keeps the sessions it has, which end as they would.
+    pub fn set_drained(&mut self, index: usize, drained: bool) -> Result<(), String> {
+        let count = self.webbridges.len();
+        let wb = self.webbridges.get_mut(index).ok_or_else(|| format!("no web bridge {index} (there are {count})"))?;
+        wb.drained = drained;
+        Ok(())
+    }
+
+    /// Keeps a new live leg, and its start time when it is a CMA leg.
+    fn keep_leg(&mut self, leg: Leg) {
+        if leg.leg_type == LegType::Acano && !leg.distribution_link {
+            let at = self.cma_starts.partition_point(|&t| t <= leg.since);
+            self.cma_starts.insert(at, leg.since);
+            self.cma_start_legs.insert(at, leg.id);
+        }
+        self.legs.insert(leg.id, leg);
+    }
+
+    /// Forgets a live leg (and its start time); counts are the caller's.
+    fn forget_leg(&mut self, id: Guid) -> Option<Leg> {
+        let leg = self.legs.remove(&id)?;
+        let from = self.cma_starts.partition_point(|&t| t < leg.since);
+        let to = self.cma_starts.partition_point(|&t| t <= leg.since);
+        if let Some(at) = (from..to).find(|&i| self.cma_start_legs[i] == id) {
+            self.cma_starts.remove(at);
+            self.cma_start_legs.remove(at);
+        }
+        self.leg_sessions.remove(&id);
+        Some(leg)
     }
 
     fn emit(&mut self, callbridge: usize, kind: CdrEventKind) {
@@ -508,15 +581,10 @@ impl Simulation {
         let webbridge = if desktop {
             None
         } else {
-            let index = self.rng.gen_range(0..self.webbridges.len());
-            let limit = self.scenario.limit;
-            let wb = &mut self.webbridges[index];
-            if wb.down_until.is_some() || (wb.leaks && wb.active() >= limit) {
-                wb.refused += 1;
-                return;
-            }
+            let placed = if self.scenario.pool { self.place_by_balancer() } else { self.place_by_dns() };
+            let Some(index) = placed else { return };
             // A 3.x server's Web Bridge 3 carries the session and never leaks.
-            wb.leaks.then_some(index)
+            self.webbridges[index].leaks.then_some(index)
         };
         let callbridge = self.least_loaded_callbridge();
         if let Some(index) = webbridge {
@@ -532,6 +600,49 @@ impl Simulation {
         self.sessions.insert(id, Session { webbridge, callbridge, desktop, leg });
         self.ends.push(Reverse((self.now.timestamp() + length, id)));
         self.joins += 1;
+    }
+
+    /// Whether web bridge `index` takes a new session now.
+    fn available(&self, index: usize) -> bool {
+        let wb = &self.webbridges[index];
+        wb.down_until.is_none() && !wb.drained && !(wb.leaks && wb.active() >= self.scenario.limit)
+    }
+
+    /// DNS round robin: a web bridge at random among those not drained (a
+    /// drained one is out of the DNS answer); `None`, counted as refused
+    /// there, when the one reached cannot take the session. With nothing
+    /// drained this draws exactly what it always drew, so a seed's runs
+    /// stay what they were.
+    fn place_by_dns(&mut self) -> Option<usize> {
+        let count = self.webbridges.len();
+        let open: Vec<usize> = (0..count).filter(|&i| !self.webbridges[i].drained).collect();
+        let index = if open.len() == count || open.is_empty() {
+            self.rng.gen_range(0..count)
+        } else {
+            open[self.rng.gen_range(0..open.len())]
+        };
+        if self.available(index) {
+            Some(index)
+        } else {
+            self.webbridges[index].refused += 1;
+            None
+        }
+    }
+
+    /// The load balancer (HAProxy's `leastconn`): the fewest real sessions
+    /// among the web bridges that can take one, ties at random; `None` when
+    /// none can, counted as refused on the one with the fewest real
+    /// sessions (where `leastconn` would have sent it).
+    fn place_by_balancer(&mut self) -> Option<usize> {
+        let count = self.webbridges.len();
+        let least = (0..count).filter(|&i| self.available(i)).map(|i| self.webbridges[i].real).min();
+        let Some(least) = least else {
+            let fewest = (0..count).min_by_key(|&i| self.webbridges[i].real).unwrap_or(0);
+            self.webbridges[fewest].refused += 1;
+            return None;
+        };
+        let ties: Vec<usize> = (0..count).filter(|&i| self.available(i) && self.webbridges[i].real == least).collect();
+        Some(ties[self.rng.gen_range(0..ties.len())])
     }
 
     /// Counts and records a new `acano` leg of session `session` (a person).
@@ -616,7 +727,7 @@ impl Simulation {
             remote_party,
             by_hand,
         };
-        self.legs.insert(id, leg.clone());
+        self.keep_leg(leg.clone());
         self.emit(callbridge, CdrEventKind::LegStart(leg));
         self.emit(callbridge, CdrEventKind::LegConnected { leg: id, call });
         let entry = self.calls.get_mut(&call).expect("just chosen");
@@ -664,7 +775,7 @@ impl Simulation {
                 remote_party: peer.to_owned(),
                 by_hand: false,
             };
-            sim.legs.insert(id, leg.clone());
+            sim.keep_leg(leg.clone());
             sim.callbridges[on].links += 1;
             sim.callbridges[on].note_peaks();
             sim.emit(on, CdrEventKind::LegStart(leg));
@@ -708,8 +819,7 @@ impl Simulation {
     /// legs and links, which this takes off), records its end, and ends its
     /// call when it was the last person in it.
     fn end_leg_record(&mut self, id: Guid, reason: &'static str) {
-        let Some(leg) = self.legs.remove(&id) else { return };
-        self.leg_sessions.remove(&id);
+        let Some(leg) = self.forget_leg(id) else { return };
         let cb = &mut self.callbridges[leg.callbridge];
         cb.legs_completed += 1;
         match (leg.leg_type, leg.distribution_link) {
@@ -864,7 +974,7 @@ impl Simulation {
                 Some(link) if on != index && link.there_callbridge == index => {
                     self.calls.get_mut(&id).expect("live").link = None;
                     self.end_leg_record(link.here, "remoteTeardown");
-                    self.legs.remove(&link.there);
+                    self.forget_leg(link.there);
                     self.calls.remove(&link.there_call);
                 }
                 Some(link) if on == index => {
@@ -885,15 +995,10 @@ impl Simulation {
             }
         }
         self.calls.retain(|_, c| c.callbridge != index);
-        let legs = &mut self.legs;
-        let leg_sessions = &mut self.leg_sessions;
-        legs.retain(|id, l| {
-            let keep = l.callbridge != index;
-            if !keep {
-                leg_sessions.remove(id);
-            }
-            keep
-        });
+        let gone: Vec<Guid> = self.legs.values().filter(|l| l.callbridge == index).map(|l| l.id).collect();
+        for id in gone {
+            self.forget_leg(id);
+        }
         self.sip_legs[index].clear();
         let restarts = self.callbridges[index].restarts + 1;
         self.callbridges[index] = CallBridge { started: Some(self.now), restarts, ..CallBridge::default() };
@@ -1075,6 +1180,135 @@ mod tests {
             sim.step();
         }
         assert_counts_match_legs(&sim);
+    }
+
+    /// Every web bridge's `available`, as the balancer sees it.
+    fn all_unavailable(sim: &Simulation) -> bool {
+        (0..sim.webbridges.len()).all(|i| !sim.available(i))
+    }
+
+    #[test]
+    fn the_pool_places_no_join_on_a_drained_web_bridge_and_refuses_only_when_none_can_take_it() {
+        let start = Utc.with_ymd_and_hms(2024, 3, 4, 9, 0, 0).unwrap();
+        let mut scenario = Scenario::with_servers(4);
+        scenario.pool = true;
+        let mut sim = Simulation::new(scenario, 11, start);
+        for _ in 0..3_600 {
+            sim.step();
+        }
+        // Least real sessions first: the pool keeps them within a few.
+        let real: Vec<u32> = sim.webbridges.iter().map(|w| w.real).collect();
+        assert!(real.iter().max().unwrap() - real.iter().min().unwrap() <= 3, "{real:?}");
+        assert!(real.iter().all(|&r| r > 10), "{real:?}");
+        sim.set_drained(1, true).unwrap();
+        assert!(sim.set_drained(4, true).unwrap_err().contains("no web bridge 4"));
+        let (connections, joins) = (sim.webbridges[1].connections, sim.joins);
+        let mut emptied = None;
+        for second in 0..8 * 3_600 {
+            sim.step();
+            assert_eq!(sim.webbridges[1].connections, connections, "a join landed on the drained web bridge");
+            if emptied.is_none() && sim.webbridges[1].real == 0 {
+                emptied = Some(second);
+            }
+        }
+        assert!(sim.joins > joins + 500, "the others took the joins");
+        // Sessions last at most six hours: the drained one is empty by then.
+        let emptied = emptied.expect("its real sessions fell to 0");
+        assert!(emptied <= 6 * 3_600, "{emptied}");
+        assert_eq!(sim.webbridges.iter().map(|w| w.refused).sum::<u64>(), 0, "the others had room");
+        // Ready again: it takes joins again, and the fewest first.
+        sim.set_drained(1, false).unwrap();
+        for _ in 0..600 {
+            sim.step();
+        }
+        assert!(sim.webbridges[1].connections > connections);
+        assert!(sim.webbridges[1].real > 0);
+    }
+
+    #[test]
+    fn the_pool_refuses_only_when_every_web_bridge_is_down_drained_or_full() {
+        let start = Utc.with_ymd_and_hms(2024, 3, 4, 8, 0, 0).unwrap();
+        let mut scenario = Scenario::with_servers(3);
+        scenario.pool = true;
+        scenario.leak_probability = 1.0;
+        scenario.mean_session = Duration::minutes(2);
+        scenario.peak_sessions = 60.0;
+        let mut sim = Simulation::new(scenario, 5, start);
+        sim.set_drained(2, true).unwrap();
+        let mut refused = 0;
+        let mut refusals_seen = 0;
+        for second in 0..4 * 3_600 {
+            if second == 3 * 3_600 {
+                // A restart makes room: joins go there, none are refused meanwhile.
+                sim.restart_webbridge(0);
+            }
+            sim.step();
+            let now_refused: u64 = sim.webbridges.iter().map(|w| w.refused).sum();
+            if now_refused > refused {
+                refusals_seen += 1;
+                // Sessions end before joins in a step, so what refused a
+                // join still holds at its end.
+                assert!(all_unavailable(&sim), "refused at {} with room left", sim.now());
+            }
+            refused = now_refused;
+        }
+        assert!(refusals_seen > 0, "both undrained web bridges filled with leaks");
+        assert_eq!(sim.webbridges[2].active(), 0, "drained all along");
+        assert_eq!((sim.webbridges[0].active(), sim.webbridges[1].active()), (149, 149));
+        // Round robin by DNS refuses as soon as the one it reaches is full.
+        let mut scenario = Scenario::with_servers(2);
+        scenario.leak_probability = 1.0;
+        scenario.mean_session = Duration::minutes(2);
+        scenario.peak_sessions = 40.0;
+        let mut dns = Simulation::new(scenario, 5, start);
+        dns.set_drained(1, true).unwrap();
+        for _ in 0..4 * 3_600 {
+            dns.step();
+        }
+        assert_eq!(dns.webbridges[1].active(), 0, "out of the DNS answer");
+        assert_eq!(dns.webbridges[0].active(), 149);
+        assert!(dns.webbridges[0].refused > 0);
+    }
+
+    #[test]
+    fn live_cma_starts_are_the_legs_cma_counts_and_c_moves_with_them() {
+        let start = Utc.with_ymd_and_hms(2024, 3, 4, 7, 0, 0).unwrap();
+        let mut sim = Simulation::new(Scenario::with_servers(3), 8, start);
+        sim.record_events(true);
+        let mut by_hand = Vec::new();
+        for second in 0..12 * 3_600 {
+            let connections: u64 = sim.webbridges.iter().map(|w| w.connections).sum();
+            sim.step();
+            match second {
+                3_600 => by_hand.push(sim.start_leg(0, LegType::Acano)),
+                7_200 => sim.restart_callbridge(1),
+                9_000 => {
+                    sim.restart_webbridge(2);
+                }
+                10_000 => sim.end_leg(by_hand[0]).unwrap(),
+                _ => {}
+            }
+            let cma: u32 = sim.callbridges.iter().map(CallBridge::cma).sum();
+            let starts = sim.live_cma_starts();
+            assert_eq!(starts.len(), cma as usize, "at {}", sim.now());
+            assert!(starts.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+            // Each WebRTC leg that began this second moved one web bridge's
+            // c: in the same second (every server here runs Web Bridge 2).
+            let now = sim.now();
+            let webrtc_started = sim
+                .take_events()
+                .iter()
+                .filter(|e| matches!(&e.kind, CdrEventKind::LegStart(l) if l.webrtc && !l.by_hand && l.since == now))
+                .count() as u64;
+            let moved: u64 = sim.webbridges.iter().map(|w| w.connections).sum::<u64>();
+            if second != 9_000 {
+                assert_eq!(moved - connections, webrtc_started, "at {now}");
+            }
+        }
+        let mut expected: Vec<DateTime<Utc>> =
+            sim.legs().filter(|l| l.leg_type == LegType::Acano && !l.distribution_link).map(|l| l.since).collect();
+        expected.sort();
+        assert_eq!(sim.live_cma_starts(), expected);
     }
 
     #[test]

@@ -15,15 +15,27 @@ fn the_demo_ends_by_itself_and_writes_the_comparison() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     let strategies = json["strategies"].as_array().unwrap();
     let names: Vec<&str> = strategies.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["no workaround", "Cisco's script, Saturdays 02:00", "wbguard", "wbguard with CDRs"]);
-    for strategy in strategies {
-        for field in ["refused_joins", "dropped_calls", "restarts"] {
+    let expected = [
+        "no workaround",
+        "Cisco's script, Saturdays 02:00",
+        "Cisco's script, daily 03:00",
+        "wbguard",
+        "wbguard with CDRs",
+        "wbguard with drain",
+    ];
+    assert_eq!(names, expected);
+    let all_day = json["strategies_24h"].as_array().unwrap();
+    assert_eq!(all_day.iter().map(|s| s["name"].as_str().unwrap()).collect::<Vec<_>>(), expected);
+    for strategy in strategies.iter().chain(all_day) {
+        for field in ["refused_joins", "dropped_calls", "restarts", "drains"] {
             assert!(strategy[field].is_u64(), "{strategy}");
         }
     }
+    assert!(stdout.contains("Around the clock") && stdout.contains("wbguard with drain"), "{stdout}");
     let (none, cisco) = (&strategies[0], &strategies[1]);
-    for guard in &strategies[2..] {
-        assert_eq!((&guard["refused_joins"], &guard["dropped_calls"]), (&0.into(), &0.into()), "{json}");
+    for guard in &strategies[3..] {
+        // Far fewer refusals than Cisco's weekly script.
+        assert!(guard["refused_joins"].as_u64().unwrap() * 100 < cisco["refused_joins"].as_u64().unwrap(), "{json}");
     }
     assert!(
         cisco["refused_joins"].as_u64() > Some(0) && none["refused_joins"].as_u64() > cisco["refused_joins"].as_u64()
