@@ -330,6 +330,7 @@ mod tests {
             auth: Vec::new(),
             syslog_from: Vec::new(),
             api: None,
+            drain: None,
         };
         Config {
             servers: vec![server],
@@ -357,6 +358,8 @@ mod tests {
             in_window: false,
             lockout_forecast: None,
             next_window: None,
+            lockout: None,
+            draining_since: None,
         }
     }
 

@@ -390,6 +390,8 @@ mod tests {
             in_window: false,
             lockout_forecast: None,
             next_window: None,
+            lockout: None,
+            draining_since: None,
         }
     }
 
