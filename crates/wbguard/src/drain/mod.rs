@@ -2,8 +2,8 @@
 //! restart, and made ready again after (issue 14).
 //!
 //! A service of the binary, in the "act" stage of the flow: the guard's
-//! enforcer ([`crate::guard`]) calls [`drain`] when the policy says
-//! `drain`, and [`undrain`] once the restart is over (or the drain is given
+//! enforcer ([`crate::guard`]) calls [`run`] with [`Direction::Drain`] when the policy
+//! says `drain`, and with [`Direction::Undrain`] once the restart is over (or the drain is given
 //! up); `wbguard` never calls them on its own. The hook is the server's
 //! `[[server]]` configuration ([`crate::config::drain`]): HAProxy's runtime
 //! API ([`haproxy`]) or an operator's command ([`command`]).
@@ -34,16 +34,6 @@ pub enum Direction {
     Undrain,
 }
 
-impl Direction {
-    /// `drain` or `undrain`, as logs and alerts name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Drain => "drain",
-            Direction::Undrain => "undrain",
-        }
-    }
-}
-
 /// Runs `server`'s hook in `direction`: what the load balancer confirmed
 /// (in words), or why it failed. A server without a hook is an error.
 pub async fn run(server: &Server, direction: Direction) -> anyhow::Result<String> {
@@ -64,14 +54,4 @@ pub async fn run(server: &Server, direction: Direction) -> anyhow::Result<String
             haproxy::set_state(socket, backend, name, state).await
         }
     }
-}
-
-/// Takes `server`'s web bridge out of its load balancer.
-pub async fn drain(server: &Server) -> anyhow::Result<String> {
-    run(server, Direction::Drain).await
-}
-
-/// Makes `server`'s web bridge ready again in its load balancer.
-pub async fn undrain(server: &Server) -> anyhow::Result<String> {
-    run(server, Direction::Undrain).await
 }

@@ -17,6 +17,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 pub mod cdr;
+pub mod drain;
 pub mod history;
 
 /// The file name inside the state directory.
@@ -55,6 +56,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX samples_once ON samples (time_ms, host, kind);",
     // 3: the CDR receiver's open legs (see [`cdr`]).
     cdr::SCHEMA,
+    // 4: the drain journal (see [`drain`]).
+    drain::SCHEMA,
 ];
 
 /// A sample as stored.
@@ -287,6 +290,7 @@ impl Store {
             "DELETE FROM restarts WHERE (intent_ms < ?1 OR intent_ms > ?2) AND finished_ms IS NOT NULL",
             params![cutoff, horizon],
         )?;
+        removed += Store::prune_drains(&transaction, cutoff, horizon)?;
         transaction.commit()?;
         Ok(removed)
     }
