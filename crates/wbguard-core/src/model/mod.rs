@@ -44,7 +44,8 @@ pub use live::{CallSource, LiveCalls};
 pub use pairing::CallBridgeState;
 use pairing::{CallBridges, Pending, Target};
 pub use webbridge::{
-    Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState, QUIET_KEPT, RECENT_SLOTS, RESTARTS_KEPT,
+    Restart, RestartSignal, WebBridgeEstimate, WebBridgeSample, WebBridgeState, QUIET_KEPT, RECENT_SLOTS,
+    RESTARTS_KEPT,
 };
 
 /// Samples waiting for a pairing, per web bridge (and one more for the

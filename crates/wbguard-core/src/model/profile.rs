@@ -176,10 +176,7 @@ impl DailyProfile {
         let peak = self
             .days
             .iter()
-            .flat_map(|d| {
-                (0..BUCKETS)
-                    .filter_map(move |b| usable(d, b).filter(|_| bucket_start(d.number, b) >= now - Duration::days(1)))
-            })
+            .flat_map(|d| (0..BUCKETS).filter_map(move |b| usable(d, b).filter(|_| bucket_start(d.number, b) >= now - Duration::days(1))))
             .map(|c| c.active_max)
             .max()?;
         let (today, _) = day_and_bucket(now);

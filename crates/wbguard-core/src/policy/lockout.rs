@@ -101,9 +101,7 @@ pub fn describe(plan: &LockoutPlan, droppable: u32, now: DateTime<Utc>) -> Strin
         format!("lockout expected {}", plan.lockout_at.format("%Y-%m-%d %H:%M UTC"))
     };
     let moment = match plan.expected_calls {
-        Some(expected) if plan.due(now) => {
-            format!("the quietest moment before it (about {expected} call(s) by history)")
-        }
+        Some(expected) if plan.due(now) => format!("the quietest moment before it (about {expected} call(s) by history)"),
         Some(expected) => format!(
             "planned for the quietest moment before it, {} (about {expected} call(s) by history)",
             plan.planned_at.format("%Y-%m-%d %H:%M UTC")

@@ -275,7 +275,8 @@ pub fn decide(model: &Deployment, policy: &Policy, situation: &Situation, now: D
             continue;
         }
         let droppable = estimate.droppable_upper;
-        let drain_ended_lately = situation.drain_ended.get(&state.host).is_some_and(|&t| now - t < policy.min_interval);
+        let drain_ended_lately =
+            situation.drain_ended.get(&state.host).is_some_and(|&t| now - t < policy.min_interval);
         if draining.is_none() && situation.drainable.contains(&state.host) && !drain_ended_lately {
             decision.action = Action::Drain;
             decision.reason = format!(
@@ -348,8 +349,7 @@ pub fn decide(model: &Deployment, policy: &Policy, situation: &Situation, now: D
             );
         } else if drain && another_drained(&decision.webbridge) {
             decision.action = Action::Hold;
-            decision.reason =
-                format!("needed ({}), but another web bridge of this cluster is drained", needs.join(", "));
+            decision.reason = format!("needed ({}), but another web bridge of this cluster is drained", needs.join(", "));
         } else if drain {
             decision.reason = format!("{} ({})", decision.reason, needs.join(", "));
         } else {

@@ -85,11 +85,10 @@ fn one_at_a_time_most_urgent_first_and_not_twice_in_the_interval() {
     assert!(busy.iter().all(|d| d.action != Action::Restart));
     // Restarted by wbguard 20 minutes ago: too soon for wb2.
     let recent = BTreeMap::from([("wb2".to_owned(), at(580))]);
-    let decisions: BTreeMap<String, Decision> =
-        decide(&model, &Policy::default(), &Situation { restarted: recent, ..Situation::default() }, at(600))
-            .into_iter()
-            .map(|d| (d.webbridge.clone(), d))
-            .collect();
+    let decisions: BTreeMap<String, Decision> = decide(&model, &Policy::default(), &Situation { restarted: recent, ..Situation::default() }, at(600))
+        .into_iter()
+        .map(|d| (d.webbridge.clone(), d))
+        .collect();
     assert!(decisions["wb2"].reason.contains("restarted 20 min ago"), "{}", decisions["wb2"].reason);
     assert_eq!(decisions["wb3"].action, Action::Restart);
 }
