@@ -512,3 +512,69 @@ fn virtual_time_stands_still_while_paused() {
     let advanced = (resumed - stopped).num_seconds();
     assert!((60..=900).contains(&advanced), "{advanced} s");
 }
+
+/// A real HTTP client joins through a web bridge page: the session is on
+/// that web bridge (its Stats count it, `c:` moves), its CMA leg is live on
+/// the call bridge, ending the leg through the control API frees the
+/// session, and a restart while one is live drops it (counted in the
+/// truth); the old `/join` only asks, as before.
+#[test]
+fn a_join_through_the_page_is_a_live_session_and_call_until_ended_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("quiet.toml");
+    std::fs::write(
+        &scenario,
+        "speed = 1\nrestart_downtime_seconds = 1\n\n[[server]]\nname = \"edge1\"\n\n[[server]]\nname = \"edge2\"\n\n\
+         [load]\npeak_sessions = 0\nlimit = 2\nleak_probability = 0.0\n",
+    )
+    .unwrap();
+    let sim = Sim::start_in(dir, &["--scenario", scenario.to_str().unwrap(), "--start", "2024-03-04T09:00:00Z"]);
+    let page = sim.address("http", 0);
+    let json = |body: &str| serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let webbridge = |truth: &Value, i: usize| truth["servers"][i]["webbridge"].clone();
+
+    let (status, body) = http(page, "POST", "/join/session", None);
+    assert_eq!(status, 200, "{body}");
+    let joined = json(&body);
+    assert_eq!((joined["server"].as_str(), joined["callbridge"].as_str()), (Some("edge1"), Some("edge1")));
+    let leg = joined["leg"].as_str().unwrap().to_owned();
+    let truth = sim.truth();
+    assert_eq!(
+        (webbridge(&truth, 0)["real"].as_u64(), webbridge(&truth, 0)["connections"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(truth["servers"][0]["callbridge"]["cma_live"], 1);
+    assert!(truth["legs"].as_array().unwrap().iter().any(|l| l["id"] == leg.as_str()), "{truth}");
+    // Its call on the other call bridge; an unknown one is refused by name.
+    let (status, body) = http(page, "POST", "/join/session?callbridge=edge2", None);
+    assert_eq!((status, json(&body)["callbridge"].as_str()), (200, Some("edge2")));
+    let second = json(&body)["leg"].as_str().unwrap().to_owned();
+    let (status, body) = http(page, "POST", "/join/session?callbridge=edge9", None);
+    assert_eq!(status, 400);
+    assert!(body.contains("edge9"), "{body}");
+    // At the limit (2): refused as a user would be; /join says so too.
+    assert_eq!(http(page, "POST", "/join/session", None).0, 503);
+    assert_eq!(http(page, "GET", "/join", None).0, 503);
+
+    // The user hangs up: the session leaves the web bridge, nothing leaks.
+    sim.set(&format!(r#"{{"end_leg": "{leg}"}}"#));
+    let truth = sim.truth();
+    assert_eq!(webbridge(&truth, 0)["real"], 1);
+    assert_eq!(
+        (webbridge(&truth, 0)["disconnections"].as_u64(), webbridge(&truth, 0)["leaked"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(http(page, "GET", "/join", None).0, 200);
+
+    // A restart with one still live drops it.
+    assert!(sim.ssh(0, &["webbridge", "restart"], None).status.success());
+    let truth = sim.truth();
+    assert_eq!(truth["totals"]["dropped_calls"], 1, "{truth}");
+    assert_eq!(webbridge(&truth, 0)["restarts"][0]["dropped_real"], 1);
+    assert_eq!(webbridge(&truth, 0)["real"], 0);
+    assert!(!truth["legs"].as_array().unwrap().iter().any(|l| l["id"] == second.as_str()), "{truth}");
+    // While it restarts, joins are refused; then accepted again.
+    assert_eq!(http(page, "POST", "/join/session", None).0, 503);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(http(page, "POST", "/join/session", None).0, 200);
+}

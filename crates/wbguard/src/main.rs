@@ -23,6 +23,7 @@ mod cms_api;
 mod commands;
 mod config;
 mod dirs;
+mod drain;
 mod exit;
 mod files;
 mod guard;

@@ -90,6 +90,19 @@ pub struct World {
     correlators: Vec<u64>,
     /// Where records go.
     cdr: CdrOut,
+    /// Sessions joined by hand through a web bridge page (`POST
+    /// /join/session`): their CMA leg and the web bridge they hold a
+    /// session on.
+    joined: std::collections::BTreeMap<Guid, usize>,
+}
+
+/// Why a join through a web bridge page was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The web bridge is restarting.
+    Restarting,
+    /// It is at its session limit.
+    Full,
 }
 
 /// What `GET /api/v1/system/status` tells of one call bridge.
@@ -149,6 +162,7 @@ impl World {
             restart_downtime,
             message: Vec::new(),
             paused: false,
+            joined: std::collections::BTreeMap::new(),
         }
     }
 
@@ -217,11 +231,40 @@ impl World {
         id
     }
 
-    /// Ends a live leg; its `callLegEnd` is queued at once.
+    /// Ends a live leg; its `callLegEnd` is queued at once. A session
+    /// joined by hand leaves its web bridge too (cleanly: no leak).
     pub fn end_leg(&mut self, id: Guid) -> Result<(), String> {
         self.sim.end_leg(id)?;
         self.flush_events();
+        if let Some(webbridge) = self.joined.remove(&id) {
+            let wb = &mut self.sim.webbridges[webbridge];
+            wb.real -= 1;
+            wb.disconnections += 1;
+        }
         Ok(())
+    }
+
+    /// A user joins through web bridge `webbridge`'s page: a real session
+    /// on it (its Stats count it, `c:` moves) and a live CMA leg on call
+    /// bridge `callbridge`, until [`World::end_leg`] ends it, or a restart
+    /// of the web bridge (a dropped call) or of the call bridge. Refused as
+    /// a user would be while the web bridge restarts or is full.
+    ///
+    /// The leg is started as a by-hand CMA leg (so the session model's own
+    /// sessions are untouched); the web bridge's session is kept here.
+    pub fn join(&mut self, webbridge: usize, callbridge: usize) -> Result<Guid, JoinRefused> {
+        if !self.webbridge_up(webbridge) {
+            return Err(JoinRefused::Restarting);
+        }
+        if self.webbridge_full(webbridge) {
+            return Err(JoinRefused::Full);
+        }
+        let leg = self.start_leg(callbridge, LegType::Acano);
+        let wb = &mut self.sim.webbridges[webbridge];
+        wb.real += 1;
+        wb.connections += 1;
+        self.joined.insert(leg, webbridge);
+        Ok(leg)
     }
 
     /// Restarts call bridge `i` as a crash would: its legs vanish without
@@ -231,6 +274,14 @@ impl World {
         self.flush_events();
         self.cdr_sessions[i] = new_session();
         self.correlators[i] = 0;
+        // Sessions joined by hand whose leg went with it end on their web bridge.
+        let gone: Vec<Guid> = self.joined.keys().filter(|&&leg| self.sim.leg(leg).is_none()).copied().collect();
+        for leg in gone {
+            let webbridge = self.joined.remove(&leg).expect("listed above");
+            let wb = &mut self.sim.webbridges[webbridge];
+            wb.real -= 1;
+            wb.disconnections += 1;
+        }
     }
 
     /// Makes every CDR sender post its last delivered batch once more.
@@ -369,7 +420,18 @@ impl World {
 
     /// `webbridge restart` on server `i`.
     pub(super) fn restart_webbridge(&mut self, i: usize, user: &str, source: &str) {
-        let outcome = self.sim.restart_webbridge(i);
+        // Sessions joined by hand on it are dropped with it: their calls end.
+        let dropped_by_hand: Vec<Guid> =
+            self.joined.iter().filter(|(_, &webbridge)| webbridge == i).map(|(&leg, _)| leg).collect();
+        for &leg in &dropped_by_hand {
+            self.joined.remove(&leg);
+            let _ = self.sim.end_leg(leg);
+            self.sim.webbridges[i].real -= 1;
+        }
+        let mut outcome = self.sim.restart_webbridge(i);
+        let by_hand = u32::try_from(dropped_by_hand.len()).unwrap_or(u32::MAX);
+        outcome.dropped_real += by_hand;
+        self.sim.webbridges[i].dropped += u64::from(by_hand);
         self.flush_events();
         let server = &mut self.servers[i];
         server.down_until = Some(Instant::now() + self.restart_downtime);

@@ -69,6 +69,9 @@ fn check(path: Option<&Path>) -> anyhow::Result<Outcome> {
         if let Some(api) = &server.api {
             println!("    Call Bridge API: {}", api.describe());
         }
+        if let Some(hook) = &server.drain {
+            println!("    drain hook: {}", hook.describe());
+        }
     }
     if config.servers.iter().any(|s| s.api.is_some()) {
         println!("API certificates pinned in {}", config.api_certificates().display());

@@ -26,6 +26,7 @@ pub mod address;
 #[cfg(test)]
 mod any_input;
 pub mod api;
+pub mod drain;
 pub mod duration;
 pub mod guard_settings;
 
@@ -177,6 +178,22 @@ pub struct RawServer {
     /// API credentials for this server, over `[api]`'s key by key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_auth: Option<api::RawApi>,
+    /// Drain hook: the command that takes its web bridge out of the load
+    /// balancer (see [`drain`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_command: Option<drain::RawCommand>,
+    /// Drain hook: the command that puts it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undrain_command: Option<drain::RawCommand>,
+    /// Drain hook: HAProxy's runtime API socket (a path or `tcp://HOST:PORT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub haproxy_socket: Option<String>,
+    /// Drain hook: the HAProxy backend holding the web bridges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub haproxy_backend: Option<String>,
+    /// Drain hook: its server name in that backend (default: `name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub haproxy_server: Option<String>,
 }
 
 impl RawConfig {
@@ -275,6 +292,9 @@ pub struct Server {
     /// Its Call Bridge API (none: not asked).
     #[serde(skip)]
     pub api: Option<api::ApiSettings>,
+    /// How its web bridge is drained through its load balancer before a
+    /// restart (none: it is not; see [`drain`]).
+    pub drain: Option<drain::DrainHook>,
 }
 
 impl Server {
@@ -449,6 +469,19 @@ impl Config {
                     (None, Some(_)) => bail!("{}: api_auth without api = \"https://HOST:PORT\"", key("api_auth")),
                     (None, None) => None,
                 },
+                drain: drain::hook(
+                    &drain::RawDrain {
+                        drain_command: s.drain_command.as_ref(),
+                        undrain_command: s.undrain_command.as_ref(),
+                        haproxy_socket: s.haproxy_socket.as_deref(),
+                        haproxy_backend: s.haproxy_backend.as_deref(),
+                        haproxy_server: s.haproxy_server.as_deref(),
+                    },
+                    i,
+                    &s.name,
+                    base,
+                    dirs,
+                )?,
             });
         }
         let host_key_policy = raw.host_key_policy.unwrap_or(HostKeyPolicy::Strict);

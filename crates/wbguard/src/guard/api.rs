@@ -94,6 +94,38 @@ pub struct ApiCheckView {
     pub text: String,
 }
 
+/// Where one drain is, as the status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    /// The drain hook is running.
+    Draining,
+    /// The hook confirmed: no new sessions reach it.
+    Drained,
+    /// Taken up from the journal at start: its state in the load
+    /// balancer is not known (a drain hook may have run or not).
+    Resumed,
+    /// The undrain hook is running.
+    Undraining,
+    /// The undrain hook failed; it is tried again.
+    UndrainFailed,
+}
+
+/// One drain, as `/api/status` shows it (`drains`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainView {
+    /// The web bridge.
+    pub webbridge: String,
+    /// The configured server whose hook drains it.
+    pub server: String,
+    /// When the drain was decided.
+    pub since: DateTime<Utc>,
+    /// Where it is.
+    pub state: DrainState,
+    /// The last thing its hook said (or why it failed).
+    pub detail: String,
+}
+
 /// What the guard knows, as of `now`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -134,6 +166,9 @@ pub struct Snapshot {
     /// The call bridges posting CDRs, and what their records say is live.
     #[serde(default)]
     pub cdr: Vec<CdrCallBridge>,
+    /// The web bridges drained through their load balancer (enforce mode).
+    #[serde(default)]
+    pub drains: Vec<DrainView>,
 }
 
 /// `GET /api/status`: the snapshot, the message counts, and whether the

@@ -8,6 +8,11 @@
 //! the logs to show it (an audit line, the counters reset). A restart that
 //! fails, or that the logs never show, raises an alert and backs the web
 //! bridge off for a while: the guard never loops on a web bridge.
+//!
+//! Web bridges behind a load balancer are drained first when the policy
+//! says so ([`super::drains`]): a drained web bridge's restart is the same
+//! restart, and once it ends (the restarter waited for the page) the web
+//! bridge is made ready again.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,6 +24,7 @@ use tokio::sync::mpsc;
 use wbguard_core::model::Deployment;
 use wbguard_core::policy::{Action, Decision, Situation};
 
+use super::drains::{Drains, HookDone};
 use super::history::History;
 use super::metrics::RestartResult;
 use super::notify::{Notice, Notifier};
@@ -93,19 +99,22 @@ pub struct Enforcer {
     unknown: std::collections::BTreeSet<String>,
     /// The Call Bridge API, asked before each restart.
     pub precheck: PreCheck,
+    /// Web bridges drained through their load balancer.
+    pub drains: Drains,
 }
 
 impl Enforcer {
-    /// Enforcement; finished restarts and the API's answers come back
-    /// through the returned receivers.
+    /// Enforcement; finished restarts, the API's answers and the drain
+    /// hooks' results come back through the returned receivers.
     pub fn new(
         history: History,
         notifier: Notifier,
         restart: Restart,
         check: CheckLive,
-    ) -> (Enforcer, mpsc::Receiver<Finished>, mpsc::Receiver<Checked>) {
+    ) -> (Enforcer, mpsc::Receiver<Finished>, mpsc::Receiver<Checked>, mpsc::Receiver<HookDone>) {
         let (done, finished) = mpsc::channel(16);
         let (precheck, checked) = PreCheck::new(check);
+        let (drains, hooks) = Drains::new(history.clone(), notifier.clone());
         let enforcer = Enforcer {
             history,
             notifier,
@@ -116,18 +125,27 @@ impl Enforcer {
             backoff: BTreeMap::new(),
             unknown: Default::default(),
             precheck,
+            drains,
         };
-        (enforcer, finished, checked)
+        (enforcer, finished, checked, hooks)
     }
 
-    /// A restart, or the API check before one, is running: one at a time.
+    /// A restart, the API check before one, or a drain hook is running:
+    /// one at a time.
     pub fn in_progress(&self) -> bool {
-        self.busy || self.precheck.running()
+        self.busy || self.precheck.running() || self.drains.draining_now()
     }
 
-    /// What the policy needs to know of the guard's doings.
-    pub fn situation(&self, restarted: &BTreeMap<String, DateTime<Utc>>) -> Situation {
-        Situation { restarted: restarted.clone(), busy: self.in_progress(), ..Situation::default() }
+    /// What the policy needs to know of the guard's doings; `config` says
+    /// which web bridges have a drain hook.
+    pub fn situation(&self, restarted: &BTreeMap<String, DateTime<Utc>>, config: Option<&Config>) -> Situation {
+        Situation {
+            restarted: restarted.clone(),
+            busy: self.in_progress(),
+            drainable: Drains::drainable(config),
+            draining: self.drains.draining(),
+            drain_ended: self.drains.ended(),
+        }
     }
 
     /// Turns restart decisions of web bridges in back-off into holds.
@@ -227,6 +245,8 @@ impl Enforcer {
         let Finished { webbridge, id, started, attempt } = finished;
         let (result, detail) = (attempt.result(), attempt.detail());
         self.history.outcome(id, result, Some(detail.clone()), now);
+        // Drained for this restart: ready again, whatever its result.
+        self.drains.restarted(&webbridge);
         if matches!(attempt, Attempt::Restarted { .. }) {
             self.unverified.insert(webbridge, (id, started));
         } else {
@@ -330,6 +350,7 @@ mod tests {
             auth: Vec::new(),
             syslog_from: Vec::new(),
             api: None,
+            drain: None,
         };
         Config {
             servers: vec![server],
@@ -390,7 +411,7 @@ mod tests {
         let (history, _) =
             History::start(Store::open(dir.path()).unwrap(), Duration::days(90), Default::default()).unwrap();
         let (restart, calls, reasons) = stand_in(attempt);
-        let (enforcer, finished, _) = Enforcer::new(
+        let (enforcer, finished, _, _) = Enforcer::new(
             history.clone(),
             Notifier::start(Vec::new(), Default::default()),
             restart,
@@ -518,7 +539,7 @@ mod tests {
                 })
             }) as super::super::precheck::CheckFuture)
         });
-        let (mut enforcer, mut finished, mut checked) =
+        let (mut enforcer, mut finished, mut checked, _) =
             Enforcer::new(history, Notifier::start(Vec::new(), Default::default()), restarter, check);
         let config = config(dir.path());
         let mut restarted = BTreeMap::new();

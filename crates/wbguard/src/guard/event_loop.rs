@@ -133,6 +133,8 @@ pub struct Guard {
     pub history: History,
     /// The last restart the guard made (or may have made) of each web bridge.
     pub restarted: BTreeMap<String, DateTime<Utc>>,
+    /// Drains the journal says were never ended: taken up again.
+    pub open_drains: Vec<crate::store::drain::OpenDrain>,
     /// Webhooks.
     pub notifier: Notifier,
     /// Wall or data, and how far ahead a record may be dated.
@@ -154,7 +156,7 @@ impl Guard {
         mut manual: mpsc::Receiver<Manual>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let Guard { rules, limit, shared, history, restarted, notifier, clock, check, cdr_on } = self;
+        let Guard { rules, limit, shared, history, restarted, open_drains, notifier, clock, check, cdr_on } = self;
         // A journal written under a clock that ran ahead (or by a guard that
         // followed a forged line) would hold its web bridges for as long as
         // min_interval after a date that has not come yet.
@@ -165,8 +167,9 @@ impl Guard {
             );
         }
         let journal_ahead = future.into_iter().map(|(webbridge, time)| JournalAhead { webbridge, time }).collect();
-        let (enforcer, mut finished, mut checked) =
+        let (mut enforcer, mut finished, mut checked, mut hooks) =
             Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit(), check);
+        enforcer.drains.resume(open_drains);
         let mut task = Task {
             rules,
             shared,
@@ -214,6 +217,10 @@ impl Guard {
                 Some(request) = manual.recv() => task.manual(request).await,
                 Some(done) = finished.recv() => task.finished(done),
                 Some(answer) = checked.recv() => task.api_answered(answer).await,
+                Some(done) = hooks.recv() => {
+                    let now = task.clock.now(&task.model);
+                    task.enforcer.drains.hook_done(done, now);
+                }
                 _ = decide_tick.tick() => task.decide().await,
                 _ = prune_tick.tick() => task.prune(),
                 _ = shutdown.changed() => break,
@@ -364,6 +371,7 @@ impl Task {
         snapshot.journal_ahead = self.journal_ahead.clone();
         snapshot.api_check = self.enforcer.precheck.last.clone();
         snapshot.cdr = self.shared.metrics.cdr.live.callbridges();
+        snapshot.drains = self.enforcer.drains.views();
         snapshot
     }
 
@@ -510,10 +518,15 @@ impl Task {
         for webbridge in &unseen {
             self.shared.count_restart(webbridge, RestartResult::Unverified);
         }
-        let mut decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, now);
-        if let (Mode::Enforce, Some(config)) = (self.rules.policy.mode, &self.rules.config) {
+        let config = self.rules.config.as_ref();
+        let mut decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, config, now);
+        let enforce = self.rules.policy.mode == Mode::Enforce;
+        if let (true, Some(config)) = (enforce, config) {
             self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
         }
+        // Drains asked for, and web bridges to make ready again (in any mode).
+        let busy = self.enforcer.in_progress();
+        self.enforcer.drains.act(config, &decisions, enforce, busy, now).await;
         // A call bridge first heard, with records lost, or silent: its API
         // vouches for what is live.
         if let (true, Some(config)) = (self.cdr_on, &self.rules.config) {
@@ -568,9 +581,10 @@ fn decide(
     policy: &Policy,
     restarted: &BTreeMap<String, DateTime<Utc>>,
     enforcer: &Enforcer,
+    config: Option<&Config>,
     now: DateTime<Utc>,
 ) -> Vec<Decision> {
-    let mut decisions = policy::decide(model, policy, &enforcer.situation(restarted), now);
+    let mut decisions = policy::decide(model, policy, &enforcer.situation(restarted, config), now);
     enforcer.hold_backed_off(&mut decisions, now);
     decisions
 }

@@ -36,6 +36,14 @@ pub const READS: usize = 2;
 /// How long a request waits for one of the [`READS`].
 pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A drain to journal: which web bridge, through which server's hook, why, when.
+struct DrainEntry {
+    webbridge: String,
+    server: String,
+    reason: String,
+    at: DateTime<Utc>,
+}
+
 enum Command {
     Samples(Vec<Sample>),
     Estimates(Vec<Estimate>),
@@ -44,6 +52,8 @@ enum Command {
     Intent { webbridge: String, reason: String, at: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<i64>> },
     Outcome { id: i64, result: String, detail: Option<String>, at: DateTime<Utc> },
     Alert { at: DateTime<Utc>, webbridge: Option<String>, kind: String, message: String },
+    DrainStarted { drain: DrainEntry, reply: oneshot::Sender<anyhow::Result<i64>> },
+    DrainEnded { id: i64, result: String, detail: String, at: DateTime<Utc> },
     Flush(oneshot::Sender<()>),
 }
 
@@ -189,6 +199,29 @@ impl History {
         self.journal(command, "an alert");
     }
 
+    /// Journals a drain before its hook runs; returns once it is on disk.
+    pub async fn drain_started(
+        &self,
+        webbridge: &str,
+        server: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<i64> {
+        let (reply, answer) = oneshot::channel();
+        let drain = DrainEntry { webbridge: webbridge.into(), server: server.into(), reason: reason.into(), at };
+        anyhow::ensure!(
+            self.journal(Command::DrainStarted { drain, reply }, "a drain's start"),
+            "the history writer is behind or stopped"
+        );
+        answer.await.map_err(|_| anyhow::anyhow!("the history writer stopped"))?
+    }
+
+    /// Journals how a drain ended.
+    pub fn drain_ended(&self, id: i64, result: &str, detail: &str, at: DateTime<Utc>) {
+        let command = Command::DrainEnded { id, result: result.into(), detail: detail.into(), at };
+        self.journal(command, "a drain's end");
+    }
+
     /// Deletes history older than `before`, and newer than `after` if given.
     pub fn prune(&self, before: DateTime<Utc>, after: Option<DateTime<Utc>>) {
         let _ = self.queue.try_send(Command::Prune(before, after));
@@ -249,6 +282,12 @@ fn write(mut store: Store, commands: Receiver<Command>, batches: &AtomicUsize) {
             }
             Command::Outcome { id, result, detail, at } => store.restart_outcome(id, &result, detail.as_deref(), at),
             Command::Alert { at, webbridge, kind, message } => store.alert(at, webbridge.as_deref(), &kind, &message),
+            Command::DrainStarted { drain, reply } => {
+                let DrainEntry { webbridge, server, reason, at } = drain;
+                let _ = reply.send(store.drain_started(&webbridge, &server, &reason, at));
+                Ok(())
+            }
+            Command::DrainEnded { id, result, detail, at } => store.drain_ended(id, &result, &detail, at),
             Command::Flush(reply) => {
                 let _ = reply.send(());
                 Ok(())

@@ -345,6 +345,16 @@ impl Collector for SnapshotMetrics {
             "Real calls a restart now could drop, at most.",
             webbridges.iter().map(|w| (label(&w.webbridge), w.estimate.droppable_upper)),
         )?;
+        // Every web bridge shown, and any drained one the logs do not show.
+        let mut drained: std::collections::BTreeMap<&String, u32> =
+            webbridges.iter().map(|w| (&w.webbridge, 0)).collect();
+        drained.extend(snapshot.drains.iter().map(|d| (&d.webbridge, 1)));
+        gauges(
+            &mut encoder,
+            "wbguard_webbridge_drained",
+            "1 while the web bridge is drained through its load balancer (from the drain decision until it is ready again), else 0.",
+            drained.into_iter().map(|(webbridge, value)| (label(webbridge), value)),
+        )?;
         gauges(
             &mut encoder,
             "wbguard_webbridge_lockout_forecast_timestamp_seconds",

@@ -20,6 +20,7 @@
 mod alerts;
 pub mod api;
 mod clock;
+mod drains;
 mod enforce;
 mod event_loop;
 mod history;
@@ -154,6 +155,8 @@ pub struct Prepared {
     shared: Arc<snapshot::Shared>,
     history: history::History,
     restarted: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Drains the journal says were never ended (a previous guard stopped).
+    open_drains: Vec<crate::store::drain::OpenDrain>,
 }
 
 /// Prepares `setup` (errors before any socket is bound).
@@ -168,6 +171,7 @@ pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
     first.future_tolerance_seconds = setup.settings.future_tolerance.num_seconds();
     let shared = Arc::new(snapshot::Shared::new(first));
     let dropped = shared.metrics.history_dropped.clone();
+    let open_drains = store.open_drains()?;
     let (history, restarted) = history::History::start(store, setup.settings.retention, dropped)?;
     // The CDR receiver's open legs come back from the same file (only when
     // it listens: legs of a receiver switched off would never change again).
@@ -176,7 +180,7 @@ pub fn prepare(setup: Setup) -> anyhow::Result<Prepared> {
     if !setup.settings.listen_cdr.is_empty() {
         cdr::open(live_legs, &setup.state_dir)?;
     }
-    Ok(Prepared { setup, resolved, tls, shared, history, restarted })
+    Ok(Prepared { setup, resolved, tls, shared, history, restarted, open_drains })
 }
 
 /// Rereads the setup on request (SIGHUP): the configuration file with the
@@ -193,7 +197,7 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     announce: impl FnOnce(&Endpoints),
 ) -> anyhow::Result<()> {
-    let Prepared { setup, resolved, tls, shared, history, restarted } = prepared;
+    let Prepared { setup, resolved, tls, shared, history, restarted, open_drains } = prepared;
     let settings = setup.settings.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (queue, messages) = mpsc::channel(QUEUE);
@@ -232,6 +236,7 @@ pub async fn serve(
         shared: shared.clone(),
         history: history.clone(),
         restarted,
+        open_drains,
         notifier: notifier.clone(),
         clock: clock::GuardClock::new(settings.clock, settings.future_tolerance),
         check: precheck::through_api(),

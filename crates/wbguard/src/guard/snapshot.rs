@@ -32,6 +32,7 @@ impl Snapshot {
             live_calls: None,
             api_check: None,
             cdr: Vec::new(),
+            drains: Vec::new(),
         }
     }
 
@@ -69,6 +70,7 @@ impl Snapshot {
             live_calls: model.live_calls(),
             api_check: None,
             cdr: Vec::new(),
+            drains: Vec::new(),
         }
     }
 }

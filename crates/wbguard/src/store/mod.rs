@@ -17,6 +17,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 pub mod cdr;
+pub mod drain;
 pub mod history;
 
 /// The file name inside the state directory.
@@ -58,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
     // 4: when each open leg began (its `callLegStart`), to tell which web
     // bridges it cannot be on.
     "ALTER TABLE cdr_legs ADD COLUMN started_ms INTEGER;",
+    // 5: the drain journal (see [`drain`]).
+    drain::SCHEMA,
 ];
 
 /// A sample as stored.
@@ -290,6 +293,7 @@ impl Store {
             "DELETE FROM restarts WHERE (intent_ms < ?1 OR intent_ms > ?2) AND finished_ms IS NOT NULL",
             params![cutoff, horizon],
         )?;
+        removed += Store::prune_drains(&transaction, cutoff, horizon)?;
         transaction.commit()?;
         Ok(removed)
     }

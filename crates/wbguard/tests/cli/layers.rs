@@ -18,6 +18,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("text", Layer::Leaf),
     ("cdr", Layer::Service),
     ("cms_api", Layer::Service),
+    ("drain", Layer::Service),
     ("guard", Layer::Service),
     ("ingest", Layer::Service),
     ("logs", Layer::Service),

@@ -10,6 +10,7 @@ mod cms_api;
 mod config;
 mod demo;
 mod deploy;
+mod drain;
 mod files;
 mod history;
 mod layers;

@@ -266,6 +266,7 @@ fn guard_setup(
             auth: vec![AuthSource::KeyFile { path: dir.join("key/ssh_host_ed25519_key"), passphrase_env: None }],
             syslog_from: Vec::new(),
             api: None,
+            drain: None,
         })
         .collect();
     let settings = GuardSettings {
