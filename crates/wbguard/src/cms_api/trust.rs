@@ -104,7 +104,9 @@ pub fn record(file: &Path, address: &str, fingerprint: &str) -> io::Result<()> {
         fs::create_dir_all(dir)?;
     }
     let mut handle = crate::files::open_append(file, 0o600)?;
-    writeln!(handle, "{address} {fingerprint}")?;
+    // One write of the whole line: appends by concurrent checks never
+    // interleave (writeln! would write it in pieces).
+    handle.write_all(format!("{address} {fingerprint}\n").as_bytes())?;
     handle.sync_all()
 }
 
@@ -223,7 +225,10 @@ impl Verifier {
     pub(super) fn confirm(&self) -> io::Result<Option<String>> {
         let Some(print) = self.pending.lock().expect("never poisoned").take() else { return Ok(None) };
         if let Judge::Pinned { file, address, .. } = &self.judge {
-            // Another check may have recorded it meanwhile.
+            // Another check may have recorded it meanwhile: look and record
+            // as one step within this process.
+            static RECORDING: Mutex<()> = Mutex::new(());
+            let _one_at_a_time = RECORDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if check(file, address, &print)? == Verdict::Unknown {
                 record(file, address, &print)?;
                 return Ok(Some(print));
