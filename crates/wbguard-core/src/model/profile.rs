@@ -83,8 +83,8 @@ pub struct QuietMoment {
     /// The start of the bucket (now, when the bucket has begun).
     pub at: DateTime<Utc>,
     /// The calls a restart could drop there, by history: the median over
-    /// the days seen of each day's largest bound in that bucket, or of the
-    /// real sessions left once the leak is taken away where that is fewer.
+    /// the days seen of the real sessions left once the leak is taken away,
+    /// or, while the leak's growth is unknown, of each day's largest bound.
     pub expected_calls: u32,
 }
 
@@ -179,9 +179,10 @@ impl DailyProfile {
     ///
     /// Where the leak's growth is known, the calls are the real sessions
     /// left of `active` once the leak by then is taken away (the median
-    /// over the days): the bound alone would favour the hours just after
-    /// past restarts, when little had leaked yet, over the hours when few
-    /// people call.
+    /// over the days, an hour or more after a restart): the bound alone
+    /// would favour the hours just after past restarts, when little had
+    /// leaked and the users cut off were not back yet, over the hours when
+    /// few people call.
     pub fn quietest_before(&self, now: DateTime<Utc>, deadline: DateTime<Utc>) -> Option<QuietMoment> {
         if !self.can_plan() {
             return None;
@@ -190,9 +191,14 @@ impl DailyProfile {
         let mut best: Option<(f64, QuietMoment)> = None;
         for (at, bucket) in Self::ahead(now, deadline) {
             let Some(bound) = self.expected(bucket) else { continue };
-            let calls = growth
-                .and_then(|g| self.real(bucket, g, median))
-                .map_or(f64::from(bound), |real| real.min(f64::from(bound)));
+            let calls = match growth {
+                // Hours seen only just after a restart are not known yet.
+                Some(growth) => match self.real(bucket, growth, median) {
+                    Some(real) => real,
+                    None => continue,
+                },
+                None => f64::from(bound),
+            };
             if best.is_none_or(|(fewest, _)| calls < fewest) {
                 best = Some((calls, QuietMoment { at, expected_calls: calls.ceil() as u32 }));
             }
@@ -200,16 +206,14 @@ impl DailyProfile {
         best.map(|(_, moment)| moment)
     }
 
-    /// The real sessions of `bucket` by history: per day seen, `active`
-    /// less the leak by then at `growth` per minute; summed up by `pick`.
+    /// The real sessions of `bucket` by history: per day seen (an hour or
+    /// more after a restart), `active` less the leak by then at `growth`
+    /// per minute; summed up by `pick`.
     fn real(&self, bucket: usize, growth: f64, pick: fn(Vec<f64>) -> Option<f64>) -> Option<f64> {
-        pick(
-            self.days
-                .iter()
-                .filter_map(|d| d.cells[bucket])
-                .map(|c| (c.active() - growth * c.age()).max(0.0))
-                .collect(),
-        )
+        // Just after a restart the users it cut off are not back yet: those
+        // sightings would make the hour look quieter than it is.
+        let settled = self.days.iter().filter_map(|d| d.cells[bucket]).filter(|c| c.age() >= SETTLE_MINUTES);
+        pick(settled.map(|c| (c.active() - growth * c.age()).max(0.0)).collect())
     }
 
     /// The first bucket from now, within `horizon`, where history expects
