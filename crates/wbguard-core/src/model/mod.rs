@@ -87,6 +87,12 @@ pub struct ModelConfig {
     /// inside a stretch without a new connection on a web bridge is not on
     /// it. CMS clusters run on NTP; CDR times are whole seconds. Default 5 s.
     pub clock_margin: Duration,
+    /// How long before its call a user may have connected to a web bridge
+    /// (sign-in, a lobby), for placing calls by the `c:` counter: a call is
+    /// not on a web bridge that saw no new connection from this long before
+    /// it began until it began. `None` (the default): calls are not placed,
+    /// as the time is not bounded by anything CMS documents.
+    pub connection_lead: Option<Duration>,
 }
 
 impl Default for ModelConfig {
@@ -101,6 +107,7 @@ impl Default for ModelConfig {
             peak_window: Duration::days(1),
             min_rate_span: Duration::hours(6),
             clock_margin: Duration::seconds(5),
+            connection_lead: None,
         }
     }
 }
@@ -341,9 +348,10 @@ impl Deployment {
             // Calls that may be on this web bridge: all of them, unless it is
             // known when each began.
             let mut calls = live.cma;
-            if self.live_starts.len() == live.cma as usize {
+            if let Some(lead) = self.config.connection_lead.filter(|_| self.live_starts.len() == live.cma as usize) {
                 let margin = self.config.clock_margin;
-                let here = self.live_starts.iter().filter(|&&start| state.may_hold_call_from(start, margin)).count();
+                let here =
+                    self.live_starts.iter().filter(|&&start| state.may_hold_call_from(start, lead, margin)).count();
                 calls = u32::try_from(here).unwrap_or(u32::MAX);
                 estimate.attributable_calls = Some(calls);
             }

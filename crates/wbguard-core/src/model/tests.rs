@@ -442,7 +442,9 @@ fn live_calls_tighten_the_log_bound_and_never_loosen_it() {
 #[test]
 fn a_call_that_began_while_a_web_bridge_saw_no_new_connection_is_not_on_it() {
     let time = |second: i64| Utc.with_ymd_and_hms(2026, 3, 2, 22, 0, 0).unwrap() + Duration::seconds(second);
-    let mut model = Deployment::new(ModelConfig::default());
+    // Users connect at most two minutes before their call begins.
+    let config = ModelConfig { connection_lead: Some(Duration::minutes(2)), ..ModelConfig::default() };
+    let mut model = Deployment::new(config);
     // Two web bridges, a Stats line a minute: wb1 sees new connections all
     // the time, wb2 none from minute 0 to minute 10.
     for minute in 0..=10u64 {
@@ -460,12 +462,25 @@ fn a_call_that_began_while_a_web_bridge_saw_no_new_connection_is_not_on_it() {
     let on = |model: &Deployment, host| model.estimate(host, time(600)).unwrap();
     assert_eq!((on(&model, "wb1").droppable_upper, on(&model, "wb1").attributable_calls), (1, Some(1)));
     assert_eq!((on(&model, "wb2").droppable_upper, on(&model, "wb2").attributable_calls), (0, Some(0)));
-    // Within the clock margin of a stretch's ends, or after the last
-    // Stats line, it may be anywhere.
-    for start in [time(2), time(598), time(640)] {
+    // Within the lead or the clock margin of a stretch's ends, or after the
+    // last Stats line, it may be anywhere.
+    for start in [time(2), time(100), time(598), time(640)] {
         model.set_live_leg_starts(vec![start]);
         assert_eq!(on(&model, "wb2").droppable_upper, 1, "{start}");
     }
+    // Without a lead (the default), calls are not placed at all.
+    let mut unplaced = Deployment::new(ModelConfig::default());
+    for minute in 0..=10i64 {
+        let stats = WebBridgeStats { active: 30, connections: 50, disconnections: 0 };
+        unplaced.observe(&Record {
+            time: time(minute * 60),
+            host: "wb2".into(),
+            body: RecordBody::WebBridgeStats(stats),
+        });
+    }
+    unplaced.set_live_calls(live(1));
+    unplaced.set_live_leg_starts(vec![time(300)]);
+    assert_eq!((on(&unplaced, "wb2").droppable_upper, on(&unplaced, "wb2").attributable_calls), (1, None));
     // Start times that do not name every live call are not used.
     model.set_live_calls(live(2));
     model.set_live_leg_starts(vec![time(300)]);

@@ -157,17 +157,16 @@ impl WebBridgeState {
     }
 
     /// Whether a call that began at `start` may be on this web bridge: not
-    /// when `start` lies inside a stretch without a new connection, by more
-    /// than `margin` from either end (clocks of CMS servers differ a
-    /// little, and CDR times are whole seconds).
-    pub fn may_hold_call_from(&self, start: DateTime<Utc>, margin: Duration) -> bool {
+    /// when one stretch without a new connection covers `lead` before it
+    /// (a user connects, then signs in or waits in a lobby before the call
+    /// begins) to just after it, with `margin` on both ends (clocks of CMS
+    /// servers differ a little, and CDR times are whole seconds).
+    pub fn may_hold_call_from(&self, start: DateTime<Utc>, lead: Duration, margin: Duration) -> bool {
+        let first = start - lead - margin;
         // The stretches are in order and do not overlap: find the last one
-        // that began before `start`.
-        let after = self.quiet.partition_point(|&(from, _)| from < start);
-        !after.checked_sub(1).is_some_and(|i| {
-            let (from, to) = self.quiet[i];
-            from + margin < start && start < to - margin
-        })
+        // that began before `first`.
+        let after = self.quiet.partition_point(|&(from, _)| from < first);
+        after.checked_sub(1).is_none_or(|i| start + margin >= self.quiet[i].1)
     }
 
     /// The start of the current restart epoch: the last restart, or first sight.

@@ -84,6 +84,10 @@ pub struct Policy {
     /// How long a drained web bridge is given for its calls to end; then
     /// the lockout rule decides. Default 30 minutes.
     pub drain_timeout: Duration,
+    /// The model's [`crate::model::ModelConfig::connection_lead`], from
+    /// `policy.call_connection_lead`: `None` (the default) places no call
+    /// by the `c:` counter.
+    pub call_connection_lead: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -98,6 +102,7 @@ impl Default for Policy {
             horizon_without_windows: Duration::days(1),
             lockout_max_dropped_calls: None,
             drain_timeout: Duration::minutes(30),
+            call_connection_lead: None,
         }
     }
 }
@@ -268,7 +273,11 @@ pub fn decide(model: &Deployment, policy: &Policy, situation: &Situation, now: D
                 (now - when).num_minutes().max(0),
                 policy.min_interval.num_minutes()
             );
-            decisions.push(undrained(decision));
+            // Not made ready here: a drained web bridge just restarted is
+            // made ready once its page answers (the enforcer does), not
+            // while it is still down; once the logs show the restart it is
+            // no longer needed, and made ready then at the latest.
+            decisions.push(decision);
             continue;
         }
         if safe {

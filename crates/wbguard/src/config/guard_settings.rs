@@ -24,6 +24,7 @@
 //! max_dropped_calls = 0       # outside windows
 //! lockout_max_dropped_calls = "any"  # or a number: a restart that prevents or ends a lockout
 //! drain_timeout = "30m"       # a drained web bridge's calls get this long to end
+//! call_connection_lead = "10m"  # opt-in: place calls by the c: counter (see docs)
 //! min_interval = "1h"
 //! api_unreachable = "hold"    # or "logs": when a server's Call Bridge API does not answer
 //!
@@ -100,6 +101,9 @@ pub struct RawPolicy {
     pub lockout_max_dropped_calls: Option<RawCalls>,
     /// How long a drained web bridge's calls get to end (`30m`).
     pub drain_timeout: Option<String>,
+    /// How long before its call a user may connect to a web bridge
+    /// (`10m`); unset: calls are not placed by the `c:` counter.
+    pub call_connection_lead: Option<String>,
     /// The least time between two restarts of one web bridge (`90m`, `1h`).
     pub min_interval: Option<String>,
     /// Data older than this decides nothing.
@@ -434,6 +438,13 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
             Some(RawCalls::Count(n)) => count(Some(*n), "policy.lockout_max_dropped_calls", 0, LARGEST_COUNT)?,
         },
         drain_timeout: duration(&raw.drain_timeout, defaults.drain_timeout, "drain_timeout", DAY)?,
+        call_connection_lead: match &raw.call_connection_lead {
+            None => None,
+            Some(text) => Some(
+                super::duration::parse_chrono_within(text, std::time::Duration::from_secs(1), DAY)
+                    .map_err(|why| anyhow::anyhow!("policy.call_connection_lead: {why}"))?,
+            ),
+        },
     })
 }
 
@@ -604,6 +615,7 @@ impl GuardSettings {
                 "lockout_max_dropped_calls": policy.lockout_max_dropped_calls
                     .map_or(serde_json::json!("any"), |n| serde_json::json!(n)),
                 "drain_timeout_minutes": policy.drain_timeout.num_minutes(),
+                "call_connection_lead_seconds": policy.call_connection_lead.map(|lead| lead.num_seconds()),
                 "min_interval_minutes": policy.min_interval.num_minutes(),
                 "stale_after_minutes": policy.stale_after.num_minutes(),
                 "limit": self.limit,

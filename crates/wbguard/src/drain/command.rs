@@ -56,7 +56,11 @@ fn quote(stdout: &[u8], stderr: &[u8]) -> String {
 /// most `timeout`: its output on success.
 pub async fn run(words: &[String], name: &str, timeout: Duration) -> anyhow::Result<String> {
     let (program, arguments) = words.split_first().context("no program to run")?;
-    let shown = format!("`{} {name}`", words.join(" "));
+    // Only the program's name and the server's: the other arguments may
+    // hold a token, and this text reaches logs, the status and webhooks.
+    let base =
+        std::path::Path::new(program).file_name().map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
+    let shown = format!("`{} … {name}`", printable(&base));
     let mut child = tokio::process::Command::new(program)
         .args(arguments)
         .arg(name)
@@ -109,14 +113,15 @@ mod tests {
     #[tokio::test]
     async fn success_failure_and_the_name_as_last_argument() {
         let ok = run(&sh("echo \"draining $1\""), "cms1", Duration::from_secs(5)).await.unwrap();
-        assert_eq!(ok, "`/bin/sh -c echo \"draining $1\" hook cms1` succeeded: draining cms1");
+        // Only the program's name is shown: other arguments may hold a token.
+        assert_eq!(ok, "`sh … cms1` succeeded: draining cms1");
         let failed = run(&sh("echo out; echo 'no such server' >&2; exit 3"), "cms1", Duration::from_secs(5))
             .await
             .unwrap_err()
             .to_string();
         assert!(failed.ends_with("exited with status 3: no such server"), "{failed}");
         let missing = run(&["/nonexistent/lb".to_owned()], "cms1", Duration::from_secs(5)).await.unwrap_err();
-        assert!(format!("{missing:#}").contains("`/nonexistent/lb cms1` could not start"), "{missing:#}");
+        assert!(format!("{missing:#}").contains("`lb … cms1` could not start"), "{missing:#}");
     }
 
     #[tokio::test]

@@ -72,6 +72,10 @@ struct Entry {
     undrain_failures: u32,
 }
 
+/// A drained web bridge without a decision for this long (no Stats) is
+/// made ready again.
+const UNDECIDED_FOR: chrono::Duration = chrono::Duration::minutes(15);
+
 /// The drains of one guard.
 pub struct Drains {
     history: History,
@@ -191,6 +195,11 @@ impl Drains {
             .iter_mut()
             .filter_map(|(webbridge, entry)| {
                 entry.want_ready |= !enforce;
+                // A drained web bridge nothing is decided about any more (its
+                // logs stopped, or never came after a resume) is not left
+                // out of its pool: after a while it is made ready again.
+                let decided = decisions.iter().any(|d| &d.webbridge == webbridge);
+                entry.want_ready |= !decided && now - entry.since > UNDECIDED_FOR;
                 let due = entry.want_ready && entry.running.is_none() && entry.retry_at.is_none_or(|at| at <= now);
                 due.then(|| webbridge.clone())
             })

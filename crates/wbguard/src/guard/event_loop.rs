@@ -170,6 +170,11 @@ impl Guard {
         let (mut enforcer, mut finished, mut checked, mut hooks) =
             Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit(), check);
         enforcer.drains.resume(open_drains);
+        let model = Deployment::new(ModelConfig {
+            limit,
+            connection_lead: rules.policy.call_connection_lead,
+            ..ModelConfig::default()
+        });
         let mut task = Task {
             rules,
             shared,
@@ -177,7 +182,7 @@ impl Guard {
             restarted,
             notifier,
             enforcer,
-            model: Deployment::new(ModelConfig { limit, ..ModelConfig::default() }),
+            model,
             dirty: false,
             published: tokio::time::Instant::now(),
             open_hosts: OpenHosts::default(),

@@ -15,7 +15,7 @@ use rusqlite::params;
 
 use super::{ms, time, Store};
 
-/// The table (migration 4).
+/// The table (migration 5).
 pub(super) const SCHEMA: &str = "CREATE TABLE drains (
         id INTEGER PRIMARY KEY, webbridge TEXT NOT NULL, server TEXT NOT NULL, reason TEXT NOT NULL,
         started_ms INTEGER NOT NULL, ended_ms INTEGER, result TEXT, detail TEXT

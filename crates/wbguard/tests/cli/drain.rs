@@ -377,7 +377,7 @@ fn command_hooks_get_the_servers_name_and_a_failing_one_is_an_alert_and_undone()
     wait(30, "undone after the failed drain", || hooks_log(dir.path()) == "cms1\ncms1\n", || hooks_log(dir.path()));
     wait(10, "alerted", || !alerts(dir.path(), "drain_failed").is_empty(), || status(&guard).to_string());
     let alert = &alerts(dir.path(), "drain_failed")[0];
-    assert!(alert.contains("drain.sh cms1` exited with status 3: lb: no such pool"), "{alert}");
+    assert!(alert.contains("drain.sh … cms1` exited with status 3: lb: no such pool"), "{alert}");
     guard.wait_for(DRAINED_CMS1, 0.0);
     wait(
         10,
