@@ -214,11 +214,14 @@ impl Deployment {
         }
         let epoch = state.epoch();
         let active = stats.active;
-        if let Some(estimate) = self.estimate(host, time) {
-            let state = self.webbridges.get_mut(host).expect("observed above");
-            let age = time - state.epoch_start();
-            state.profile.observe(time, active, estimate.droppable_upper, age);
-        }
+        // The bound alone, not a whole estimate (its forecast walks the
+        // day's samples): this runs for every Stats line.
+        let state = &self.webbridges[host];
+        let logs_bound = state.logs_bound(self.cma_now(time)).unwrap_or(active);
+        let calls = self.live_on(state).map_or(logs_bound, |(_, here, _)| here.min(logs_bound));
+        let state = self.webbridges.get_mut(host).expect("observed above");
+        let age = time - state.epoch_start();
+        state.profile.observe(time, active, calls, age);
         if self.warmed_up(time) {
             let target = Target::WebBridge { host: host.to_owned(), epoch };
             if let Some(pending) = self.callbridges.pending_for(target, time, active, &config) {
@@ -344,17 +347,8 @@ impl Deployment {
     pub fn estimate(&self, host: &str, now: DateTime<Utc>) -> Option<WebBridgeEstimate> {
         let state = self.webbridges.get(host)?;
         let mut estimate = state.estimate(now, self.cma_now(now), &self.config)?;
-        if let Some(live) = self.live {
-            // Calls that may be on this web bridge: all of them, unless it is
-            // known when each began.
-            let mut calls = live.cma;
-            if let Some(lead) = self.config.connection_lead.filter(|_| self.live_starts.len() == live.cma as usize) {
-                let margin = self.config.clock_margin;
-                let here =
-                    self.live_starts.iter().filter(|&&start| state.may_hold_call_from(start, lead, margin)).count();
-                calls = u32::try_from(here).unwrap_or(u32::MAX);
-                estimate.attributable_calls = Some(calls);
-            }
+        if let Some((live, calls, placed)) = self.live_on(state) {
+            estimate.attributable_calls = placed;
             if calls <= estimate.droppable_upper {
                 estimate.droppable_upper = calls;
                 estimate.calls_source = live.source;
@@ -362,6 +356,20 @@ impl Deployment {
             }
         }
         Some(estimate)
+    }
+
+    /// The live calls that may be on `state`'s web bridge, when the live
+    /// count is known: all of them, unless calls are placed by the `c:`
+    /// counter (then also that count, as the third).
+    fn live_on(&self, state: &WebBridgeState) -> Option<(LiveCalls, u32, Option<u32>)> {
+        let live = self.live?;
+        let Some(lead) = self.config.connection_lead.filter(|_| self.live_starts.len() == live.cma as usize) else {
+            return Some((live, live.cma, None));
+        };
+        let margin = self.config.clock_margin;
+        let here = self.live_starts.iter().filter(|&&start| state.may_hold_call_from(start, lead, margin)).count();
+        let here = u32::try_from(here).unwrap_or(u32::MAX);
+        Some((live, here, Some(here)))
     }
 
     /// The cluster-wide estimate at `now`.

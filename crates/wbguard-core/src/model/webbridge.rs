@@ -296,6 +296,13 @@ impl WebBridgeState {
         }
     }
 
+    /// The real calls a restart could drop as the logs bound them: the
+    /// sessions not known to be leaked, at most the cluster's CMA now.
+    pub fn logs_bound(&self, cma_now: Option<u32>) -> Option<u32> {
+        let unknown = self.last?.stats.active - self.leaked_lower();
+        Some(cma_now.map_or(unknown, |cma| unknown.min(cma)))
+    }
+
     /// The estimate at `now`, given the cluster's CMA upper bound now.
     pub fn estimate(
         &self,
@@ -305,8 +312,7 @@ impl WebBridgeState {
     ) -> Option<WebBridgeEstimate> {
         let active = self.last?.stats.active;
         let lower = self.leaked_lower();
-        let unknown = active - lower;
-        let droppable_upper = cma_now.map_or(unknown, |cma| unknown.min(cma));
+        let droppable_upper = self.logs_bound(cma_now)?;
         let leak_rate_per_day = self.first_lower.and_then(|(since, base)| {
             let span = now - since;
             (span >= config.min_rate_span).then(|| f64::from(lower.saturating_sub(base)) / days(span))
