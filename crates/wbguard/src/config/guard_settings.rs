@@ -120,7 +120,7 @@ pub struct RawPolicy {
 
 /// A number of calls, or `"any"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected \"any\" or a number of calls, 0 to 10000")]
 pub enum RawCalls {
     /// At most this many.
     Count(u32),
@@ -725,6 +725,12 @@ mod tests {
         assert!(error("[watch]\nlisten_cdr = [\"http://127.0.0.1:0\"]\n").contains("watch.listen_cdr[0]"));
         assert!(error("[watch]\nlisten_cdr = [\"http://127.0.0.1:80/cdr\"]\n").contains("without a path"));
         assert!(error("[[webhook]]\nurl = \"hooks.example.com\"\n").contains("https://"));
+        for bad in ["\"ANY\"", "20000"] {
+            let message = error(&format!("[policy]\nlockout_max_dropped_calls = {bad}\n"));
+            assert!(message.contains("policy.lockout_max_dropped_calls"), "{message}");
+        }
+        let message = error("[policy]\nlockout_max_dropped_calls = -1\n");
+        assert!(message.contains("expected \"any\" or a number of calls"), "{message}");
         // The URL is never repeated: it may hold a secret.
         let message = error("[[webhook]]\nurl = \"https://u:s3cret@h:99999/t0k3n\"\n");
         assert!(message.contains("webhook[0].url") && message.contains("port"), "{message}");
