@@ -358,6 +358,14 @@ impl Deployment {
         Some(estimate)
     }
 
+    /// Whether a call that began at `start` may be on `host`'s web bridge:
+    /// always, unless calls are placed by the `c:` counter
+    /// (`connection_lead`) and that counter stood still around `start`.
+    pub fn may_hold_call(&self, host: &str, start: DateTime<Utc>) -> bool {
+        let (Some(lead), Some(state)) = (self.config.connection_lead, self.webbridges.get(host)) else { return true };
+        state.may_hold_call_from(start, lead, self.config.clock_margin)
+    }
+
     /// The live calls that may be on `state`'s web bridge, when the live
     /// count is known: all of them, unless calls are placed by the `c:`
     /// counter (then also that count, as the third).

@@ -535,6 +535,13 @@ impl Tracker {
         Some(starts)
     }
 
+    /// When each live CMA leg whose start was seen began, by leg id, on
+    /// every call bridge tracked.
+    pub fn cma_starts(&self) -> HashMap<String, DateTime<Utc>> {
+        let legs = self.sources.values().flat_map(|source| source.legs.iter());
+        legs.filter(|(_, leg)| leg.kind.is_cma()).filter_map(|(id, leg)| Some((id.clone(), leg.started?))).collect()
+    }
+
     /// Every call bridge tracked, by name.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.sources.keys().map(String::as_str)

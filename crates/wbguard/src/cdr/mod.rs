@@ -106,6 +106,12 @@ impl LiveLegs {
         Some((LiveCalls { cma, source: CallSource::Cdr, as_of }, tracker.cluster_starts(expected)))
     }
 
+    /// When each live CMA leg whose start the CDRs gave began, by leg id:
+    /// what the Call Bridge API's list is matched with before a restart.
+    pub fn cma_starts(&self) -> std::collections::HashMap<String, DateTime<Utc>> {
+        self.tracker().cma_starts()
+    }
+
     /// Every call bridge tracked, for the status.
     pub fn callbridges(&self) -> Vec<CdrCallBridge> {
         self.tracker().callbridges()

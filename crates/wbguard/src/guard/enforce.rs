@@ -548,7 +548,7 @@ mod tests {
         enforcer.act(&config, &[restart("cms1")], at(0), &mut restarted).await;
         assert!(enforcer.in_progress() && !enforcer.busy);
         let answer = checked.recv().await.unwrap();
-        let (counted_live, _) = enforcer.precheck.answered(answer, false).unwrap();
+        let (counted_live, _) = enforcer.precheck.answered(answer, false, &Default::default()).unwrap();
         assert_eq!((counted_live.cma, counted_live.source), (1, wbguard_core::model::CallSource::Api));
         // Held, in words, and not asked again for a few seconds.
         let mut decisions = vec![restart("cms1")];
@@ -564,7 +564,7 @@ mod tests {
         tokio::time::advance(super::super::precheck::ASK_AGAIN_AFTER).await;
         enforcer.act(&config, &[restart("cms1")], at(1), &mut restarted).await;
         let answer = checked.recv().await.unwrap();
-        assert_eq!(enforcer.precheck.answered(answer, false).map(|(l, _)| l.cma), Some(0));
+        assert_eq!(enforcer.precheck.answered(answer, false, &Default::default()).map(|(l, _)| l.cma), Some(0));
         enforcer.act(&config, &[restart("cms1")], at(1), &mut restarted).await;
         assert!(enforcer.busy);
         finished.recv().await.unwrap();

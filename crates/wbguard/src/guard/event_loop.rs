@@ -6,7 +6,7 @@
 //! are taken every [`DECIDE_EVERY`] on the latest data, with `now` from the
 //! guard's clock ([`super::clock`]): the core stays pure, time enters here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -473,7 +473,20 @@ impl Task {
     async fn api_answered(&mut self, answer: Checked) {
         let logs_if_unreachable = self.rules.api_unreachable == ApiUnreachable::Logs;
         let asked_wall = answer.asked_wall();
-        if let Some((live, legs)) = self.enforcer.precheck.answered(answer, logs_if_unreachable) {
+        // Calls the CDRs say began while the web bridge to restart saw no
+        // new connection cannot be on it (policy.call_connection_lead).
+        let elsewhere: HashSet<String> = match answer.webbridge() {
+            Some(webbridge) => {
+                let starts = self.shared.metrics.cdr.live.cma_starts();
+                starts
+                    .into_iter()
+                    .filter(|&(_, start)| !self.model.may_hold_call(webbridge, start))
+                    .map(|(id, _)| id)
+                    .collect()
+            }
+            None => HashSet::new(),
+        };
+        if let Some((live, legs)) = self.enforcer.precheck.answered(answer, logs_if_unreachable, &elsewhere) {
             self.api_live = Some(live);
             // What the API lists is what is live: the CDR count of each
             // call bridge that answered is right again (after lost records).

@@ -19,6 +19,7 @@
 //! decisions and the page show it. One check at a time; the timing is the
 //! machine's (the API answers in real time, whatever clock the data has).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -164,6 +165,11 @@ impl Checked {
     pub fn asked_wall(&self) -> DateTime<Utc> {
         self.asked_wall
     }
+
+    /// The web bridge whose restart asked; none for a reconcile.
+    pub fn webbridge(&self) -> Option<&str> {
+        self.restart.as_ref().map(|(webbridge, _)| webbridge.as_str())
+    }
 }
 
 /// What became of a restart the policy asks for.
@@ -269,8 +275,16 @@ impl PreCheck {
     /// Takes a check's answer: clears or holds the restart, and returns the
     /// live count it gives the model and the legs each call bridge listed,
     /// if any. `logs_if_unreachable`: an API that does not answer leaves
-    /// the decision to the logs.
-    pub fn answered(&mut self, checked: Checked, logs_if_unreachable: bool) -> Option<(LiveCalls, Vec<ListedLegs>)> {
+    /// the decision to the logs. `elsewhere`: the ids of legs that cannot
+    /// be on the web bridge to restart (they began while its `c:` counter
+    /// stood still, `policy.call_connection_lead`); listed, they do not
+    /// count against its allowance.
+    pub fn answered(
+        &mut self,
+        checked: Checked,
+        logs_if_unreachable: bool,
+        elsewhere: &HashSet<String>,
+    ) -> Option<(LiveCalls, Vec<ListedLegs>)> {
         self.running = None;
         let Checked { restart, result, asked, .. } = checked;
         let Some((webbridge, allowed)) = restart else {
@@ -290,10 +304,20 @@ impl PreCheck {
             Ok(mut check) => {
                 let legs = std::mem::take(&mut check.legs);
                 let cma = check.cma_live();
-                let within = allowed.is_none_or(|allowed| cma <= allowed);
+                let not_here = legs
+                    .iter()
+                    .flat_map(|(_, listed)| listed)
+                    .filter(|leg| leg.kind.is_cma() && elsewhere.contains(&leg.id))
+                    .count();
+                let not_here = u32::try_from(not_here).unwrap_or(u32::MAX).min(cma);
+                let within = allowed.is_none_or(|allowed| cma - not_here <= allowed);
                 let text = format!(
-                    "API: {}{}",
+                    "API: {}{}{}",
                     check.describe(),
+                    match not_here {
+                        0 => String::new(),
+                        n => format!("; {n} began while {webbridge} saw no new connection"),
+                    },
                     match allowed {
                         Some(allowed) if !within => format!(" (allowed {allowed})"),
                         _ => String::new(),
@@ -398,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn an_api_that_does_not_answer_holds_unless_the_logs_may_decide() {
         let (mut precheck, _answers) = PreCheck::new(Arc::new(|_| None));
-        assert_eq!(precheck.answered(unanswered("cms1"), false), None);
+        assert_eq!(precheck.answered(unanswered("cms1"), false, &HashSet::new()), None);
         let mut decisions = [needed("cms1"), needed("cms2")];
         precheck.annotate(&mut decisions);
         assert_eq!((decisions[0].action, decisions[1].action), (Action::Hold, Action::Restart));
@@ -409,11 +433,45 @@ mod tests {
         );
         assert_eq!(precheck.last.as_ref().unwrap().verdict, "unreachable");
 
-        assert_eq!(precheck.answered(unanswered("cms1"), true), None, "no answer is no count");
+        assert_eq!(precheck.answered(unanswered("cms1"), true, &HashSet::new()), None, "no answer is no count");
         let mut decisions = [needed("cms1")];
         precheck.annotate(&mut decisions);
         assert_eq!(decisions[0].action, Action::Restart);
         assert_eq!(precheck.last.as_ref().unwrap().verdict, "cleared");
+    }
+
+    /// A call the CDRs place elsewhere (it began while the web bridge saw
+    /// no new connection) does not hold that web bridge's restart; any
+    /// other listed call still does.
+    #[test]
+    fn a_listed_call_placed_elsewhere_does_not_hold_the_restart() {
+        let answer = || Checked {
+            restart: Some(("cms1".into(), Some(0))),
+            result: Ok(LiveCheck {
+                callbridges: vec![CallBridgeCalls { server: "cms2".into(), cma_live: 2 }],
+                legs: vec![(
+                    "cms2".into(),
+                    ["long", "new"]
+                        .map(|id| OpenLeg { id: id.into(), kind: LegKind::Acano, call: None, guest: false })
+                        .to_vec(),
+                )],
+            }),
+            asked: Utc::now(),
+            asked_wall: Utc::now(),
+        };
+        let (mut precheck, _answers) = PreCheck::new(Arc::new(|_| None));
+        let placed: HashSet<String> = ["long".to_owned()].into();
+        precheck.answered(answer(), false, &placed);
+        assert_eq!(precheck.last.as_ref().unwrap().verdict, "held");
+        let both: HashSet<String> = ["long".to_owned(), "new".to_owned()].into();
+        let (live, _) = precheck.answered(answer(), false, &both).unwrap();
+        let last = precheck.last.as_ref().unwrap();
+        assert_eq!(
+            (last.verdict.as_str(), last.text.as_str()),
+            ("cleared", "API: 2 CMA call(s) live on cms2; 2 began while cms1 saw no new connection")
+        );
+        // The model still hears the whole cluster's count.
+        assert_eq!(live.cma, 2);
     }
 
     #[test]

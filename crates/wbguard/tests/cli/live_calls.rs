@@ -211,3 +211,151 @@ fn cdrs_free_a_restart_the_moment_the_last_cma_call_of_the_cluster_ends() {
     assert_eq!(guard.stop(), 0);
     runtime.block_on(running.stop());
 }
+
+/// Issue 14, rule 3: one long call on cms2's web bridge, live through the
+/// night, no longer keeps cms1 from a harmless restart. The cluster's STATS
+/// count the call, so the logs alone leave one session on each web bridge
+/// that could be it; the CDRs say when it began, and cms1's `c:` counter did
+/// not move from before that moment until after it (with
+/// `policy.call_connection_lead` of 1 second and the 5-second clock margin),
+/// while cms2's did. The guard restarts cms1 over SSH and holds cms2; the
+/// same lines without the lead hold both.
+#[test]
+fn a_long_call_on_one_web_bridge_no_longer_keeps_the_others_from_a_harmless_restart() {
+    fn run(lead: Option<&str>) -> (Value, Value, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let cdr_port = super::free_port();
+        let receiver: cms_sim::live::cdr::Receiver =
+            format!("http://127.0.0.1:{cdr_port}/cdr?callbridge={{server}}").parse().unwrap();
+        let calls = cms_sim::live::CallBridgeOptions { cdr: vec![receiver], ..Default::default() };
+        // The simulator's clock is the wall clock: its CDR times are ours.
+        let (runtime, running, config) = super::watch::simulated_with(
+            "udp://127.0.0.1:9",
+            2,
+            1.0,
+            0.0,
+            dir.path(),
+            |c| {
+                c.scenario.peak_sessions = 0.0;
+                c.start = Utc::now();
+            },
+            calls,
+        );
+        let control = running.endpoints.control;
+        // The API vouches for the calls that began before the CDRs were
+        // first heard, and is asked again before the restart.
+        with_api(dir.path(), &running, &config);
+        if let Some(lead) = lead {
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!("\n[policy]\ncall_connection_lead = \"{lead}\"\n"));
+            std::fs::write(&config, text).unwrap();
+        }
+        let guard = Guard::start(&[
+            "--mode",
+            "enforce",
+            "--config",
+            s(&config),
+            "--state-dir",
+            s(&dir.path().join("guard")),
+            "--listen-cdr",
+            &format!("http://127.0.0.1:{cdr_port}"),
+        ]);
+        // The long call, on cms2; T0 lies between these two readings.
+        let before = Utc::now();
+        start_leg(control, "cms2");
+        let after = Utc::now();
+        status_when(&guard, "the long call heard", |s| {
+            s["live_calls"]["cma"] == 1 && s["live_calls"]["source"] == "cdr"
+        });
+        // The logs, up to 11 s after T0, sent once that is past.
+        std::thread::sleep((after + chrono::Duration::seconds(12) - Utc::now()).to_std().unwrap_or_default());
+        let line = |at: DateTime<Utc>, host: &str, program: &str, message: String| {
+            let time = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            format!("<14>1 {time} {host} {program} - - - INFO : {message}")
+        };
+        let web = |at, host, active: u32, c: u32| {
+            line(at, host, "webbridge", format!("[DEBUGGING] Stats {active}, c:{c}, d:{}", c - active))
+        };
+        let cma = |at, calls: u32| line(at, "cms2", "host:server", format!(r#"STATS: {{"CMA": "{calls}/{calls}"}}"#));
+        let secs = chrono::Duration::seconds;
+        let lines = [
+            // Eight minutes before: nobody in a call, 120 and 119 sessions leaked.
+            cma(before - secs(480), 0),
+            web(before - secs(479), "cms1", 120, 500),
+            web(before - secs(479), "cms2", 119, 400),
+            // Half a minute before: no new connection on either.
+            web(before - secs(30), "cms1", 120, 500),
+            web(before - secs(30), "cms2", 119, 400),
+            // After T0: the call is counted; the user's connection moved
+            // cms2's counter, not cms1's.
+            cma(after + secs(8), 1),
+            web(after + secs(9), "cms1", 120, 500),
+            web(after + secs(9), "cms2", 120, 401),
+            cma(after + secs(10), 1),
+            web(after + secs(11), "cms1", 120, 500),
+            web(after + secs(11), "cms2", 120, 401),
+        ];
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = format!("127.0.0.1:{}", guard.port("udp"));
+        for line in lines {
+            socket.send_to(line.as_bytes(), &to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let decided = status_when(&guard, "both decided on the last lines", |s| {
+            ["cms1", "cms2"].iter().all(|host| {
+                s["decisions"].as_array().unwrap().iter().any(|d| {
+                    d["webbridge"] == *host
+                        && d["active"] == 120
+                        && d["leaked_lower"] == 119
+                        && (d["action"] == "hold" || d["action"] == "restart")
+                })
+            })
+        });
+        // What the guard does within the next seconds: the API is asked
+        // first, then the command goes over SSH.
+        let waited = Instant::now();
+        while restarts(control) == 0 && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let restarted = restarts(control);
+        let last = status(&guard);
+        // The decision, with the estimate's count of the calls that may be on it.
+        let of = |host: &str| {
+            let find = |list: &str| {
+                decided[list].as_array().unwrap().iter().find(|d| d["webbridge"] == host).cloned().unwrap()
+            };
+            let mut decision = find("decisions");
+            decision["attributable_calls"] = find("webbridges")["attributable_calls"].clone();
+            decision
+        };
+        let journal = super::watch::restarts(&guard);
+        assert_eq!(guard.stop(), 0);
+        runtime.block_on(running.stop());
+        let cms1 = serde_json::json!({"decision": of("cms1"), "journal": journal, "api_check": last["api_check"]});
+        (cms1, of("cms2"), restarted)
+    }
+
+    let (cms1, cms2, restarted) = run(Some("1s"));
+    assert_eq!(restarted, 1, "only cms1: {cms1} {cms2}");
+    let decision = &cms1["decision"];
+    assert_eq!(decision["droppable_upper"], 0, "{cms1}");
+    assert_eq!(decision["attributable_calls"], 0, "{cms1}");
+    let journal = cms1["journal"].as_array().unwrap();
+    assert_eq!(journal.len(), 1, "{cms1}");
+    assert_eq!(journal[0]["webbridge"], "cms1", "{cms1}");
+    let reason = journal[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("harmless"), "{cms1}");
+    // The API, asked before the restart, lists the call; the CDRs place it.
+    assert!(reason.contains("API: 1 CMA call(s) live on cms2; 1 began while cms1 saw no new connection"), "{reason}");
+    assert_eq!((cms2["action"].as_str(), cms2["droppable_upper"].as_u64()), (Some("hold"), Some(1)), "{cms2}");
+    assert_eq!(cms2["attributable_calls"], 1, "{cms2}");
+
+    // Without the lead, the call counts on every web bridge: both held.
+    let (cms1, cms2, restarted) = run(None);
+    assert_eq!(restarted, 0, "{cms1} {cms2}");
+    assert_eq!(
+        (cms1["decision"]["action"].as_str(), cms1["decision"]["droppable_upper"].as_u64()),
+        (Some("hold"), Some(1))
+    );
+    assert_eq!(cms2["action"], "hold", "{cms2}");
+}
