@@ -347,21 +347,30 @@ mod tests {
     /// benchmark): a week of a 24-hour deployment as issue 14 measured it
     /// (four servers, about 110 real sessions per web bridge at peak,
     /// nights at 40% of it, 2% of ended sessions leaking), and the same
-    /// week of an office, under the demo's policy. Writes both tables as
-    /// JSON to `$WBGUARD_BENCH_OUT` when set.
+    /// week of an office, under the demo's policy, for each seed of
+    /// `$WBGUARD_BENCH_SEEDS` (comma-separated; the demo's by default).
+    /// Writes the tables as JSON, by seed, to `$WBGUARD_BENCH_OUT` when set.
     #[test]
     #[ignore = "a benchmark: run by bench/never-sleeps.sh"]
     fn a_week_that_never_sleeps() {
-        let mut tables = serde_json::Map::new();
-        for (name, scenario) in [("all_day", super::super::all_day_scenario()), ("office", office_week())] {
-            let began = std::time::Instant::now();
-            let outcomes = compare(&scenario, super::super::SEED, start(), 7, &super::super::policy());
-            print!("{}", table(name, &outcomes, 7));
-            println!("({} ms)", began.elapsed().as_millis());
-            tables.insert(name.to_owned(), serde_json::to_value(&outcomes).unwrap());
+        let seeds: Vec<u64> = match std::env::var("WBGUARD_BENCH_SEEDS") {
+            Ok(list) => list.split(',').map(|seed| seed.trim().parse().expect("a seed is a number")).collect(),
+            Err(_) => vec![super::super::SEED],
+        };
+        let mut by_seed = serde_json::Map::new();
+        for seed in seeds {
+            let mut tables = serde_json::Map::new();
+            for (name, scenario) in [("all_day", super::super::all_day_scenario()), ("office", office_week())] {
+                let began = std::time::Instant::now();
+                let outcomes = compare(&scenario, seed, start(), 7, &super::super::policy());
+                print!("{}", table(&format!("{name}, seed {seed}"), &outcomes, 7));
+                println!("({} ms)", began.elapsed().as_millis());
+                tables.insert(name.to_owned(), serde_json::to_value(&outcomes).unwrap());
+            }
+            by_seed.insert(seed.to_string(), tables.into());
         }
         if let Ok(path) = std::env::var("WBGUARD_BENCH_OUT") {
-            std::fs::write(path, serde_json::to_string_pretty(&tables).unwrap()).unwrap();
+            std::fs::write(path, serde_json::to_string_pretty(&by_seed).unwrap()).unwrap();
         }
     }
 

@@ -38,10 +38,9 @@ use crate::secret::AuthSource;
 const SEED: u64 = 7;
 /// Days in the comparison of the office load.
 const COMPARISON_DAYS: i64 = 30;
-/// Days in the comparison of the 24-hour load: a week, as issue 14 measured
-/// it. A month of it costs about 45 s of CPU (the guards with CDRs most),
-/// too long for the end of a demo.
-const COMPARISON_DAYS_24H: i64 = 7;
+/// Days in the comparison of the 24-hour load: a month, as issue 14 asks
+/// (about 40 s on two cores, run while the live demo plays).
+const COMPARISON_DAYS_24H: i64 = 30;
 /// Where the compared month begins (a Monday): fixed, so that the table is
 /// the same on every run, whatever the date.
 const COMPARISON_START: &str = "2024-03-04T00:00:00Z";
