@@ -61,15 +61,13 @@ pub async fn run(words: &[String], name: &str, timeout: Duration) -> anyhow::Res
     let base =
         std::path::Path::new(program).file_name().map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
     let shown = format!("`{} … {name}`", printable(&base));
-    let mut child = tokio::process::Command::new(program)
-        .args(arguments)
-        .arg(name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("{shown} could not start"))?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(arguments).arg(name).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Its own process group, so that a timeout kills what it started too
+    // (a shell script's `curl`, say), not only the script.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command.kill_on_drop(true).spawn().with_context(|| format!("{shown} could not start"))?;
     let (stdout, stderr) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let mut readers = tokio::task::JoinSet::new();
     if let Some(pipe) = child.stdout.take() {
@@ -81,6 +79,10 @@ pub async fn run(words: &[String], name: &str, timeout: Duration) -> anyhow::Res
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.with_context(|| format!("{shown}: waiting for it failed"))?,
         Err(_) => {
+            #[cfg(unix)]
+            if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = child.kill().await;
             readers.abort_all();
             anyhow::bail!("{shown} did not finish within {timeout:?} and was killed");
@@ -138,5 +140,26 @@ mod tests {
         let slow = run(&sh("sleep 30"), "cms1", Duration::from_millis(300)).await.unwrap_err().to_string();
         assert!(slow.contains("did not finish within 300ms and was killed"), "{slow}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// What a command started is killed with it when it runs over its time.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_slow_command_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        run(&sh(&script), "cms1", Duration::from_millis(500)).await.unwrap_err();
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        // Gone, or a zombie waiting for whoever adopted it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => break,
+                Ok(stat) if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) => break,
+                Ok(stat) => assert!(std::time::Instant::now() < deadline, "still running: {stat}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -8,6 +8,9 @@
 //! - CDRs: a web bridge the logs say could drop calls is restarted as soon
 //!   as the CDRs say the last CMA call of the cluster ended, and the time
 //!   from that `callLegEnd` to the restart is measured.
+//! - Calls placed by the `c:` counter (issue 14): one long call on one web
+//!   bridge no longer keeps another from a harmless restart, in the
+//!   decision and in the API's check before it.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -114,6 +117,51 @@ fn with_api(dir: &std::path::Path, running: &cms_sim::live::Running, config: &st
     std::fs::write(config, text).unwrap();
 }
 
+/// A quiet deployment whose call bridges post CDRs to a port of its own
+/// and serve the API (in the configuration); with `wall_clock`, the
+/// simulator's clock is the wall clock, so its CDR times are ours.
+fn quiet_with_cdrs(
+    dir: &std::path::Path,
+    wall_clock: bool,
+) -> (tokio::runtime::Runtime, cms_sim::live::Running, std::path::PathBuf, u16) {
+    let cdr_port = super::free_port();
+    let receiver: cms_sim::live::cdr::Receiver =
+        format!("http://127.0.0.1:{cdr_port}/cdr?callbridge={{server}}").parse().unwrap();
+    let calls = cms_sim::live::CallBridgeOptions { cdr: vec![receiver], ..Default::default() };
+    let (runtime, running, config) = super::watch::simulated_with(
+        "udp://127.0.0.1:9",
+        2,
+        1.0,
+        0.0,
+        dir,
+        |c| {
+            c.scenario.peak_sessions = 0.0;
+            if wall_clock {
+                c.start = Utc::now();
+            }
+        },
+        calls,
+    );
+    // The API vouches for the calls that began before the guard first
+    // heard a call bridge's CDRs, and is asked before a restart.
+    with_api(dir, &running, &config);
+    (runtime, running, config, cdr_port)
+}
+
+/// A guard in enforce mode on `config`, receiving CDRs on `cdr_port`.
+fn guard_with_cdrs(dir: &std::path::Path, config: &std::path::Path, cdr_port: u16) -> Guard {
+    Guard::start(&[
+        "--mode",
+        "enforce",
+        "--config",
+        s(config),
+        "--state-dir",
+        s(&dir.join("guard")),
+        "--listen-cdr",
+        &format!("http://127.0.0.1:{cdr_port}"),
+    ])
+}
+
 #[test]
 fn a_restart_the_logs_call_harmless_waits_while_the_api_lists_a_cma_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,25 +204,9 @@ fn a_restart_the_logs_call_harmless_waits_while_the_api_lists_a_cma_call() {
 #[test]
 fn cdrs_free_a_restart_the_moment_the_last_cma_call_of_the_cluster_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let cdr_port = super::free_port();
-    let receiver: cms_sim::live::cdr::Receiver =
-        format!("http://127.0.0.1:{cdr_port}/cdr?callbridge={{server}}").parse().unwrap();
-    let calls = cms_sim::live::CallBridgeOptions { cdr: vec![receiver], ..Default::default() };
-    let (runtime, running, config) = quiet(dir.path(), calls);
+    let (runtime, running, config, cdr_port) = quiet_with_cdrs(dir.path(), false);
     let control = running.endpoints.control;
-    // The API too: it vouches for the calls that began before the guard
-    // first heard a call bridge's CDRs, and checks before the restart.
-    with_api(dir.path(), &running, &config);
-    let guard = Guard::start(&[
-        "--mode",
-        "enforce",
-        "--config",
-        s(&config),
-        "--state-dir",
-        s(&dir.path().join("guard")),
-        "--listen-cdr",
-        &format!("http://127.0.0.1:{cdr_port}"),
-    ]);
+    let guard = guard_with_cdrs(dir.path(), &config, cdr_port);
     // Two calls through CMA clients, one on each call bridge; cms1's
     // STATS counted them, so up to 2 real calls could be on its web bridge.
     let first = start_leg(control, "cms1");
@@ -224,42 +256,14 @@ fn cdrs_free_a_restart_the_moment_the_last_cma_call_of_the_cluster_ends() {
 fn a_long_call_on_one_web_bridge_no_longer_keeps_the_others_from_a_harmless_restart() {
     fn run(lead: Option<&str>) -> (Value, Value, u64) {
         let dir = tempfile::tempdir().unwrap();
-        let cdr_port = super::free_port();
-        let receiver: cms_sim::live::cdr::Receiver =
-            format!("http://127.0.0.1:{cdr_port}/cdr?callbridge={{server}}").parse().unwrap();
-        let calls = cms_sim::live::CallBridgeOptions { cdr: vec![receiver], ..Default::default() };
-        // The simulator's clock is the wall clock: its CDR times are ours.
-        let (runtime, running, config) = super::watch::simulated_with(
-            "udp://127.0.0.1:9",
-            2,
-            1.0,
-            0.0,
-            dir.path(),
-            |c| {
-                c.scenario.peak_sessions = 0.0;
-                c.start = Utc::now();
-            },
-            calls,
-        );
+        let (runtime, running, config, cdr_port) = quiet_with_cdrs(dir.path(), true);
         let control = running.endpoints.control;
-        // The API vouches for the calls that began before the CDRs were
-        // first heard, and is asked again before the restart.
-        with_api(dir.path(), &running, &config);
         if let Some(lead) = lead {
             let mut text = std::fs::read_to_string(&config).unwrap();
             text.push_str(&format!("\n[policy]\ncall_connection_lead = \"{lead}\"\n"));
             std::fs::write(&config, text).unwrap();
         }
-        let guard = Guard::start(&[
-            "--mode",
-            "enforce",
-            "--config",
-            s(&config),
-            "--state-dir",
-            s(&dir.path().join("guard")),
-            "--listen-cdr",
-            &format!("http://127.0.0.1:{cdr_port}"),
-        ]);
+        let guard = guard_with_cdrs(dir.path(), &config, cdr_port);
         // The long call, on cms2; T0 lies between these two readings.
         let before = Utc::now();
         start_leg(control, "cms2");
