@@ -52,6 +52,21 @@ fn quote(stdout: &[u8], stderr: &[u8]) -> String {
     quoted
 }
 
+/// A command's process group, killed whole when this is dropped while it
+/// holds the leader's id: on a timeout, and when the guard stops in the
+/// middle of a command (`kill_on_drop` alone kills only the leader). It is
+/// cleared once the leader is reaped, after which the id may be reused.
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(leader) = self.0.take() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(leader), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Runs `words` (program first) with `name` as the last argument, for at
 /// most `timeout`: its output on success.
 pub async fn run(words: &[String], name: &str, timeout: Duration) -> anyhow::Result<String> {
@@ -68,6 +83,7 @@ pub async fn run(words: &[String], name: &str, timeout: Duration) -> anyhow::Res
     #[cfg(unix)]
     command.process_group(0);
     let mut child = command.kill_on_drop(true).spawn().with_context(|| format!("{shown} could not start"))?;
+    let mut group = GroupKill(child.id().and_then(|pid| i32::try_from(pid).ok()));
     let (stdout, stderr) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let mut readers = tokio::task::JoinSet::new();
     if let Some(pipe) = child.stdout.take() {
@@ -77,12 +93,13 @@ pub async fn run(words: &[String], name: &str, timeout: Duration) -> anyhow::Res
         readers.spawn(collect(pipe, stderr.clone()));
     }
     let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.with_context(|| format!("{shown}: waiting for it failed"))?,
+        Ok(status) => {
+            // Reaped: its group id may be reused from now on.
+            group.0 = None;
+            status.with_context(|| format!("{shown}: waiting for it failed"))?
+        }
         Err(_) => {
-            #[cfg(unix)]
-            if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
+            drop(group);
             let _ = child.kill().await;
             readers.abort_all();
             anyhow::bail!("{shown} did not finish within {timeout:?} and was killed");
@@ -149,7 +166,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
         let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
-        run(&sh(&script), "cms1", Duration::from_millis(500)).await.unwrap_err();
+        run(&sh(&script), "cms1", Duration::from_secs(2)).await.unwrap_err();
         let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
         // Gone, or a zombie waiting for whoever adopted it.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

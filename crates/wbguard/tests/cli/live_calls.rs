@@ -318,7 +318,8 @@ fn a_long_call_on_one_web_bridge_no_longer_keeps_the_others_from_a_harmless_rest
         // What the guard does within the next seconds: the API is asked
         // first, then the command goes over SSH.
         let waited = Instant::now();
-        while restarts(control) == 0 && waited.elapsed() < Duration::from_secs(10) {
+        let patience = Duration::from_secs(if lead.is_some() { 30 } else { 10 });
+        while restarts(control) == 0 && waited.elapsed() < patience {
             std::thread::sleep(Duration::from_millis(100));
         }
         let restarted = restarts(control);

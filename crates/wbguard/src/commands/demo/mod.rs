@@ -126,7 +126,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     println!("(\"wbguard with drain\": the same deployment behind a load balancer, least connections first.)");
     if let Some(path) = &args.summary_json {
         // `strategies` is the office month, as before issue 14; the 24-hour
-        // week follows under its own name.
+        // month follows under its own name.
         let summary = serde_json::json!({ "strategies": outcomes, "strategies_24h": all_day });
         crate::files::replace(path, (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
