@@ -264,7 +264,8 @@ struct Task {
     open_hosts: OpenHosts,
     /// Samples not yet handed to the history writer.
     samples: Vec<Sample>,
-    /// The last decision recorded per web bridge: only changes are stored.
+    /// The last decision recorded per web bridge, its reason's numbers
+    /// masked ([`reason_shape`]): only changes are stored.
     recorded: BTreeMap<String, (policy::Action, String)>,
     alarms: Alarms,
     /// When estimates were last stored (the guard's time).
@@ -557,7 +558,10 @@ impl Task {
         let snapshot = self.snapshot(now, decisions.clone());
         self.history.samples(std::mem::take(&mut self.samples));
         for decision in &decisions {
-            let key = (decision.action, decision.reason.clone());
+            // A change of action or of wording, not of the numbers in it
+            // ("not needed: 91 sessions" then 92): a fleet's every round
+            // would otherwise be a row per web bridge.
+            let key = (decision.action, reason_shape(&decision.reason));
             if self.recorded.get(&decision.webbridge) != Some(&key) {
                 let numbers = serde_json::to_value(decision).unwrap_or_default();
                 let action = serde_json::to_value(decision.action)
@@ -619,9 +623,42 @@ fn fold_case(journal: BTreeMap<String, DateTime<Utc>>) -> BTreeMap<String, DateT
     folded
 }
 
+/// A decision's reason with every number and time masked: what tells one
+/// decision from another in the history. Numbers move at every round
+/// ("91 sessions", "restarted 9 min ago", a forecast's minute); wording
+/// changes when what the guard does or waits for does.
+fn reason_shape(reason: &str) -> String {
+    let mut shape = String::with_capacity(reason.len());
+    let mut in_number = false;
+    for c in reason.chars() {
+        let digit = c.is_ascii_digit();
+        if digit && !in_number {
+            shape.push('#');
+        } else if !digit {
+            shape.push(c);
+        }
+        in_number = digit;
+    }
+    shape
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_is_stored_when_its_wording_changes_not_its_numbers() {
+        assert_eq!(
+            reason_shape("not needed: 91 sessions, 0-91 leaked"),
+            reason_shape("not needed: 104 sessions, 3-104 leaked")
+        );
+        assert_eq!(reason_shape("lockout expected 2024-03-06 08:15 UTC"), "lockout expected #-#-# #:# UTC");
+        assert_ne!(
+            reason_shape("needed, but up to 1 real call(s) could be dropped (allowed 0)"),
+            reason_shape("needed, but restarted 9 min ago (minimum interval 60 min)")
+        );
+        assert_eq!(reason_shape(""), "");
+    }
 
     #[test]
     fn an_old_journals_names_are_folded_keeping_the_latest_restart() {

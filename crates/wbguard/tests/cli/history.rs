@@ -1,6 +1,7 @@
 //! `/api/history` against a guard holding 90 days of 4 servers, fed by
 //! the real path (a followed log): every answer bounded, a storm of the
-//! largest requests leaves the guard's memory bounded and `/healthz` answering.
+//! largest requests leaves the guard's memory bounded and `/healthz` answering;
+//! and a decision is stored when it changes, not at every round.
 
 use std::time::{Duration, Instant};
 
@@ -135,4 +136,38 @@ fn a_storm_of_the_largest_history_requests_leaves_the_guard_bounded() {
     assert!(answered >= 1);
     assert!(peak < 128 * 1024, "peak RSS {peak} kB");
     assert_eq!(super::http(http, "GET", "/healthz", None).0, 200);
+}
+
+/// A decision is stored when it changes, not at every round: a web bridge
+/// whose sessions move every second, never needing a restart, leaves one
+/// "not needed" row, not one per round with its new numbers (issue 15: a
+/// fleet's every round was 43,600 rows in four minutes).
+#[test]
+fn a_decision_is_stored_when_it_changes_not_at_every_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = Guard::start(&["--state-dir", s(&dir.path().join("guard"))]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{}", guard.port("udp"));
+    // Eight seconds of rounds (one a second), the count different in each.
+    let began = std::time::Instant::now();
+    let mut sent = 0u32;
+    while began.elapsed() < Duration::from_secs(8) {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let active = 10 + sent % 50;
+        let line = format!(
+            "<14>1 {time} cms1 webbridge - - - INFO : [DEBUGGING] Stats {active}, c:{}, d:{sent}",
+            active + sent
+        );
+        socket.send_to(line.as_bytes(), &to).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+    let now = status["decisions"].as_array().unwrap().iter().find(|d| d["webbridge"] == "cms1").cloned().unwrap();
+    assert!(now["reason"].as_str().unwrap().starts_with("not needed"), "{now}");
+    let history: Value = serde_json::from_str(&guard.get(EVERYTHING)).unwrap();
+    let rows: Vec<&Value> =
+        history["decisions"].as_array().unwrap().iter().filter(|d| d["webbridge"] == "cms1").collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(guard.stop(), 0);
 }
