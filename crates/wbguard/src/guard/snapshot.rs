@@ -39,7 +39,7 @@ impl Snapshot {
     /// The model as of `now`, with the decisions taken on it (the clock's
     /// fields are the caller's to fill).
     pub fn build(model: &Deployment, mode: Mode, now: DateTime<Utc>, decisions: Vec<Decision>) -> Snapshot {
-        let webbridges = model
+        let mut webbridges = model
             .webbridges()
             .filter_map(|state| {
                 let last = state.last()?;
@@ -52,7 +52,11 @@ impl Snapshot {
                     restarts_total: state.restart_count,
                 })
             })
-            .collect();
+            .collect::<Vec<WebBridgeView>>();
+        // Names in the order people count them: cms2 before cms10.
+        webbridges.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
+        let mut decisions = decisions;
+        decisions.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
         let callbridges =
             model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();
         Snapshot {
@@ -105,5 +109,43 @@ impl Shared {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().expect("the snapshot lock is never poisoned").clone()
+    }
+}
+
+/// `a` against `b` with runs of digits compared as numbers (`cms2` before
+/// `cms10`), the rest as text; names equal that way by their text.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(text: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = text;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digits = first.is_ascii_digit();
+            let end = rest.find(|c: char| c.is_ascii_digit() != digits).unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digits, run))
+        })
+    }
+    let mut by_runs = runs(a).zip(runs(b)).map(|((a_digits, a), (b_digits, b))| {
+        if a_digits && b_digits {
+            // Leading zeros aside, the longer run is the larger number.
+            let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+            a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        } else {
+            a.cmp(b)
+        }
+    });
+    by_runs.find(|order| order.is_ne()).unwrap_or_else(|| runs(a).count().cmp(&runs(b).count())).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_order;
+
+    #[test]
+    fn names_are_in_the_order_people_count_them() {
+        let mut names = ["cms10", "cms2", "cms1", "cms100", "a", "cms02", "cms", "cms2b", "CMS3"];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(names, ["CMS3", "a", "cms", "cms1", "cms02", "cms2", "cms2b", "cms10", "cms100"]);
     }
 }

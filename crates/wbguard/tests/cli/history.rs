@@ -171,3 +171,44 @@ fn a_decision_is_stored_when_it_changes_not_at_every_round() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(guard.stop(), 0);
 }
+
+/// Web bridges are listed in the order people count them, by `/api/status`
+/// and by `wbguard status`: cms2 before cms10 (issue 15: a fleet's page was
+/// sorted as text, cms1, cms10, cms100, ...).
+#[test]
+fn web_bridges_are_listed_in_natural_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = Guard::start(&["--state-dir", s(&dir.path().join("guard"))]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{}", guard.port("udp"));
+    let names = ["cms10", "cms2", "cms100", "cms1"];
+    for name in names {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let line = format!("<14>1 {time} {name} webbridge - - - INFO : [DEBUGGING] Stats 5, c:9, d:4");
+        socket.send_to(line.as_bytes(), &to).unwrap();
+    }
+    let expected = ["cms1", "cms2", "cms10", "cms100"];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status: Value = serde_json::from_str(&guard.get("/api/status")).unwrap();
+        if status["decisions"].as_array().unwrap().len() == names.len() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never decided on all four: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for list in ["webbridges", "decisions"] {
+        let order: Vec<&str> =
+            status[list].as_array().unwrap().iter().map(|w| w["webbridge"].as_str().unwrap()).collect();
+        assert_eq!(order, expected, "{list}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wbguard"))
+        .args(["status", "--url", &format!("http://{}", guard.http)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> =
+        table.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.starts_with("cms")).collect();
+    assert_eq!(rows, expected, "{table}");
+    assert_eq!(guard.stop(), 0);
+}
