@@ -38,7 +38,7 @@ impl Snapshot {
 
     /// The model as of `now`, with the decisions taken on it (the clock's
     /// fields are the caller's to fill).
-    pub fn build(model: &Deployment, mode: Mode, now: DateTime<Utc>, decisions: Vec<Decision>) -> Snapshot {
+    pub fn build(model: &Deployment, mode: Mode, now: DateTime<Utc>, mut decisions: Vec<Decision>) -> Snapshot {
         let mut webbridges = model
             .webbridges()
             .filter_map(|state| {
@@ -55,7 +55,6 @@ impl Snapshot {
             .collect::<Vec<WebBridgeView>>();
         // Names in the order people count them: cms2 before cms10.
         webbridges.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
-        let mut decisions = decisions;
         decisions.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
         let callbridges =
             model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();

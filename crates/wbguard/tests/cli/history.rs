@@ -138,6 +138,16 @@ fn a_storm_of_the_largest_history_requests_leaves_the_guard_bounded() {
     assert_eq!(super::http(http, "GET", "/healthz", None).0, 200);
 }
 
+/// Sends `host`'s web bridge Stats line, dated now, to the guard's UDP port.
+fn send_stats(guard: &Guard, host: &str, active: u32, connections: u32, disconnections: u32) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let line = format!(
+        "<14>1 {time} {host} webbridge - - - INFO : [DEBUGGING] Stats {active}, c:{connections}, d:{disconnections}"
+    );
+    socket.send_to(line.as_bytes(), format!("127.0.0.1:{}", guard.port("udp"))).unwrap();
+}
+
 /// A decision is stored when it changes, not at every round: a web bridge
 /// whose sessions move every second, never needing a restart, leaves one
 /// "not needed" row, not one per round with its new numbers (issue 15: a
@@ -146,19 +156,12 @@ fn a_storm_of_the_largest_history_requests_leaves_the_guard_bounded() {
 fn a_decision_is_stored_when_it_changes_not_at_every_round() {
     let dir = tempfile::tempdir().unwrap();
     let guard = Guard::start(&["--state-dir", s(&dir.path().join("guard"))]);
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let to = format!("127.0.0.1:{}", guard.port("udp"));
     // Eight seconds of rounds (one a second), the count different in each.
     let began = std::time::Instant::now();
     let mut sent = 0u32;
     while began.elapsed() < Duration::from_secs(8) {
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let active = 10 + sent % 50;
-        let line = format!(
-            "<14>1 {time} cms1 webbridge - - - INFO : [DEBUGGING] Stats {active}, c:{}, d:{sent}",
-            active + sent
-        );
-        socket.send_to(line.as_bytes(), &to).unwrap();
+        send_stats(&guard, "cms1", active, active + sent, sent);
         sent += 1;
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -179,13 +182,9 @@ fn a_decision_is_stored_when_it_changes_not_at_every_round() {
 fn web_bridges_are_listed_in_natural_order() {
     let dir = tempfile::tempdir().unwrap();
     let guard = Guard::start(&["--state-dir", s(&dir.path().join("guard"))]);
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let to = format!("127.0.0.1:{}", guard.port("udp"));
     let names = ["cms10", "cms2", "cms100", "cms1"];
     for name in names {
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let line = format!("<14>1 {time} {name} webbridge - - - INFO : [DEBUGGING] Stats 5, c:9, d:4");
-        socket.send_to(line.as_bytes(), &to).unwrap();
+        send_stats(&guard, name, 5, 9, 4);
     }
     let expected = ["cms1", "cms2", "cms10", "cms100"];
     let deadline = Instant::now() + Duration::from_secs(20);
