@@ -39,9 +39,33 @@ use clap::Parser;
 
 use commands::{analyze, restart, status, trust, watch};
 
+/// The commands whose output is made to be piped (`| head`, `| less`):
+/// a reader that goes away ends them, as it ends `cat`. Not `watch` or
+/// `restart`: a guard or a restart is never cut short by a closed pipe.
+fn prints_for_a_pipe(command: &cli::Command) -> bool {
+    match command {
+        cli::Command::Analyze(_) | cli::Command::Config(_) | cli::Command::Status(_) => true,
+        cli::Command::Completions { .. } => true,
+        #[cfg(feature = "demo")]
+        cli::Command::Demo(_) => true,
+        _ => false,
+    }
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed pipe fails and `println!`
+/// panics; the default action ends the process silently instead. Sockets
+/// are unaffected: they are written with MSG_NOSIGNAL.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    sigpipe::reset();
+}
+
 fn main() {
     let cli = cli::Cli::parse();
     init_logging();
+    if prints_for_a_pipe(&cli.command) {
+        end_quietly_on_a_closed_pipe();
+    }
     let config = cli.config.as_deref();
     let result = match cli.command {
         cli::Command::Analyze(args) => analyze::run(&args),

@@ -442,3 +442,32 @@ fn analyze_agrees_with_the_live_simulators_truth() {
 fn russh_key(line: &str) -> russh::keys::PublicKey {
     russh::keys::PublicKey::from_openssh(line.trim()).unwrap()
 }
+
+/// `wbguard analyze ... | head -1`: the reader goes away after one line and
+/// analyze ends quietly, as `cat` would (SIGPIPE), instead of panicking on
+/// "failed printing to stdout".
+#[test]
+fn a_reader_that_goes_away_ends_analyze_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("many.log");
+    // Enough web bridges for a table far larger than a pipe holds.
+    let lines: String = (0..4000)
+        .map(|i| format!("2026-03-05T10:00:00Z cms{i} webbridge: INFO : [DEBUGGING] Stats 3, c:9, d:6\n"))
+        .collect();
+    std::fs::write(&log, lines).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wbguard"))
+        .args(["analyze", "--format", "table", super::s(&log)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "{:?} {stderr}", out.status);
+}

@@ -1,5 +1,6 @@
 //! `wbguard demo` on its own: it ends by itself, prints the comparison and
-//! writes it as the JSON that `--summary-json` promises.
+//! writes it as the JSON that `--summary-json` promises; its guard hears
+//! the simulated call bridges' CDRs.
 
 use super::{s, wbguard};
 
@@ -12,6 +13,12 @@ fn the_demo_ends_by_itself_and_writes_the_comparison() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Status page: http://127.0.0.1:") && stdout.contains("REFUSED JOINS"), "{stdout}");
+    // The call bridges post their CDRs to the guard, which counts live calls
+    // from them once their API has vouched for the calls before the first
+    // post (seconds in, or at the first quiet night at the demo's speed).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CDRs on http://127.0.0.1:") && stderr.contains("CDR from cms1"), "{stderr}");
+    assert!(stdout.contains("| CMA calls"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     let strategies = json["strategies"].as_array().unwrap();
     let names: Vec<&str> = strategies.iter().map(|s| s["name"].as_str().unwrap()).collect();

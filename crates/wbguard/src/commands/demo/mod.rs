@@ -11,8 +11,11 @@
 //! Everything goes through the real parts: the simulator's MMP over SSH
 //! (its host keys recorded on first use, `accept-new`, in a throwaway
 //! known_hosts: a changed key would still be refused), syslog over loopback
-//! TCP, the guard service, the SQLite history. The guard's configuration
-//! is built as typed values, as `config` would return them.
+//! TCP, the guard service, the SQLite history. The simulated call bridges
+//! post their CDRs to the guard over loopback HTTP and serve the Call
+//! Bridge API over HTTPS (its certificates recorded on first use too), so
+//! the guard knows the live calls as it would in production. The guard's
+//! configuration is built as typed values, as `config` would return them.
 
 pub mod compare;
 
@@ -27,12 +30,13 @@ use cms_sim::scenario::Scenario;
 use wbguard_core::policy::{Mode, Policy, Triggers, Window};
 
 use crate::cli::DemoArgs;
-use crate::config::address::Listen;
+use crate::config::address::{CdrListen, Listen};
+use crate::config::api::{ApiEndpoint, ApiSettings};
 use crate::config::guard_settings::{Clock, GuardSettings};
 use crate::config::{Channel, Config, HostKeyPolicy, Server, Timeouts};
 use crate::exit::Outcome;
 use crate::guard::{self, Setup};
-use crate::secret::AuthSource;
+use crate::secret::{AuthSource, Location};
 
 /// The demo's seed: the same story every time.
 const SEED: u64 = 7;
@@ -150,7 +154,14 @@ async fn live_demo(
     duration: Option<Duration>,
 ) -> anyhow::Result<Totals> {
     let syslog_port = free_port()?;
+    let cdr_port = free_port()?;
     let key = live::hostkey::load_or_create(&dir.join("key"), live::hostkey::KeyKind::Ed25519, false)?;
+    // The simulator's API takes its MMP user; the guard reads the password
+    // from a file only its owner may read, as an operator would give it.
+    let password = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>());
+    let password_file = dir.join("api-password");
+    crate::files::replace(&password_file, password.as_bytes()).context("writing the demo's API password")?;
+    std::fs::set_permissions(&password_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let config = LiveConfig {
         scenario: scenario(),
         seed: SEED,
@@ -164,8 +175,8 @@ async fn live_demo(
         rotate_host_key: false,
         credentials: Credentials {
             user: "admin".into(),
-            // Nobody logs in with it: the guard uses its key.
-            password: data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>()),
+            // The API's password: over SSH the guard uses its key.
+            password,
             authorized_keys: vec![key.public_key().clone()],
         },
         lines_per_record: 5,
@@ -174,10 +185,16 @@ async fn live_demo(
         legacy_ssh: Vec::new(),
         address_per_server: false,
     };
-    let running = live::start(config).await.context("starting the simulated deployment")?;
+    // Every call bridge posts its CDRs to the guard, naming itself.
+    let receiver = format!("http://127.0.0.1:{cdr_port}/cdr?callbridge={{server}}")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let calls = live::CallBridgeOptions { cdr: vec![receiver], ..Default::default() };
+    let running = live::start_with(config, calls).await.context("starting the simulated deployment")?;
     let control = running.endpoints.control;
 
-    let prepared = guard::prepare(guard_setup(dir, syslog_port, listen_http, &running.endpoints.servers)?)?;
+    let ports = Ports { syslog: syslog_port, cdr: cdr_port, http: listen_http };
+    let prepared = guard::prepare(guard_setup(dir, ports, &password_file, &running.endpoints.servers)?)?;
     let (stop_guard, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, endpoints) = tokio::sync::oneshot::channel();
     let guard = tokio::spawn(guard::serve(
@@ -242,13 +259,24 @@ async fn live_demo(
     })
 }
 
+/// Where the guard listens.
+struct Ports {
+    /// Syslog over TCP.
+    syslog: u16,
+    /// CDRs over HTTP.
+    cdr: u16,
+    /// The page and the API.
+    http: SocketAddr,
+}
+
 /// The guard's setup, as an operator would configure it: the simulated
-/// servers by their SSH ports, its key, host keys recorded on first use,
-/// syslog over TCP, the demo's policy.
+/// servers by their SSH ports, its key, host keys and API certificates
+/// recorded on first use, syslog over TCP, CDRs over HTTP, the API's
+/// password in a file, the demo's policy.
 fn guard_setup(
     dir: &Path,
-    syslog_port: u16,
-    listen_http: SocketAddr,
+    ports: Ports,
+    api_password: &Path,
     servers: &[live::ServerEndpoints],
 ) -> anyhow::Result<Setup> {
     let servers = servers
@@ -264,13 +292,19 @@ fn guard_setup(
             legacy_algorithms: false,
             auth: vec![AuthSource::KeyFile { path: dir.join("key/ssh_host_ed25519_key"), passphrase_env: None }],
             syslog_from: Vec::new(),
-            api: None,
+            api: Some(ApiSettings {
+                endpoint: ApiEndpoint { tls: true, host: server.api.ip().to_string(), port: server.api.port() },
+                user: "admin".into(),
+                password: Location::File(api_password.to_path_buf()),
+                ca_file: None,
+            }),
             drain: None,
         })
         .collect();
     let settings = GuardSettings {
-        listen_syslog: vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], syslog_port)))],
-        listen_http,
+        listen_syslog: vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], ports.syslog)))],
+        listen_cdr: vec![CdrListen { tls: false, address: SocketAddr::from(([127, 0, 0, 1], ports.cdr)) }],
+        listen_http: ports.http,
         policy: policy(),
         // The simulator runs days in minutes: the guard's "now" follows it.
         clock: Clock::Data,
@@ -310,6 +344,13 @@ fn summary_line(truth: &serde_json::Value, status: &serde_json::Value) -> String
             .and_then(|all| all.iter().find(|w| w["webbridge"] == name))
             .map_or("-".to_owned(), |w| format!("{}-{}", w["leaked_lower"], w["leaked_upper"]));
         line.push_str(&format!(" {name} {}/149 leak {} (seen {estimate})", wb["active"], wb["leaked"]));
+    }
+    // What the guard knows of live calls: from the CDRs (or the API) once
+    // every call bridge is accounted for, else only from the logs.
+    let live = &status["live_calls"];
+    match (live["cma"].as_u64(), live["source"].as_str()) {
+        (Some(cma), Some(source)) => line.push_str(&format!(" | CMA calls {cma} ({source})")),
+        _ => line.push_str(" | CMA calls: logs only"),
     }
     let totals = &truth["totals"];
     line.push_str(&format!(
