@@ -150,11 +150,12 @@ impl Collector for LiveMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let callbridges = self.live.callbridges();
         let known = || callbridges.iter().filter(|c| c.known);
+        let cluster = |c: &crate::cdr::CdrCallBridge| self.live.cluster_of(&c.callbridge);
         gauges(
             &mut encoder,
             "wbguard_callbridge_cma_calls",
             "Live CMA call legs on the call bridge from its CDRs (acano, not distribution links); absent while unknown.",
-            known().map(|c| ([("callbridge", c.callbridge.as_str())], i64::from(c.cma_calls))),
+            known().map(|c| ([("cluster", cluster(c)), ("callbridge", c.callbridge.clone())], i64::from(c.cma_calls))),
         )?;
         gauges(
             &mut encoder,
@@ -163,7 +164,9 @@ impl Collector for LiveMetrics {
             known().flat_map(|c| {
                 LegKind::ALL.into_iter().map(move |kind| {
                     let count = c.calls.get(&kind).copied().unwrap_or(0);
-                    ([("callbridge", c.callbridge.as_str()), ("type", kind.as_str())], i64::from(count))
+                    let labels =
+                        [("cluster", cluster(c)), ("callbridge", c.callbridge.clone()), ("type", kind.as_str().to_owned())];
+                    (labels, i64::from(count))
                 })
             }),
         )?;
@@ -171,7 +174,7 @@ impl Collector for LiveMetrics {
             &mut encoder,
             "wbguard_callbridge_cdr_known",
             "1 when the call bridge's live calls are known from its CDRs, 0 when records were lost or it was first heard mid-session.",
-            callbridges.iter().map(|c| ([("callbridge", c.callbridge.as_str())], i64::from(c.known))),
+            callbridges.iter().map(|c| ([("cluster", cluster(c)), ("callbridge", c.callbridge.clone())], i64::from(c.known))),
         )
     }
 }
@@ -197,14 +200,14 @@ mod tests {
         for line in [
             "wbguard_cdr_records_total{result=\"applied\"} 1\n",
             "wbguard_cdr_records_total{result=\"rejected\"} 0\n",
-            "wbguard_callbridge_cma_calls{callbridge=\"cms1\"} 1\n",
-            "wbguard_callbridge_calls{callbridge=\"cms1\",type=\"acano\"} 1\n",
-            "wbguard_callbridge_calls{callbridge=\"cms1\",type=\"sip\"} 0\n",
-            "wbguard_callbridge_cdr_known{callbridge=\"cms1\"} 1\n",
-            "wbguard_callbridge_cdr_known{callbridge=\"cms2\"} 0\n",
+            "wbguard_callbridge_cma_calls{cluster=\"default\",callbridge=\"cms1\"} 1\n",
+            "wbguard_callbridge_calls{cluster=\"default\",callbridge=\"cms1\",type=\"acano\"} 1\n",
+            "wbguard_callbridge_calls{cluster=\"default\",callbridge=\"cms1\",type=\"sip\"} 0\n",
+            "wbguard_callbridge_cdr_known{cluster=\"default\",callbridge=\"cms1\"} 1\n",
+            "wbguard_callbridge_cdr_known{cluster=\"default\",callbridge=\"cms2\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
-        assert!(!text.contains("wbguard_callbridge_cma_calls{callbridge=\"cms2\"}"), "{text}");
+        assert!(!text.contains("wbguard_callbridge_cma_calls{cluster=\"default\",callbridge=\"cms2\"}"), "{text}");
     }
 }

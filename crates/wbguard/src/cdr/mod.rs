@@ -21,8 +21,9 @@ pub mod metrics;
 pub mod parse;
 pub mod persist;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use wbguard_core::model::{CallSource, LiveCalls};
@@ -47,6 +48,9 @@ pub struct LiveLegs {
     /// The store's writer, once the state is loaded (none: the receiver is
     /// off, and posts are answered 503).
     writer: OnceLock<persist::Writer>,
+    /// Call bridge (log host) -> its cluster, for the metrics' `cluster`
+    /// label (set by the guard; a call bridge in none is in the default).
+    clusters: RwLock<HashMap<String, String>>,
 }
 
 /// How one body's records counted, and the wait for them to be durable.
@@ -77,7 +81,22 @@ impl LiveLegs {
     /// Nothing known yet; at most `max_sources` call bridges tracked and
     /// [`MAX_LEGS`] legs each.
     pub fn new(max_sources: usize) -> LiveLegs {
-        LiveLegs { tracker: Mutex::new(Tracker::new(max_sources, MAX_LEGS)), writer: OnceLock::new() }
+        LiveLegs {
+            tracker: Mutex::new(Tracker::new(max_sources, MAX_LEGS)),
+            writer: OnceLock::new(),
+            clusters: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Which cluster each call bridge (by log host) belongs to.
+    pub fn set_clusters(&self, clusters: HashMap<String, String>) {
+        *self.clusters.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = clusters;
+    }
+
+    /// The cluster of `callbridge`.
+    pub fn cluster_of(&self, callbridge: &str) -> String {
+        let clusters = self.clusters.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        clusters.get(callbridge).cloned().unwrap_or_else(|| crate::config::cluster::DEFAULT_CLUSTER.to_owned())
     }
 
     fn tracker(&self) -> MutexGuard<'_, Tracker> {

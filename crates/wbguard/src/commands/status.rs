@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use crate::cli::StatusArgs;
 use crate::exit::Outcome;
-use crate::guard::api::Status;
+use crate::guard::api::{ClusterView, Snapshot, Status, WebBridgeView};
 use crate::text::printable;
 
 /// Runs `wbguard status`.
@@ -63,6 +63,8 @@ fn table(url: &str, status: &Status) -> String {
         }
     };
     match &snapshot.live_calls {
+        // Several clusters: each cluster's line says its own.
+        _ if snapshot.clusters.len() > 1 => {}
         Some(live) => {
             let _ = writeln!(out, "live calls: {} CMA ({}, {})", live.cma, live.source.name(), ago(live.as_of));
         }
@@ -97,22 +99,54 @@ fn table(url: &str, status: &Status) -> String {
         "{:<16} {:>6} {:>9} {:>9} {:<6}  {:<17}  DECISION",
         "WEB BRIDGE", "ACTIVE", "LEAKED", "DROPPABLE", "FROM", "LOCKOUT"
     );
-    for wb in &snapshot.webbridges {
-        let decision = snapshot.decisions.iter().find(|d| d.webbridge == wb.webbridge).map_or("-", |d| &d.reason);
-        let estimate = &wb.estimate;
-        let _ = writeln!(
-            out,
-            "{:<16} {:>6} {:>9} {:>9} {:<6}  {:<17}  {}",
-            printable(&wb.webbridge),
-            estimate.active,
-            format!("{}-{}", estimate.leaked_lower, estimate.leaked_upper),
-            estimate.droppable_upper,
-            estimate.calls_source.name(),
-            estimate.lockout_forecast.map_or("-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M").to_string()),
-            printable(decision)
-        );
+    // Several clusters: each under a line of its own, in the guard's order.
+    let groups: Vec<(Option<&ClusterView>, Vec<&WebBridgeView>)> = if snapshot.clusters.len() > 1 {
+        snapshot
+            .clusters
+            .iter()
+            .map(|c| (Some(c), snapshot.webbridges.iter().filter(|w| w.cluster == c.name).collect()))
+            .collect()
+    } else {
+        vec![(None, snapshot.webbridges.iter().collect())]
+    };
+    for (cluster, webbridges) in groups {
+        if let Some(c) = cluster {
+            let mode = serde_json::to_value(c.mode).ok().and_then(|v| v.as_str().map(str::to_owned));
+            let live = c.live_calls.map_or("unknown".to_owned(), |l| format!("{} ({})", l.cma, l.source.name()));
+            let _ = writeln!(
+                out,
+                "cluster {}: {} mode, {} web bridge(s), {} sessions, {}-{} leaked, live CMA calls {}{}",
+                printable(&c.name),
+                mode.as_deref().unwrap_or("?"),
+                webbridges.len(),
+                c.estimate.active_total,
+                c.estimate.leaked_lower,
+                c.estimate.leaked_upper,
+                live,
+                if c.busy { ", restarting" } else { "" }
+            );
+        }
+        for wb in webbridges {
+            out.push_str(&row(snapshot, wb));
+        }
     }
     let counts: Vec<String> = status.syslog_messages.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "syslog messages: {}", counts.join(", "));
     out
+}
+
+/// One web bridge's row.
+fn row(snapshot: &Snapshot, wb: &WebBridgeView) -> String {
+    let decision = snapshot.decisions.iter().find(|d| d.webbridge == wb.webbridge).map_or("-", |d| &d.reason);
+    let estimate = &wb.estimate;
+    format!(
+        "{:<16} {:>6} {:>9} {:>9} {:<6}  {:<17}  {}\n",
+        printable(&wb.webbridge),
+        estimate.active,
+        format!("{}-{}", estimate.leaked_lower, estimate.leaked_upper),
+        estimate.droppable_upper,
+        estimate.calls_source.name(),
+        estimate.lockout_forecast.map_or("-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M").to_string()),
+        printable(decision)
+    )
 }

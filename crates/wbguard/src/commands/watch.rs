@@ -18,7 +18,11 @@ fn setup(config_path: Option<&Path>, args: &WatchArgs, dirs: &Dirs) -> anyhow::R
     let config = config_path.map(|path| config::load(Some(path), dirs).map(|(_, c)| c)).transpose()?;
     let mut settings = config.as_ref().map_or_else(GuardSettings::default, |c| c.guard.clone());
     if let Some(mode) = args.mode {
+        // Over the file's [policy] and every cluster's own.
         settings.policy.mode = mode;
+        for cluster in &mut settings.clusters {
+            cluster.policy.mode = mode;
+        }
     }
     if !args.listen_syslog.is_empty() {
         settings.listen_syslog = args.listen_syslog.clone();

@@ -310,6 +310,9 @@ pub struct GuardSettings {
     pub max_hosts: usize,
     /// When a Call Bridge API does not answer before a restart.
     pub api_unreachable: ApiUnreachable,
+    /// `[[cluster]]`, each with its policy (none: one cluster of every
+    /// server, [`super::cluster::DEFAULT_CLUSTER`], with `policy`).
+    pub clusters: Vec<super::cluster::Cluster>,
 }
 
 impl Default for GuardSettings {
@@ -334,6 +337,7 @@ impl Default for GuardSettings {
             restart_token: None,
             max_hosts: DEFAULT_MAX_HOSTS,
             api_unreachable: ApiUnreachable::Hold,
+            clusters: Vec::new(),
         }
     }
 }
@@ -388,11 +392,13 @@ fn check_opens(window: &Window, key: &str) -> anyhow::Result<()> {
     }
 }
 
-fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
+/// `raw` checked, its errors naming keys under `at` (`policy`, or
+/// `cluster[0].policy` for a cluster's own).
+pub(super) fn policy(raw: &RawPolicy, at: &str) -> anyhow::Result<Policy> {
     let defaults = Policy::default();
     let mut windows = Vec::new();
     for (i, w) in raw.windows.iter().enumerate() {
-        let key = |name: &str| format!("policy.window[{i}].{name}");
+        let key = |name: &str| format!("{at}.window[{i}].{name}");
         let duration = duration(&w.duration, &key("duration"), MINUTE, 7 * DAY)?;
         let zone = w.timezone.as_deref().unwrap_or("UTC");
         let max_dropped_calls = count(w.max_dropped_calls, &key("max_dropped_calls"), 0, LARGEST_COUNT)?;
@@ -408,12 +414,12 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
         windows.push(window);
     }
     let duration = |value: &Option<String>, default: Duration, name: &str, max: std::time::Duration| {
-        value.as_deref().map_or(Ok(default), |text| duration(text, &format!("policy.{name}"), MINUTE, max))
+        value.as_deref().map_or(Ok(default), |text| duration(text, &format!("{at}.{name}"), MINUTE, max))
     };
     Ok(Policy {
         mode: raw.mode.unwrap_or(Mode::Observe),
         triggers: Triggers {
-            leak_at_least: match count(raw.leak_at_least, "policy.leak_at_least", 0, LARGEST_COUNT)? {
+            leak_at_least: match count(raw.leak_at_least, &format!("{at}.leak_at_least"), 0, LARGEST_COUNT)? {
                 Some(0) => None,
                 Some(n) => Some(n),
                 None => defaults.triggers.leak_at_least,
@@ -423,7 +429,7 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
                 .unwrap_or(defaults.triggers.lockout_before_next_window),
             at_limit: raw.at_limit.unwrap_or(defaults.triggers.at_limit),
         },
-        max_dropped_calls: count(raw.max_dropped_calls, "policy.max_dropped_calls", 0, LARGEST_COUNT)?
+        max_dropped_calls: count(raw.max_dropped_calls, &format!("{at}.max_dropped_calls"), 0, LARGEST_COUNT)?
             .unwrap_or(defaults.max_dropped_calls),
         windows,
         min_interval: duration(&raw.min_interval, defaults.min_interval, "min_interval", 30 * DAY)?,
@@ -433,16 +439,16 @@ fn policy(raw: &RawPolicy) -> anyhow::Result<Policy> {
             None => defaults.lockout_max_dropped_calls,
             Some(RawCalls::Word(word)) if word == "any" => None,
             Some(RawCalls::Word(word)) => {
-                bail!("policy.lockout_max_dropped_calls: '{word}' is neither \"any\" nor a number of calls")
+                bail!("{at}.lockout_max_dropped_calls: '{word}' is neither \"any\" nor a number of calls")
             }
-            Some(RawCalls::Count(n)) => count(Some(*n), "policy.lockout_max_dropped_calls", 0, LARGEST_COUNT)?,
+            Some(RawCalls::Count(n)) => count(Some(*n), &format!("{at}.lockout_max_dropped_calls"), 0, LARGEST_COUNT)?,
         },
         drain_timeout: duration(&raw.drain_timeout, defaults.drain_timeout, "drain_timeout", DAY)?,
         call_connection_lead: match &raw.call_connection_lead {
             None => None,
             Some(text) => Some(
                 super::duration::parse_chrono_within(text, std::time::Duration::from_secs(1), DAY)
-                    .map_err(|why| anyhow::anyhow!("policy.call_connection_lead: {why}"))?,
+                    .map_err(|why| anyhow::anyhow!("{at}.call_connection_lead: {why}"))?,
             ),
         },
     })
@@ -559,6 +565,7 @@ impl GuardSettings {
         }
         let restart_token = watch.restart_token_env.as_ref().map(|variable| Location::Env(variable.clone()));
         Ok(GuardSettings {
+            clusters: Vec::new(),
             max_hosts: defaults.max_hosts,
             api_unreachable: raw_policy.api_unreachable.unwrap_or_default(),
             restart_token,
@@ -572,7 +579,7 @@ impl GuardSettings {
             retention,
             clock: defaults.clock,
             future_tolerance,
-            policy: policy(&raw_policy)?,
+            policy: policy(&raw_policy, "policy")?,
             limit,
             webhooks: webhooks
                 .iter()

@@ -26,6 +26,7 @@ pub mod address;
 #[cfg(test)]
 mod any_input;
 pub mod api;
+pub mod cluster;
 pub mod drain;
 pub mod duration;
 pub mod guard_settings;
@@ -103,6 +104,9 @@ pub struct RawConfig {
     /// The servers.
     #[serde(default, rename = "server")]
     pub servers: Vec<RawServer>,
+    /// The clusters they form (none: one cluster of them all).
+    #[serde(default, rename = "cluster", skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<cluster::RawCluster>,
 }
 
 /// `[timeouts]`, in seconds.
@@ -495,13 +499,14 @@ impl Config {
             command: seconds(t.command, 60.0, "command")?,
             verify: seconds(t.verify, 120.0, "verify")?,
         };
-        let guard = guard_settings::GuardSettings::from_raw(
+        let mut guard = guard_settings::GuardSettings::from_raw(
             raw.watch.as_ref(),
             raw.policy.as_ref(),
             &raw.webhooks,
             base,
             dirs,
         )?;
+        guard.clusters = cluster::clusters(&raw.clusters, &servers, &raw.policy.clone().unwrap_or_default())?;
         Ok(Config { servers, host_key_policy, known_hosts, state_dir, timeouts, guard })
     }
 

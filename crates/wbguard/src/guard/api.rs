@@ -28,8 +28,15 @@ pub struct Endpoints {
 pub struct WebBridgeView {
     /// Log host name.
     pub webbridge: String,
+    /// The cluster it belongs to (`default` without `[[cluster]]`).
+    #[serde(default)]
+    pub cluster: String,
     /// Time of its last Stats line.
     pub last_seen: DateTime<Utc>,
+    /// No Stats within its cluster's `stale_after`: nothing is decided
+    /// about it (its server, or the syslog from it, is down).
+    #[serde(default)]
+    pub silent: bool,
     /// The model's estimate (sessions, leak bounds, droppable calls, rate,
     /// forecast), flattened into the same JSON object.
     #[serde(flatten)]
@@ -126,6 +133,27 @@ pub struct DrainView {
     pub detail: String,
 }
 
+/// One cluster as the status shows it: its own model's sums, its live
+/// calls and its mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Its name (`default` without `[[cluster]]`).
+    pub name: String,
+    /// Its policy's mode.
+    pub mode: Mode,
+    /// Its sessions, CMA and leak bounds, summed over its servers.
+    #[serde(flatten)]
+    pub estimate: ClusterEstimate,
+    /// Its live CMA calls from CDRs or the API, when known.
+    pub live_calls: Option<LiveCalls>,
+    /// Its web bridges, in natural order.
+    pub webbridges: Vec<String>,
+    /// Its call bridges heard in the logs.
+    pub callbridges: Vec<String>,
+    /// A restart, an API check or a drain hook runs in it now.
+    pub busy: bool,
+}
+
 /// What the guard knows, as of `now`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -152,15 +180,19 @@ pub struct Snapshot {
     pub webbridges: Vec<WebBridgeView>,
     /// CMA sessions per call bridge (the latest report).
     pub callbridges: BTreeMap<String, u32>,
-    /// The cluster.
+    /// Every cluster's sums added up (one cluster: its own).
     pub cluster: ClusterEstimate,
+    /// Each cluster, in the configuration's order.
+    #[serde(default)]
+    pub clusters: Vec<ClusterView>,
     /// The latest decisions.
     pub decisions: Vec<Decision>,
     /// The cluster's live CMA calls from CDRs or the API, when known: they
-    /// bound what a restart can drop wherever they are tighter than the logs.
+    /// bound what a restart can drop wherever they are tighter than the logs
+    /// (with several clusters, see each in `clusters`).
     #[serde(default)]
     pub live_calls: Option<LiveCalls>,
-    /// The last check of the Call Bridge API before a restart.
+    /// The last check of the Call Bridge API before a restart (in any cluster).
     #[serde(default)]
     pub api_check: Option<ApiCheckView>,
     /// The call bridges posting CDRs, and what their records say is live.

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use wbguard_core::model::Deployment;
 
 use super::api::ServerAhead;
 pub use crate::config::guard_settings::Clock;
@@ -60,12 +59,12 @@ impl GuardClock {
     }
 
     /// "Now": the wall clock, or with the data clock the newest record
-    /// when it is later.
-    pub fn now(&self, model: &Deployment) -> DateTime<Utc> {
+    /// (`latest`, of any cluster) when it is later.
+    pub fn now(&self, latest: Option<DateTime<Utc>>) -> DateTime<Utc> {
         let wall = Utc::now();
         match self.source {
             Clock::Wall => wall,
-            Clock::Data => model.latest().map_or(wall, |latest| latest.max(wall)),
+            Clock::Data => latest.map_or(wall, |latest| latest.max(wall)),
         }
     }
 

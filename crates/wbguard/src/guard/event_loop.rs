@@ -14,12 +14,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use wbguard_core::log::scan::parse_line;
 use wbguard_core::log::ParseContext;
-use wbguard_core::model::{Deployment, LiveCalls, ModelConfig};
+use wbguard_core::model::Deployment;
 use wbguard_core::policy::{self, Decision, Mode, Policy};
 
 use super::alerts::Alarms;
 use super::api::JournalAhead;
 use super::clock::{GuardClock, Verdict};
+use super::clusters::{ClusterEvent, Clusters, Makings};
 use super::enforce::{Enforcer, Finished};
 use super::history::History;
 use super::hosts::OpenHosts;
@@ -84,6 +85,8 @@ pub struct Rules {
     pub max_hosts: usize,
     /// What an API that does not answer before a restart means.
     pub api_unreachable: ApiUnreachable,
+    /// `[[cluster]]` (none: one cluster of everything, with `policy`).
+    pub clusters: Vec<crate::config::cluster::Cluster>,
 }
 
 impl Rules {
@@ -97,6 +100,7 @@ impl Rules {
             config: setup.config.clone(),
             max_hosts: settings.max_hosts,
             api_unreachable: settings.api_unreachable,
+            clusters: settings.clusters.clone(),
         }
     }
 
@@ -167,22 +171,29 @@ impl Guard {
             );
         }
         let journal_ahead = future.into_iter().map(|(webbridge, time)| JournalAhead { webbridge, time }).collect();
-        let (mut enforcer, mut finished, mut checked, mut hooks) =
-            Enforcer::new(history.clone(), notifier.clone(), super::enforce::restart_and_audit(), check);
-        enforcer.drains.resume(open_drains);
-        let model = Deployment::new(ModelConfig {
+        let makings = Makings {
+            history: history.clone(),
+            notifier: notifier.clone(),
+            restart: super::enforce::restart_and_audit(),
+            check,
             limit,
-            connection_lead: rules.policy.call_connection_lead,
-            ..ModelConfig::default()
-        });
+        };
+        let (clusters, mut events) = Clusters::new(&rules, &makings, open_drains);
+        shared.metrics.cdr.live.set_clusters(clusters.names_by_host());
+        if clusters.all.len() > 1 {
+            tracing::info!(
+                "{} clusters: {}",
+                clusters.all.len(),
+                clusters.all.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
         let mut task = Task {
             rules,
             shared,
             history,
             restarted,
             notifier,
-            enforcer,
-            model,
+            clusters,
             dirty: false,
             published: tokio::time::Instant::now(),
             open_hosts: OpenHosts::default(),
@@ -190,10 +201,8 @@ impl Guard {
             recorded: BTreeMap::new(),
             alarms: Alarms::default(),
             estimated: None,
-            decisions: Vec::new(),
             clock,
             journal_ahead,
-            api_live: None,
             cdr_on,
         };
         tracing::info!(
@@ -220,23 +229,30 @@ impl Guard {
                 }
                 Some(rules) = reloads.recv() => task.reload(rules),
                 Some(request) = manual.recv() => task.manual(request).await,
-                Some(done) = finished.recv() => task.finished(done),
-                Some(answer) = checked.recv() => task.api_answered(answer).await,
-                Some(done) = hooks.recv() => {
-                    let now = task.clock.now(&task.model);
-                    task.enforcer.drains.hook_done(done, now);
-                }
+                Some(event) = events.recv() => match event {
+                    ClusterEvent::Finished(index, done) => task.finished(index, done),
+                    ClusterEvent::Checked(index, answer) => task.api_answered(index, answer).await,
+                    ClusterEvent::Hook(index, done) => {
+                        let now = task.now();
+                        task.clusters.all[index].enforcer.drains.hook_done(done, now);
+                    }
+                },
                 _ = decide_tick.tick() => task.decide().await,
                 _ = prune_tick.tick() => task.prune(),
                 _ = shutdown.changed() => break,
             }
         }
-        // Stopping: a restart in flight gets time to finish (its intent is
-        // journaled either way), and everything seen is written.
-        if task.enforcer.busy {
-            tracing::info!("waiting up to {} s for the restart in flight", SHUTDOWN_GRACE.as_secs());
-            if let Ok(Some(done)) = tokio::time::timeout(SHUTDOWN_GRACE, finished.recv()).await {
-                task.finished(done);
+        // Stopping: restarts in flight get time to finish (their intents
+        // are journaled either way), and everything seen is written.
+        if task.clusters.busy() {
+            tracing::info!("waiting up to {} s for the restarts in flight", SHUTDOWN_GRACE.as_secs());
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while task.clusters.busy() {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some(ClusterEvent::Finished(index, done))) => task.finished(index, done),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         task.history.samples(std::mem::take(&mut task.samples));
@@ -252,11 +268,9 @@ struct Task {
     /// The last restart the guard made (or may have made) of each web bridge.
     restarted: BTreeMap<String, DateTime<Utc>>,
     notifier: Notifier,
-    enforcer: Enforcer,
-    model: Deployment,
-    /// The decisions of the last round, as published.
-    decisions: Vec<Decision>,
-    /// The model changed since the snapshot was published.
+    /// Each cluster's model, enforcer, live calls and decisions.
+    clusters: Clusters,
+    /// A model changed since the snapshot was published.
     dirty: bool,
     /// When new data was last published.
     published: tokio::time::Instant,
@@ -274,14 +288,18 @@ struct Task {
     clock: GuardClock,
     /// Journaled restarts dated in the future at start.
     journal_ahead: Vec<JournalAhead>,
-    /// The live calls the Call Bridge API counted last.
-    api_live: Option<LiveCalls>,
     /// CDRs are received.
     cdr_on: bool,
 }
 
 impl Task {
-    /// Parses a batch and feeds the model.
+    /// The guard's "now": the wall clock, or with the data clock the newest
+    /// record of any cluster.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now(self.clusters.latest())
+    }
+
+    /// Parses a batch and feeds each record to its cluster's model.
     fn ingest(&mut self, batch: &Batch) {
         // A line without a host is named by its server, else by where it
         // came from; a year is inferred against the guard's "now".
@@ -290,11 +308,7 @@ impl Task {
             _ => batch.source.to_string(),
         };
         let wall = Utc::now();
-        let mut ctx = ParseContext {
-            zone: self.rules.zone,
-            reference: self.clock.now(&self.model),
-            default_host: Some(default_host),
-        };
+        let mut ctx = ParseContext { zone: self.rules.zone, reference: self.now(), default_host: Some(default_host) };
         // With the data clock "now" is the newest record, so the year of a
         // BSD stamp is inferred against it record by record: a batch of a
         // simulation running far ahead spans more than the day of slack.
@@ -323,7 +337,8 @@ impl Task {
                     if follow_data {
                         ctx.reference = ctx.reference.max(record.time);
                     }
-                    self.model.observe(&record);
+                    let index = self.clusters.index_of(&record.host);
+                    self.clusters.all[index].model.observe(&record);
                     self.samples.extend(sample(&record));
                     self.dirty = true;
                 }
@@ -368,16 +383,25 @@ impl Task {
         }
     }
 
-    /// The snapshot of the model as of `now` with `decisions`, and the clock.
-    fn snapshot(&self, now: DateTime<Utc>, decisions: Vec<Decision>) -> Snapshot {
-        let mut snapshot = Snapshot::build(&self.model, self.rules.policy.mode, now, decisions);
+    /// The snapshot of every cluster as of `now` with its last decisions,
+    /// and the clock.
+    fn snapshot(&self, now: DateTime<Utc>) -> Snapshot {
+        let parts = self.clusters.all.iter().map(|cluster| super::snapshot::Part {
+            name: &cluster.name,
+            model: &cluster.model,
+            mode: cluster.policy.mode,
+            stale_after: cluster.policy.stale_after,
+            decisions: &cluster.decisions,
+            api_check: cluster.enforcer.precheck.last.as_ref(),
+            drains: cluster.enforcer.drains.views(),
+            busy: cluster.enforcer.in_progress(),
+        });
+        let mut snapshot = Snapshot::build(parts, self.rules.policy.mode, now);
         snapshot.clock = self.clock.source;
         snapshot.future_tolerance_seconds = self.clock.tolerance.num_seconds();
         snapshot.servers_ahead = self.clock.ahead();
         snapshot.journal_ahead = self.journal_ahead.clone();
-        snapshot.api_check = self.enforcer.precheck.last.clone();
         snapshot.cdr = self.shared.metrics.cdr.live.callbridges();
-        snapshot.drains = self.enforcer.drains.views();
         snapshot
     }
 
@@ -391,8 +415,8 @@ impl Task {
 
     /// Publishes the status (without new decisions) and hands over samples.
     fn publish(&mut self) {
-        let now = self.clock.now(&self.model);
-        self.shared.publish(self.snapshot(now, self.decisions.clone()));
+        let now = self.now();
+        self.shared.publish(self.snapshot(now));
         self.history.samples(std::mem::take(&mut self.samples));
         self.dirty = false;
         self.published = tokio::time::Instant::now();
@@ -404,38 +428,45 @@ impl Task {
             rules.policy.mode,
             rules.config.as_ref().map_or(0, |c| c.servers.len())
         );
+        self.clusters.reload(&rules);
         self.rules = rules;
         self.recorded.clear();
     }
 
     /// An operator's "restart now": through the journal and the restart
     /// machinery like any other, and under the same rules of the policy
-    /// (one restart at a time, `min_interval`); it bypasses only the need,
-    /// the safety and a back-off.
+    /// (one restart at a time in its cluster, `min_interval`); it bypasses
+    /// only the need, the safety and a back-off.
     async fn manual(&mut self, Manual { webbridge, reply }: Manual) {
-        let now = self.clock.now(&self.model);
+        let now = self.now();
         let _ = reply.send(self.restart_now(&webbridge, now).await);
     }
 
     /// Starts the restart an operator asked for, or says why not.
     async fn restart_now(&mut self, webbridge: &str, now: DateTime<Utc>) -> Result<String, (u16, String)> {
-        let (Some(config), Mode::Enforce) = (&self.rules.config, self.rules.policy.mode) else {
-            return Err((403, "restart now needs enforce mode and a configuration".to_owned()));
-        };
         // The name comes from the network: quoted and escaped wherever it is shown.
         // Host names are lower case where records are made; an operator may type CMS1.
-        let Some(mut decision) = self.decisions.iter().find(|d| d.webbridge.eq_ignore_ascii_case(webbridge)).cloned()
-        else {
+        let found = self.clusters.deciding(webbridge).map(|(index, decision)| (index, decision.clone()));
+        let cluster_mode = found.as_ref().map(|(index, _)| self.clusters.all[*index].policy.mode);
+        let enforce = cluster_mode.unwrap_or(self.rules.policy.mode) == Mode::Enforce;
+        if self.rules.config.is_none() || !enforce {
+            return Err((403, "restart now needs enforce mode and a configuration".to_owned()));
+        }
+        let Some((index, mut decision)) = found else {
             return Err((404, format!("no web bridge {webbridge:?} in the guard's data")));
+        };
+        let cluster = &mut self.clusters.all[index];
+        let Some(config) = cluster.config.as_ref() else {
+            return Err((403, "restart now needs enforce mode and a configuration".to_owned()));
         };
         let webbridge = decision.webbridge.clone();
         let webbridge = webbridge.as_str();
-        if self.enforcer.in_progress() {
-            return Err((409, "a restart is in progress: one at a time".to_owned()));
+        if cluster.enforcer.in_progress() {
+            return Err((409, format!("a restart is in progress in cluster {}: one at a time", cluster.name)));
         }
-        let interval = self.rules.policy.min_interval;
+        let interval = cluster.policy.min_interval;
         if let Some(last) =
-            policy::last_restart(&self.model, &self.restarted, webbridge).filter(|&t| now - t < interval)
+            policy::last_restart(&cluster.model, &self.restarted, webbridge).filter(|&t| now - t < interval)
         {
             let allowed = last + interval;
             // Whole minutes, rounded up: "in 0 min" would invite a retry that fails.
@@ -453,26 +484,29 @@ impl Task {
         decision.action = policy::Action::Restart;
         decision.reason = "requested by an operator on the status page".into();
         tracing::warn!("{webbridge}: restart requested by an operator");
-        self.enforcer.act_unchecked(config, decision, now, &mut self.restarted).await;
-        if self.enforcer.busy {
+        cluster.enforcer.act_unchecked(config, decision, now, &mut self.restarted).await;
+        if cluster.enforcer.busy {
             Ok(format!("restarting {webbridge}"))
         } else {
             Err((409, format!("{webbridge} could not be restarted: see the alerts")))
         }
     }
 
-    fn finished(&mut self, done: Finished) {
+    fn finished(&mut self, index: usize, done: Finished) {
+        let now = self.now();
         let webbridge = done.webbridge().to_owned();
-        let result = self.enforcer.finished(done, self.clock.now(&self.model));
+        let cluster = &mut self.clusters.all[index];
+        let result = cluster.enforcer.finished(done, now);
         tracing::info!("the restart of {webbridge} ended: {result}");
-        self.shared.count_restart(&webbridge, result);
+        self.shared.count_restart(&cluster.name, &webbridge, result);
     }
 
-    /// The Call Bridge API answered before a restart: its count goes to
-    /// the model, and the round is taken again at once, so that a cleared
-    /// restart goes out seconds after the answer.
-    async fn api_answered(&mut self, answer: Checked) {
-        let logs_if_unreachable = self.rules.api_unreachable == ApiUnreachable::Logs;
+    /// A cluster's Call Bridge API answered before a restart: its count
+    /// goes to the cluster's model, and the round is taken again at once,
+    /// so that a cleared restart goes out seconds after the answer.
+    async fn api_answered(&mut self, index: usize, answer: Checked) {
+        let cluster = &mut self.clusters.all[index];
+        let logs_if_unreachable = cluster.api_unreachable == ApiUnreachable::Logs;
         let asked_wall = answer.asked_wall();
         // Calls the CDRs say began while the web bridge to restart saw no
         // new connection cannot be on it (policy.call_connection_lead).
@@ -481,14 +515,14 @@ impl Task {
                 let starts = self.shared.metrics.cdr.live.cma_starts();
                 starts
                     .into_iter()
-                    .filter(|&(_, start)| !self.model.may_hold_call(webbridge, start))
+                    .filter(|&(_, start)| !cluster.model.may_hold_call(webbridge, start))
                     .map(|(id, _)| id)
                     .collect()
             }
             None => HashSet::new(),
         };
-        if let Some((live, legs)) = self.enforcer.precheck.answered(answer, logs_if_unreachable, &elsewhere) {
-            self.api_live = Some(live);
+        if let Some((live, legs)) = cluster.enforcer.precheck.answered(answer, logs_if_unreachable, &elsewhere) {
+            cluster.api_live = Some(live);
             // What the API lists is what is live: the CDR count of each
             // call bridge that answered is right again (after lost records).
             // Without CDRs nothing would keep those legs current: no reconcile.
@@ -501,63 +535,73 @@ impl Task {
         self.decide().await;
     }
 
-    /// The cluster's call bridges: those the logs show alive, and those
-    /// that post CDRs (one not known from CDRs leaves the CDR figure
-    /// unknown: never assumed zero).
-    fn cluster_callbridges(&self, now: DateTime<Utc>) -> Vec<String> {
-        let gone_after = self.model.config().callbridge_gone_after;
+    /// A cluster's call bridges: those the logs show alive, and those that
+    /// post CDRs (one not known from CDRs leaves the CDR figure unknown:
+    /// never assumed zero).
+    fn cluster_callbridges(&self, index: usize, now: DateTime<Utc>) -> Vec<String> {
+        let model = &self.clusters.all[index].model;
+        let gone_after = model.config().callbridge_gone_after;
         let mut names: Vec<String> =
-            self.model.callbridges().filter(|cb| now - cb.last_time <= gone_after).map(|cb| cb.host.clone()).collect();
-        names.extend(self.shared.metrics.cdr.live.names());
+            model.callbridges().filter(|cb| now - cb.last_time <= gone_after).map(|cb| cb.host.clone()).collect();
+        names.extend(
+            self.shared.metrics.cdr.live.names().into_iter().filter(|name| self.clusters.index_of(name) == index),
+        );
         names.sort();
         names.dedup();
         names
     }
 
-    /// Every [`DECIDE_EVERY`]: fresh decisions, restarts verified and
-    /// started, changes recorded and announced, estimates stored.
+    /// Every [`DECIDE_EVERY`]: fresh decisions in every cluster, restarts
+    /// verified and started (one at a time per cluster), changes recorded
+    /// and announced, estimates stored.
     async fn decide(&mut self) {
-        let now = self.clock.now(&self.model);
-        // The cluster's live calls as the best source knows them: the CDRs
-        // when every call bridge is known from them, else the API's last
-        // count while it is fresh; none: the logs alone.
-        let callbridges = self.cluster_callbridges(now);
-        let from_cdr = self.shared.metrics.cdr.live.cluster_calls(&callbridges);
-        let from_api = self.api_live.filter(|live| now - live.as_of <= API_FRESH);
-        // When each call began (CDRs only): calls that began while a web
-        // bridge saw no new connection are not counted on it.
-        let starts = from_cdr.as_ref().and_then(|(_, starts)| starts.clone()).unwrap_or_default();
-        let from_cdr = from_cdr.map(|(live, _)| live);
-        self.model.set_live_calls(from_cdr.or(from_api));
-        self.model.set_live_leg_starts(starts);
-        let (seen, unseen) = self.enforcer.verify(&self.model, now);
-        for webbridge in &seen {
-            self.shared.count_restart(webbridge, RestartResult::Verified);
-        }
-        for webbridge in &unseen {
-            self.shared.count_restart(webbridge, RestartResult::Unverified);
-        }
-        let config = self.rules.config.as_ref();
-        let mut decisions = decide(&self.model, &self.rules.policy, &self.restarted, &self.enforcer, config, now);
-        let enforce = self.rules.policy.mode == Mode::Enforce;
-        if let (true, Some(config)) = (enforce, config) {
-            self.enforcer.act(config, &decisions, now, &mut self.restarted).await;
-        }
-        // Drains asked for, and web bridges to make ready again (in any mode).
-        let busy = self.enforcer.in_progress();
-        self.enforcer.drains.act(config, &decisions, enforce, busy, now).await;
-        // A call bridge first heard, with records lost, or silent: its API
-        // vouches for what is live.
-        if let (true, Some(config)) = (self.cdr_on, &self.rules.config) {
-            if !callbridges.is_empty() && from_cdr.is_none() {
-                self.enforcer.precheck.reconcile(config, now);
+        let now = self.now();
+        for index in 0..self.clusters.all.len() {
+            let callbridges = self.cluster_callbridges(index, now);
+            let cluster = &mut self.clusters.all[index];
+            // The cluster's live calls as the best source knows them: the
+            // CDRs when every call bridge is known from them, else the
+            // API's last count while it is fresh; none: the logs alone.
+            let from_cdr = self.shared.metrics.cdr.live.cluster_calls(&callbridges);
+            let from_api = cluster.api_live.filter(|live| now - live.as_of <= API_FRESH);
+            // When each call began (CDRs only): calls that began while a web
+            // bridge saw no new connection are not counted on it.
+            let starts = from_cdr.as_ref().and_then(|(_, starts)| starts.clone()).unwrap_or_default();
+            let from_cdr = from_cdr.map(|(live, _)| live);
+            cluster.model.set_live_calls(from_cdr.or(from_api));
+            cluster.model.set_live_leg_starts(starts);
+            let (seen, unseen) = cluster.enforcer.verify(&cluster.model, now);
+            for webbridge in &seen {
+                self.shared.count_restart(&cluster.name, webbridge, RestartResult::Verified);
             }
+            for webbridge in &unseen {
+                self.shared.count_restart(&cluster.name, webbridge, RestartResult::Unverified);
+            }
+            let config = cluster.config.as_ref();
+            let mut decisions =
+                decide(&cluster.model, &cluster.policy, &self.restarted, &cluster.enforcer, config, now);
+            let enforce = cluster.policy.mode == Mode::Enforce;
+            if let (true, Some(config)) = (enforce, config) {
+                cluster.enforcer.act(config, &decisions, now, &mut self.restarted).await;
+            }
+            // Drains asked for, and web bridges to make ready again (in any mode).
+            let busy = cluster.enforcer.in_progress();
+            cluster.enforcer.drains.act(config, &decisions, enforce, busy, now).await;
+            // A call bridge first heard, with records lost, or silent: its API
+            // vouches for what is live.
+            if let (true, Some(config)) = (self.cdr_on, config) {
+                if !callbridges.is_empty() && from_cdr.is_none() {
+                    cluster.enforcer.precheck.reconcile(config, now);
+                }
+            }
+            cluster.enforcer.precheck.annotate(&mut decisions);
+            self.alarms.notify(&decisions, cluster.policy.mode, now, &self.notifier);
+            cluster.decisions = decisions;
         }
-        self.enforcer.precheck.annotate(&mut decisions);
         self.clock.forgive(Utc::now());
-        let snapshot = self.snapshot(now, decisions.clone());
+        let snapshot = self.snapshot(now);
         self.history.samples(std::mem::take(&mut self.samples));
-        for decision in &decisions {
+        for decision in self.clusters.all.iter().flat_map(|c| &c.decisions) {
             // A change of action or of wording, not of the numbers in it
             // ("not needed: 91 sessions" then 92): a fleet's every round
             // would otherwise be a row per web bridge.
@@ -572,7 +616,6 @@ impl Task {
                 self.recorded.insert(decision.webbridge.clone(), key);
             }
         }
-        self.alarms.notify(&decisions, self.rules.policy.mode, now, &self.notifier);
         // The leak range over time, for the page's chart: once a minute of data time.
         if self.estimated.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
             let estimates = snapshot
@@ -592,7 +635,6 @@ impl Task {
             self.estimated = Some(now);
         }
         self.shared.publish(snapshot);
-        self.decisions = decisions;
     }
 }
 

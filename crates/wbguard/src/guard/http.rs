@@ -305,11 +305,38 @@ struct Range {
     from: Option<String>,
     to: Option<String>,
     points: Option<String>,
+    webbridge: Option<String>,
+    cluster: Option<String>,
 }
 
-/// `/api/history?from=RFC3339&to=RFC3339&points=N` (default: the last day,
-/// [`history::DEFAULT_POINTS`] per series): bounded whatever is asked (see
-/// [`crate::store::history`]), at most [`READS`] built at once.
+/// The hosts `?webbridge=` or `?cluster=` name (none: every host): a web
+/// bridge is its server's host (its Stats and its call bridge's STATS); a
+/// cluster, its web bridges and call bridges as the status knows them.
+fn hosts_asked(
+    range: &Range,
+    snapshot: &super::snapshot::Snapshot,
+) -> Result<Option<Vec<String>>, (StatusCode, String)> {
+    match (&range.webbridge, &range.cluster) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err((StatusCode::BAD_REQUEST, "give webbridge or cluster, not both\n".into())),
+        // Host names are lower case where records are made.
+        (Some(webbridge), None) => Ok(Some(vec![webbridge.to_ascii_lowercase()])),
+        (None, Some(name)) => {
+            let Some(cluster) = snapshot.clusters.iter().find(|c| c.name.eq_ignore_ascii_case(name)) else {
+                return Err((StatusCode::NOT_FOUND, format!("no cluster {name:?}\n")));
+            };
+            let mut hosts: Vec<String> = cluster.webbridges.iter().chain(&cluster.callbridges).cloned().collect();
+            hosts.sort();
+            hosts.dedup();
+            Ok(Some(hosts))
+        }
+    }
+}
+
+/// `/api/history?from=RFC3339&to=RFC3339&points=N&webbridge=NAME&cluster=NAME`
+/// (default: the last day, [`history::DEFAULT_POINTS`] per series, every
+/// host): bounded whatever is asked (see [`crate::store::history`]), at
+/// most [`READS`] built at once.
 async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> axum::response::Response {
     let parse = |text: &Option<String>, default: chrono::DateTime<chrono::Utc>| match text {
         None => Ok(default),
@@ -330,7 +357,11 @@ async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> 
             return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
         }
     };
-    match web.history.read(history::Query { points, ..history::Query::new(from, to) }).await {
+    let hosts = match hosts_asked(&range, &web.shared.snapshot()) {
+        Ok(hosts) => hosts,
+        Err(refused) => return refused.into_response(),
+    };
+    match web.history.read(history::Query { points, hosts, ..history::Query::new(from, to) }).await {
         Ok(read) => {
             let body = axum::body::Body::new(Answer::of(read));
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()

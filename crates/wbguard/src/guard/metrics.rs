@@ -37,6 +37,7 @@ use prometheus_client::registry::Registry;
 
 use super::api::Snapshot;
 use crate::cdr::metrics::Cdr;
+use crate::config::cluster::DEFAULT_CLUSTER;
 use crate::ingest::metrics::Messages;
 use crate::restarter::Attempt;
 
@@ -106,6 +107,8 @@ impl EncodeLabelValue for RestartResult {
 /// The labels of `wbguard_restarts_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RestartLabels {
+    /// Its cluster.
+    pub cluster: String,
     /// The web bridge (its log host name).
     pub webbridge: String,
     /// How it ended.
@@ -115,6 +118,8 @@ pub struct RestartLabels {
 /// The label of every per-web-bridge gauge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct WebBridgeLabels {
+    /// Its cluster.
+    cluster: String,
     /// Its log host name.
     webbridge: String,
 }
@@ -122,6 +127,8 @@ struct WebBridgeLabels {
 /// The label of the per-call-bridge gauge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CallBridgeLabels {
+    /// Its cluster.
+    cluster: String,
     /// Its log host name.
     callbridge: String,
 }
@@ -276,9 +283,10 @@ impl Metrics {
         Metrics { registry, syslog, webhooks, history_dropped, cdr, restarts }
     }
 
-    /// Counts one outcome of the guard's own restart of `webbridge`.
-    pub fn count_restart(&self, webbridge: &str, result: RestartResult) {
-        self.restarts.get_or_create(&RestartLabels { webbridge: webbridge.to_owned(), result }).inc();
+    /// Counts one outcome of the guard's own restart of `webbridge` in `cluster`.
+    pub fn count_restart(&self, cluster: &str, webbridge: &str, result: RestartResult) {
+        let labels = RestartLabels { cluster: cluster.to_owned(), webbridge: webbridge.to_owned(), result };
+        self.restarts.get_or_create(&labels).inc();
     }
 
     /// Everything, in `format`.
@@ -320,7 +328,15 @@ impl Collector for SnapshotMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.latest.read().expect("the snapshot lock is never poisoned").clone();
         let webbridges = &snapshot.webbridges;
-        let label = |webbridge: &String| WebBridgeLabels { webbridge: webbridge.clone() };
+        // A drained web bridge the logs do not show is in the cluster its
+        // drain's server is in; without a view, the first cluster.
+        let cluster_of = |webbridge: &str| {
+            webbridges.iter().find(|w| w.webbridge == webbridge).map(|w| w.cluster.clone()).unwrap_or_else(|| {
+                snapshot.clusters.first().map_or_else(|| DEFAULT_CLUSTER.to_owned(), |c| c.name.clone())
+            })
+        };
+        let label =
+            |webbridge: &String| WebBridgeLabels { cluster: cluster_of(webbridge), webbridge: webbridge.clone() };
         gauges(
             &mut encoder,
             "wbguard_webbridge_active_sessions",
@@ -371,7 +387,14 @@ impl Collector for SnapshotMetrics {
             &mut encoder,
             "wbguard_callbridge_cma_sessions",
             "CMA sessions on the call bridge (its latest report).",
-            snapshot.callbridges.iter().map(|(host, cma)| (CallBridgeLabels { callbridge: host.clone() }, *cma)),
+            snapshot.callbridges.iter().map(|(host, cma)| {
+                let cluster = snapshot
+                    .clusters
+                    .iter()
+                    .find(|c| c.callbridges.contains(host))
+                    .map_or_else(|| DEFAULT_CLUSTER.to_owned(), |c| c.name.clone());
+                (CallBridgeLabels { cluster, callbridge: host.clone() }, *cma)
+            }),
         )?;
         let mut restarts = encoder.encode_descriptor(
             "wbguard_restarts",
@@ -381,7 +404,11 @@ impl Collector for SnapshotMetrics {
             MetricType::Counter,
         )?;
         for w in webbridges {
-            let labels = RestartLabels { webbridge: w.webbridge.clone(), result: RestartResult::Observed };
+            let labels = RestartLabels {
+                cluster: w.cluster.clone(),
+                webbridge: w.webbridge.clone(),
+                result: RestartResult::Observed,
+            };
             ConstCounter::new(w.restarts_total).encode(restarts.encode_family(&labels)?)?;
         }
         self.restarts.encode(restarts)
@@ -398,14 +425,14 @@ mod tests {
     fn the_exported_series_keep_their_names() {
         let latest: Latest = Arc::new(RwLock::new(Arc::new(Snapshot::empty(Mode::Observe))));
         let metrics = Metrics::new(latest);
-        metrics.count_restart("cms\"1", RestartResult::Verified);
+        metrics.count_restart("eu", "cms\"1", RestartResult::Verified);
         metrics.webhooks.count(WebhookResult::Failed);
         metrics.history_dropped.inc();
         let classic = metrics.encode(Format::Prometheus);
         for line in [
             "# TYPE wbguard_webbridge_active_sessions gauge\n",
             "# TYPE wbguard_restarts_total counter\n",
-            "wbguard_restarts_total{webbridge=\"cms\\\"1\",result=\"verified\"} 1\n",
+            "wbguard_restarts_total{cluster=\"eu\",webbridge=\"cms\\\"1\",result=\"verified\"} 1\n",
             "wbguard_syslog_messages_total{result=\"dropped\"} 0\n",
             "wbguard_webhook_notifications_total{result=\"failed\"} 1\n",
             "wbguard_webhook_notifications_total{result=\"sent\"} 0\n",

@@ -20,6 +20,7 @@
 mod alerts;
 pub mod api;
 mod clock;
+mod clusters;
 mod drains;
 mod enforce;
 mod event_loop;
@@ -89,10 +90,14 @@ impl Setup {
         if settings.tls.is_none() && settings.listen_cdr.iter().any(|l| l.tls) {
             anyhow::bail!("an https:// CDR listener needs tls_certificate and tls_key in the configuration's [watch]");
         }
-        if settings.policy.mode == Mode::Enforce {
-            for server in self.config.iter().flat_map(|config| &config.servers) {
-                usable_credentials(server)?;
-            }
+        // Every server the guard may restart: all in enforce mode, else
+        // those of the clusters whose own policy enforces.
+        let enforced = |name: &str| match settings.clusters.iter().find(|c| c.servers.iter().any(|s| s == name)) {
+            Some(cluster) => cluster.policy.mode == Mode::Enforce,
+            None => settings.policy.mode == Mode::Enforce,
+        };
+        for server in self.config.iter().flat_map(|config| &config.servers).filter(|s| enforced(&s.name)) {
+            usable_credentials(server)?;
         }
         let webhooks = settings
             .webhooks

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use wbguard_core::model::{ClusterEstimate, Deployment, ModelConfig};
 use wbguard_core::policy::{Decision, Mode};
 
-pub use super::api::{Snapshot, WebBridgeView};
+pub use super::api::{ApiCheckView, ClusterView, DrainView, Snapshot, WebBridgeView};
 use super::metrics::{Latest, Metrics, RestartResult};
 use crate::secret::Token;
 
@@ -28,6 +28,7 @@ impl Snapshot {
             webbridges: Vec::new(),
             callbridges: BTreeMap::new(),
             cluster: ClusterEstimate { active_total: 0, cma_total: None, leaked_lower: 0, leaked_upper: 0 },
+            clusters: Vec::new(),
             decisions: Vec::new(),
             live_calls: None,
             api_check: None,
@@ -36,46 +37,94 @@ impl Snapshot {
         }
     }
 
-    /// The model as of `now`, with the decisions taken on it (the clock's
-    /// fields are the caller's to fill).
-    pub fn build(model: &Deployment, mode: Mode, now: DateTime<Utc>, mut decisions: Vec<Decision>) -> Snapshot {
-        let mut webbridges = model
-            .webbridges()
-            .filter_map(|state| {
-                let last = state.last()?;
-                let estimate = model.estimate(&state.host, now)?;
-                Some(WebBridgeView {
+    /// Every cluster's model as of `now`, with the decisions taken on it
+    /// (the clock's fields and the CDRs are the caller's to fill); `mode`
+    /// is the guard's own (each cluster says its own).
+    pub fn build<'a>(parts: impl Iterator<Item = Part<'a>>, mode: Mode, now: DateTime<Utc>) -> Snapshot {
+        let mut snapshot = Snapshot::empty(mode);
+        snapshot.now = now;
+        let mut estimates = Vec::new();
+        for part in parts {
+            let mut names = Vec::new();
+            for state in part.model.webbridges() {
+                let (Some(last), Some(estimate)) = (state.last(), part.model.estimate(&state.host, now)) else {
+                    continue;
+                };
+                names.push(state.host.clone());
+                snapshot.webbridges.push(WebBridgeView {
                     webbridge: state.host.clone(),
+                    cluster: part.name.to_owned(),
                     last_seen: last.time,
+                    silent: now - last.time > part.stale_after,
                     estimate,
                     restarts: state.restarts.iter().map(|r| r.time).collect(),
                     restarts_total: state.restart_count,
-                })
-            })
-            .collect::<Vec<WebBridgeView>>();
-        // Names in the order people count them: cms2 before cms10.
-        webbridges.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
-        decisions.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
-        let callbridges =
-            model.callbridges().filter_map(|cb| Some((cb.host.clone(), cb.last.cma()?.current))).collect();
-        Snapshot {
-            now,
-            clock: super::clock::Clock::Wall,
-            future_tolerance_seconds: 0,
-            servers_ahead: Vec::new(),
-            journal_ahead: Vec::new(),
-            mode,
-            limit: model.config().limit,
-            webbridges,
-            callbridges,
-            cluster: model.cluster_estimate(now),
-            decisions,
-            live_calls: model.live_calls(),
-            api_check: None,
-            cdr: Vec::new(),
-            drains: Vec::new(),
+                });
+            }
+            names.sort_by(|a, b| natural_order(a, b));
+            let mut callbridges = Vec::new();
+            for cb in part.model.callbridges() {
+                callbridges.push(cb.host.clone());
+                if let Some(cma) = cb.last.cma() {
+                    snapshot.callbridges.insert(cb.host.clone(), cma.current);
+                }
+            }
+            let estimate = part.model.cluster_estimate(now);
+            estimates.push(estimate.clone());
+            snapshot.limit = part.model.config().limit;
+            snapshot.live_calls = part.model.live_calls();
+            snapshot.decisions.extend(part.decisions.iter().cloned());
+            snapshot.drains.extend(part.drains);
+            if let Some(check) = part.api_check {
+                if snapshot.api_check.as_ref().is_none_or(|latest| latest.time < check.time) {
+                    snapshot.api_check = Some(check.clone());
+                }
+            }
+            snapshot.clusters.push(ClusterView {
+                name: part.name.to_owned(),
+                mode: part.mode,
+                estimate,
+                live_calls: part.model.live_calls(),
+                webbridges: names,
+                callbridges,
+                busy: part.busy,
+            });
         }
+        // Several clusters: their live calls are each cluster's own.
+        if snapshot.clusters.len() > 1 {
+            snapshot.live_calls = None;
+        }
+        snapshot.cluster = ClusterEstimate {
+            active_total: estimates.iter().map(|e| e.active_total).sum(),
+            cma_total: estimates.iter().map(|e| e.cma_total).sum(),
+            leaked_lower: estimates.iter().map(|e| e.leaked_lower).sum(),
+            leaked_upper: estimates.iter().map(|e| e.leaked_upper).sum(),
+        };
+        // Names in the order people count them: cms2 before cms10.
+        snapshot.webbridges.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
+        snapshot.decisions.sort_by(|a, b| natural_order(&a.webbridge, &b.webbridge));
+        snapshot
     }
+}
+
+/// One cluster's part of a snapshot.
+pub struct Part<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its model.
+    pub model: &'a Deployment,
+    /// Its policy's mode.
+    pub mode: Mode,
+    /// Its policy's `stale_after`: a web bridge silent longer is `silent`.
+    pub stale_after: chrono::Duration,
+    /// Its last decisions.
+    pub decisions: &'a [Decision],
+    /// Its last API check.
+    pub api_check: Option<&'a ApiCheckView>,
+    /// Its drains.
+    pub drains: Vec<DrainView>,
+    /// A restart, an API check or a drain hook runs in it.
+    pub busy: bool,
 }
 
 /// Shared between the guard task and its readers.
@@ -95,9 +144,9 @@ impl Shared {
         Shared { metrics: Metrics::new(snapshot.clone()), snapshot, restart_token: RwLock::new(None) }
     }
 
-    /// Counts one outcome of the guard's own restart of `webbridge`.
-    pub fn count_restart(&self, webbridge: &str, result: RestartResult) {
-        self.metrics.count_restart(webbridge, result);
+    /// Counts one outcome of the guard's own restart of `webbridge` in `cluster`.
+    pub fn count_restart(&self, cluster: &str, webbridge: &str, result: RestartResult) {
+        self.metrics.count_restart(cluster, webbridge, result);
     }
 
     /// Publishes a new snapshot.

@@ -41,7 +41,7 @@ pub const MAX_SERIES: usize = MAX_BUCKETS / 2;
 pub const MAX_EVENTS: usize = 1000;
 
 /// What is asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Query {
     /// From (inclusive).
     pub from: DateTime<Utc>,
@@ -49,12 +49,25 @@ pub struct Query {
     pub to: DateTime<Utc>,
     /// Buckets per series, 1 to [`MAX_POINTS`].
     pub points: usize,
+    /// Only these hosts (a web bridge, or a cluster's servers): their
+    /// samples, estimates, restarts and decisions; none: every host.
+    pub hosts: Option<Vec<String>>,
 }
 
 impl Query {
-    /// The range, with [`DEFAULT_POINTS`] per series.
+    /// The range, with [`DEFAULT_POINTS`] per series, every host.
     pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Query {
-        Query { from, to, points: DEFAULT_POINTS }
+        Query { from, to, points: DEFAULT_POINTS, hosts: None }
+    }
+}
+
+/// The hosts a read goes through one by one (each by its own index, so a
+/// web bridge's week costs its own rows, not the fleet's), or `[None]`:
+/// every host in one pass.
+fn each_host(hosts: &Option<Vec<String>>) -> Vec<Option<&str>> {
+    match hosts {
+        None => vec![None],
+        Some(hosts) => hosts.iter().map(|h| Some(h.as_str())).collect(),
     }
 }
 
@@ -322,10 +335,10 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
     };
     // Buckets span the data in the range, not the range: a range of a
     // century over 90 days of data still gives `points` useful buckets.
-    if let Some((first, last)) = span(connection, from, to)? {
+    if let Some((first, last)) = span(connection, from, to, &query.hosts)? {
         let width = ((last - first + 1) + points - 1) / points;
-        let (webbridges, callbridges) = samples(connection, first, last, width)?;
-        let estimates = estimates(connection, first, last, width)?;
+        let (webbridges, callbridges) = samples(connection, first, last, width, &query.hosts)?;
+        let estimates = estimates(connection, first, last, width, &query.hosts)?;
         // The widest: a table whose series were too many widened its buckets.
         answer.bucket_ms = webbridges.width.max(callbridges.width).max(estimates.width);
         answer.series_truncated = webbridges.left_out || callbridges.left_out || estimates.left_out;
@@ -355,12 +368,14 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
             })
             .collect();
     }
+    // Restarts and decisions are few (a decision is stored when it changes).
+    let only = query.hosts.as_ref().map(|hosts| serde_json::Value::from(hosts.clone()).to_string());
     (answer.restarts, answer.restarts_truncated) = newest(
         connection,
         "SELECT id, webbridge, reason, intent_ms, finished_ms, result, detail FROM restarts \
-         WHERE intent_ms >= ?1 AND intent_ms <= ?2 ORDER BY intent_ms DESC, id DESC LIMIT ?3",
-        from,
-        to,
+         WHERE intent_ms >= ?1 AND intent_ms <= ?2 AND (?4 IS NULL OR webbridge IN (SELECT value FROM json_each(?4))) \
+         ORDER BY intent_ms DESC, id DESC LIMIT ?3",
+        (from, to, only.as_deref()),
         |row| {
             Ok(Restart {
                 id: row.get(0)?,
@@ -376,9 +391,9 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
     (answer.decisions, answer.decisions_truncated) = newest(
         connection,
         "SELECT time_ms, webbridge, action, reason FROM decisions \
-         WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms DESC, rowid DESC LIMIT ?3",
-        from,
-        to,
+         WHERE time_ms >= ?1 AND time_ms <= ?2 AND (?4 IS NULL OR webbridge IN (SELECT value FROM json_each(?4))) \
+         ORDER BY time_ms DESC, rowid DESC LIMIT ?3",
+        (from, to, only.as_deref()),
         |row| {
             Ok(Decision { time: time(row.get(0)?), webbridge: row.get(1)?, action: row.get(2)?, reason: row.get(3)? })
         },
@@ -388,16 +403,28 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
 
 /// The first and last time of a sample or an estimate in `from..=to`
 /// (index lookups, not scans).
-fn span(connection: &Connection, from: i64, to: i64) -> anyhow::Result<Option<(i64, i64)>> {
+fn span(
+    connection: &Connection,
+    from: i64,
+    to: i64,
+    hosts: &Option<Vec<String>>,
+) -> anyhow::Result<Option<(i64, i64)>> {
     let mut first = None::<i64>;
     let mut last = None::<i64>;
-    for table in ["samples", "estimates"] {
+    for ((table, column), host) in [("samples", "host"), ("estimates", "webbridge")]
+        .into_iter()
+        .flat_map(|t| each_host(hosts).into_iter().map(move |h| (t, h)))
+    {
+        let only = if host.is_some() { format!("{column} = ?3 AND") } else { "?3 IS NULL AND".to_owned() };
         for (order, bound) in [("ASC", &mut first), ("DESC", &mut last)] {
             let sql = format!(
-                "SELECT time_ms FROM {table} WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms {order} LIMIT 1"
+                "SELECT time_ms FROM {table} WHERE {only} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms {order} LIMIT 1"
             );
-            let found: Option<i64> =
-                connection.prepare_cached(&sql)?.query_map(params![from, to], |row| row.get(0))?.next().transpose()?;
+            let found: Option<i64> = connection
+                .prepare_cached(&sql)?
+                .query_map(params![from, to, host], |row| row.get(0))?
+                .next()
+                .transpose()?;
             if let Some(found) = found {
                 *bound = Some(match (*bound, order) {
                     (Some(held), "ASC") => held.min(found),
@@ -416,27 +443,31 @@ fn samples(
     from: i64,
     to: i64,
     width: i64,
+    hosts: &Option<Vec<String>>,
 ) -> anyhow::Result<(Downsampler<Sessions>, Downsampler<Sessions>)> {
     let mut webbridges = Downsampler::new(from, width);
     let mut callbridges = Downsampler::new(from, width);
-    let mut statement = connection.prepare_cached(
-        "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM samples \
-         WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms",
-    )?;
-    let mut rows = statement.query(params![from, to])?;
-    while let Some(row) = rows.next()? {
-        let at: i64 = row.get(0)?;
-        let host = row.get_ref(1)?.as_str()?;
-        match row.get_ref(2)?.as_str()? {
-            "webbridge" => {
-                if let Some(active) = row.get::<_, Option<i64>>(3)? {
-                    webbridges.add(host, at, Sessions { value: Spread::of(active), peak: None });
+    for host in each_host(hosts) {
+        let only = if host.is_some() { "host = ?3 AND" } else { "?3 IS NULL AND" };
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM samples \
+             WHERE {only} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms"
+        ))?;
+        let mut rows = statement.query(params![from, to, host])?;
+        while let Some(row) = rows.next()? {
+            let at: i64 = row.get(0)?;
+            let host = row.get_ref(1)?.as_str()?;
+            match row.get_ref(2)?.as_str()? {
+                "webbridge" => {
+                    if let Some(active) = row.get::<_, Option<i64>>(3)? {
+                        webbridges.add(host, at, Sessions { value: Spread::of(active), peak: None });
+                    }
                 }
-            }
-            _ => {
-                if let Some(current) = row.get::<_, Option<i64>>(4)? {
-                    let peak = row.get::<_, Option<i64>>(5)?;
-                    callbridges.add(host, at, Sessions { value: Spread::of(current), peak });
+                _ => {
+                    if let Some(current) = row.get::<_, Option<i64>>(4)? {
+                        let peak = row.get::<_, Option<i64>>(5)?;
+                        callbridges.add(host, at, Sessions { value: Spread::of(current), peak });
+                    }
                 }
             }
         }
@@ -445,22 +476,31 @@ fn samples(
 }
 
 /// Estimates in `from..=to`, streamed into one series per web bridge.
-fn estimates(connection: &Connection, from: i64, to: i64, width: i64) -> anyhow::Result<Downsampler<Leak>> {
+fn estimates(
+    connection: &Connection,
+    from: i64,
+    to: i64,
+    width: i64,
+    hosts: &Option<Vec<String>>,
+) -> anyhow::Result<Downsampler<Leak>> {
     let mut series = Downsampler::new(from, width);
-    let mut statement = connection.prepare_cached(
-        "SELECT time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms \
-         FROM estimates WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms",
-    )?;
-    let mut rows = statement.query(params![from, to])?;
-    while let Some(row) = rows.next()? {
-        let leak = Leak {
-            active: row.get(2)?,
-            lower: row.get(3)?,
-            upper: row.get(4)?,
-            droppable: row.get(5)?,
-            forecast: row.get(6)?,
-        };
-        series.add(row.get_ref(1)?.as_str()?, row.get(0)?, leak);
+    for host in each_host(hosts) {
+        let only = if host.is_some() { "webbridge = ?3 AND" } else { "?3 IS NULL AND" };
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms \
+             FROM estimates WHERE {only} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms"
+        ))?;
+        let mut rows = statement.query(params![from, to, host])?;
+        while let Some(row) = rows.next()? {
+            let leak = Leak {
+                active: row.get(2)?,
+                lower: row.get(3)?,
+                upper: row.get(4)?,
+                droppable: row.get(5)?,
+                forecast: row.get(6)?,
+            };
+            series.add(row.get_ref(1)?.as_str()?, row.get(0)?, leak);
+        }
     }
     Ok(series)
 }
@@ -491,13 +531,12 @@ fn sample_point(kind: &str, at: i64, bucket: Sessions) -> SamplePoint {
 fn newest<T>(
     connection: &Connection,
     sql: &str,
-    from: i64,
-    to: i64,
+    (from, to, only): (i64, i64, Option<&str>),
     row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> anyhow::Result<(Vec<T>, bool)> {
     let mut events: Vec<T> = connection
         .prepare_cached(sql)?
-        .query_map(params![from, to, MAX_EVENTS as i64 + 1], row)?
+        .query_map(params![from, to, MAX_EVENTS as i64 + 1, only], row)?
         .collect::<Result<_, _>>()?;
     let truncated = events.len() > MAX_EVENTS;
     events.truncate(MAX_EVENTS);

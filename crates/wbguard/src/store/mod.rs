@@ -61,6 +61,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE cdr_legs ADD COLUMN started_ms INTEGER;",
     // 5: the drain journal (see [`drain`]).
     drain::SCHEMA,
+    // 6: one web bridge's or one cluster's history read by its hosts
+    // (`/api/history?webbridge=` and `?cluster=`), not through the fleet's rows.
+    "CREATE INDEX samples_host ON samples (host, time_ms);
+     CREATE INDEX estimates_webbridge ON estimates (webbridge, time_ms);",
 ];
 
 /// A sample as stored.
@@ -367,6 +371,68 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let version: i64 = store.connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_history_read_for_some_hosts_holds_only_theirs_and_uses_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let sample = |minute, host: &str, active| Sample {
+            time: at(minute),
+            host: host.into(),
+            kind: "webbridge",
+            active: Some(active),
+            cma_current: None,
+            cma_peak: None,
+        };
+        let estimate = |minute, webbridge: &str| Estimate {
+            time: at(minute),
+            webbridge: webbridge.into(),
+            active: 9,
+            leaked_lower: 1,
+            leaked_upper: 2,
+            droppable_upper: 3,
+            lockout_forecast: None,
+        };
+        for host in ["cms1", "cms2", "cms10"] {
+            store.record_samples(&[sample(0, host, 5), sample(10, host, 6)]).unwrap();
+            store.record_estimates(&[estimate(10, host)]).unwrap();
+            store.record_decision(at(10), host, "none", "not needed", &serde_json::json!({})).unwrap();
+            let id = store.restart_intent(host, "leak", at(11)).unwrap();
+            store.restart_outcome(id, "restarted", None, at(12)).unwrap();
+        }
+        // cms10 alone is later, so the span of cms1 and cms2 ends before it.
+        store.record_samples(&[sample(500, "cms10", 7)]).unwrap();
+        let read = |hosts: Option<Vec<&str>>| {
+            let hosts = hosts.map(|h| h.into_iter().map(String::from).collect());
+            store.history(&history::Query { hosts, ..history::Query::new(at(0), at(1000)) }).unwrap()
+        };
+        let names = |answer: &history::Answer| {
+            let mut all: Vec<String> = answer.samples.iter().map(|s| s.host.clone()).collect();
+            all.extend(answer.estimates.iter().map(|e| e.webbridge.clone()));
+            all.extend(answer.restarts.iter().map(|r| r.webbridge.clone()));
+            all.extend(answer.decisions.iter().map(|d| d.webbridge.clone()));
+            all.sort();
+            all.dedup();
+            all
+        };
+        let everyone = read(None);
+        assert_eq!(names(&everyone), ["cms1", "cms10", "cms2"]);
+        let two = read(Some(vec!["cms1", "cms2"]));
+        assert_eq!(names(&two), ["cms1", "cms2"]);
+        assert_eq!((two.restarts.len(), two.decisions.len()), (2, 2));
+        assert!(two.bucket_ms < everyone.bucket_ms, "the span is theirs: {} vs {}", two.bucket_ms, everyone.bucket_ms);
+        assert!(names(&read(Some(vec!["nobody"]))).is_empty());
+        // By the index, not a scan of every host's rows.
+        let plan: String = store
+            .connection
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT time_ms FROM samples WHERE host = 'cms1' AND time_ms >= 0 ORDER BY time_ms",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("samples_host"), "{plan}");
     }
 
     #[test]

@@ -74,8 +74,8 @@ fn guard(scheme: &str, extra: &[&str]) -> (Guard, SocketAddr) {
 
 fn series(name: &str, callbridge: &str, kind: Option<&str>) -> String {
     match kind {
-        Some(kind) => format!("{name}{{callbridge=\"{callbridge}\",type=\"{kind}\"}}"),
-        None => format!("{name}{{callbridge=\"{callbridge}\"}}"),
+        Some(kind) => format!("{name}{{cluster=\"default\",callbridge=\"{callbridge}\",type=\"{kind}\"}}"),
+        None => format!("{name}{{cluster=\"default\",callbridge=\"{callbridge}\"}}"),
     }
 }
 
@@ -94,7 +94,9 @@ fn boot(from: &str, to: SocketAddr) {
 }
 
 fn has_cma(guard: &Guard, callbridge: &str) -> bool {
-    guard.get("/metrics").contains(&format!("{}{{callbridge=\"{callbridge}\"}} ", "wbguard_callbridge_cma_calls"))
+    guard
+        .get("/metrics")
+        .contains(&format!("{}{{cluster=\"default\",callbridge=\"{callbridge}\"}} ", "wbguard_callbridge_cma_calls"))
 }
 
 #[test]

@@ -133,7 +133,7 @@ fn promtool_accepts_a_running_guards_metrics() {
     ] {
         socket.send_to(line.as_bytes(), &to).unwrap();
     }
-    assert_eq!(guard.metric(r#"wbguard_callbridge_cma_sessions{callbridge="cms1"}"#), Some(3.0));
+    assert_eq!(guard.metric(r#"wbguard_callbridge_cma_sessions{cluster="default",callbridge="cms1"}"#), Some(3.0));
     let (head, metrics) = get_accepting(guard.http, "/metrics", "text/plain");
     assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"), "{head}");
     let mut promtool = std::process::Command::new("promtool")
@@ -153,7 +153,9 @@ fn promtool_accepts_a_running_guards_metrics() {
     assert!(head.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"), "{head}");
     assert!(open.ends_with("# EOF\n"), "{open}");
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect::<BTreeSet<_>>();
-    assert!(series(&metrics).iter().any(|s| s.starts_with("wbguard_webbridge_active_sessions{webbridge=\"cms1\"} 7")));
+    assert!(series(&metrics)
+        .iter()
+        .any(|s| s.starts_with("wbguard_webbridge_active_sessions{cluster=\"default\",webbridge=\"cms1\"} 7")));
     // The same series, unless a counter moved between the two scrapes.
     let names = |text: &str| {
         series(text).into_iter().map(|s| s.rsplit_once(' ').unwrap().0.to_owned()).collect::<BTreeSet<_>>()

@@ -230,7 +230,7 @@ fn alerts(dir: &Path, kind: &str) -> Vec<String> {
     query.query_map([kind], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
-const DRAINED_CMS1: &str = r#"wbguard_webbridge_drained{webbridge="cms1"}"#;
+const DRAINED_CMS1: &str = r#"wbguard_webbridge_drained{cluster="default",webbridge="cms1"}"#;
 
 #[test]
 fn a_web_bridge_behind_haproxy_is_drained_restarted_without_a_drop_and_made_ready_again() {

@@ -205,7 +205,7 @@ fn a_directory_is_not_followed() {
     std::fs::write(&path, format!("{}\n", stats("cmsfile", 10))).unwrap();
     let log = dir.path().join("guard.log");
     let guard = Guard::start_with_stderr(&["--follow", s(&path)], std::fs::File::create(&log).unwrap());
-    guard.wait_for("wbguard_webbridge_active_sessions{webbridge=\"cmsfile\"}", 10.0);
+    guard.wait_for("wbguard_webbridge_active_sessions{cluster=\"default\",webbridge=\"cmsfile\"}", 10.0);
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     wait_until(|| std::fs::read_to_string(&log).unwrap(), |text| text.contains("it is a directory"));

@@ -216,8 +216,8 @@ fn cdrs_free_a_restart_the_moment_the_last_cma_call_of_the_cluster_ends() {
         s["live_calls"]["source"] == "cdr" && s["live_calls"]["cma"] == 2 && decision(s)["action"] == "hold"
     });
     assert_eq!(decision(&held)["droppable_upper"], 2, "{held}");
-    guard.wait_for(r#"wbguard_callbridge_cma_calls{callbridge="cms1"}"#, 1.0);
-    guard.wait_for(r#"wbguard_callbridge_cma_calls{callbridge="cms2"}"#, 1.0);
+    guard.wait_for(r#"wbguard_callbridge_cma_calls{cluster="default",callbridge="cms1"}"#, 1.0);
+    guard.wait_for(r#"wbguard_callbridge_cma_calls{cluster="default",callbridge="cms2"}"#, 1.0);
 
     // One ends: one could still drop.
     super::control(control, &format!(r#"{{"end_leg": "{first}"}}"#));

@@ -6,6 +6,7 @@ mod analyze;
 mod analyze_inputs;
 mod cdr;
 mod clock;
+mod clusters;
 mod cms_api;
 mod config;
 mod demo;

@@ -1,7 +1,9 @@
 //! The status page in a real browser: Debian's headless Chromium, driven
 //! through chromedriver's WebDriver protocol, opens the page of a running
-//! `wbguard demo`, checks that it shows what `/api/status` says and that
-//! the charts are drawn, and saves a screenshot as a test artifact
+//! `wbguard demo`, checks that its rows and its fleet summary show what
+//! `/api/status` says, that the cluster's chart is drawn, that a web
+//! bridge's chart is drawn when it is opened and that the filter filters,
+//! and saves a screenshot as a test artifact
 //! (`target/tmp/artifacts/status-page.png`).
 
 use std::io::{BufRead, BufReader};
@@ -42,13 +44,54 @@ const field = (row, name) => row.querySelector('[data-field=' + name + ']').text
 const rows = [...document.querySelectorAll('#webbridges tbody tr[data-webbridge]')].map((r) => ({
   webbridge: r.dataset.webbridge, active: field(r, 'active'), leaked: field(r, 'leaked'),
   harmless: field(r, 'harmless'), last_restart: field(r, 'last_restart') }));
-const charts = [...document.querySelectorAll('#charts svg')].map((svg) => ({
-  webbridge: svg.dataset.webbridge,
+const summary = Object.fromEntries([...document.querySelectorAll('[data-summary]')]
+  .map((n) => [n.dataset.summary, Number(n.textContent)]));
+const charts = [...document.querySelectorAll('#webbridges svg')].map((svg) => ({
+  webbridge: svg.dataset.webbridge || null, cluster: svg.dataset.cluster || null,
+  active_lines: svg.querySelectorAll('path.active').length,
   active_points: (svg.querySelector('path.active')?.getAttribute('d') || '').split('L').length,
+  cma: svg.querySelector('path.cma') !== null,
   leak_range: svg.querySelector('polygon.leak-range') !== null,
   restarts: svg.querySelectorAll('line.restart').length }));
-return { mode: document.querySelector('#mode').textContent, rows, charts };
+return { mode: document.querySelector('#mode').textContent, rows, summary, charts };
 "#;
+
+/// The fleet summary the page should show for `/api/status`: each web
+/// bridge at the limit, to restart (or drain), held, silent, or else fine.
+fn summary(status: &Value) -> Value {
+    let limit = status["limit"].as_u64().unwrap();
+    let mut counts = json!({"fine": 0, "needs_restart": 0, "held": 0, "at_limit": 0, "silent": 0});
+    for wb in status["webbridges"].as_array().unwrap() {
+        let decision = status["decisions"].as_array().unwrap().iter().find(|d| d["webbridge"] == wb["webbridge"]);
+        let action = decision.and_then(|d| d["action"].as_str()).unwrap_or("");
+        let mut kinds = Vec::new();
+        if wb["active"].as_u64().unwrap() >= limit {
+            kinds.push("at_limit");
+        }
+        if action == "restart" || action == "drain" {
+            kinds.push("needs_restart");
+        }
+        if action == "hold" {
+            kinds.push("held");
+        }
+        if wb["silent"] == true {
+            kinds.push("silent");
+        }
+        if kinds.is_empty() {
+            kinds.push("fine");
+        }
+        for kind in kinds {
+            counts[kind] = json!(counts[kind].as_u64().unwrap() + 1);
+        }
+    }
+    counts
+}
+
+/// Rows by name: the page puts those that need a look first.
+fn by_name(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|r| r["webbridge"].as_str().unwrap().to_owned());
+    rows
+}
 
 /// What the page should show for one web bridge of `/api/status`.
 fn expected(wb: &Value) -> Value {
@@ -126,26 +169,52 @@ fn the_status_page_shows_what_the_api_says_and_draws_its_charts() {
     webdriver("POST", &format!("{session}/url"), Some(json!({ "url": page })));
 
     let status_url = format!("{page}api/status");
+    let read = || webdriver("POST", &format!("{session}/execute/sync"), Some(json!({"script": READ_PAGE, "args": []})));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let shown = loop {
-        let shown =
-            webdriver("POST", &format!("{session}/execute/sync"), Some(json!({"script": READ_PAGE, "args": []})));
+    let (shown, status) = loop {
+        let shown = read();
         let status = get(&status_url);
-        let want: Vec<Value> = status["webbridges"].as_array().unwrap().iter().map(expected).collect();
-        if shown["rows"].as_array().is_some_and(|rows| *rows == want) && shown["charts"].as_array().unwrap().len() == 4
+        let want = by_name(status["webbridges"].as_array().unwrap().iter().map(expected).collect());
+        let rows = by_name(shown["rows"].as_array().cloned().unwrap_or_default());
+        if rows == want
+            && shown["summary"] == summary(&status)
+            && shown["charts"].as_array().is_some_and(|c| !c.is_empty())
         {
             assert_eq!(shown["mode"], status["mode"]);
-            break shown;
+            break (shown, status);
         }
-        assert!(Instant::now() < deadline, "the page shows {shown}\nthe API says {want:?}");
+        assert!(Instant::now() < deadline, "the page shows {shown}\nthe API says {want:?}, {}", summary(&status));
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(shown["rows"].as_array().unwrap().len(), 4, "{shown}");
-    for chart in shown["charts"].as_array().unwrap() {
-        assert!(chart["active_points"].as_u64().unwrap() > 10, "no sessions line: {chart}");
-        assert_eq!(chart["leak_range"], true, "no leak range: {chart}");
-    }
-    assert!(shown["charts"].as_array().unwrap().iter().any(|c| c["restarts"].as_u64().unwrap() > 0), "{shown}");
+    // One cluster: its chart is open, each web bridge's sessions against
+    // the cluster's CMA, with the restarts.
+    let cluster = &shown["charts"][0];
+    assert_eq!((cluster["cluster"].as_str(), cluster["active_lines"].as_u64()), (Some("default"), Some(4)), "{shown}");
+    assert!(cluster["cma"] == true && cluster["restarts"].as_u64().unwrap() > 0, "{shown}");
+
+    // A web bridge's chart is drawn when it is opened: one that restarted.
+    let restarted = status["webbridges"].as_array().unwrap().iter().find(|w| w["restarts_total"].as_u64() > Some(0));
+    let name = restarted.expect("a restarted web bridge")["webbridge"].as_str().unwrap().to_owned();
+    click(&session, &format!("button[data-open='webbridge:{name}']"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let chart = loop {
+        let shown = read();
+        let chart = shown["charts"].as_array().unwrap().iter().find(|c| c["webbridge"] == name.as_str()).cloned();
+        if let Some(chart) = chart.filter(|c| c["active_points"].as_u64() > Some(10)) {
+            break chart;
+        }
+        assert!(Instant::now() < deadline, "no chart for {name}: {shown}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(chart["leak_range"] == true && chart["restarts"].as_u64().unwrap() > 0, "{chart}");
+    // The filter keeps the web bridges (and clusters) whose name has the text.
+    let filter = find(&session, "#filter");
+    webdriver("POST", &format!("{session}/element/{filter}/value"), Some(json!({"text": name})));
+    let shown = read();
+    let names: Vec<&Value> = shown["rows"].as_array().unwrap().iter().map(|r| &r["webbridge"]).collect();
+    assert_eq!(names, [&json!(name)], "{shown}");
+    webdriver("POST", &format!("{session}/element/{filter}/clear"), Some(json!({})));
 
     let screenshot = webdriver("GET", &format!("{session}/screenshot"), None);
     let png = data_encoding::BASE64.decode(screenshot.as_str().unwrap().as_bytes()).unwrap();
@@ -162,6 +231,19 @@ fn the_status_page_shows_what_the_api_says_and_draws_its_charts() {
     let text = rest.join("\n");
     assert!(text.contains("REFUSED JOINS") && text.contains("Cisco's script, Saturdays 02:00"), "{text}");
     assert_eq!(demo.0.wait().unwrap().code(), Some(0));
+}
+
+/// The WebDriver id of the element `css` finds.
+fn find(session: &str, css: &str) -> String {
+    let found = webdriver("POST", &format!("{session}/element"), Some(json!({"using": "css selector", "value": css})));
+    let id = found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str);
+    id.unwrap_or_else(|| panic!("no {css}: {found}")).to_owned()
+}
+
+/// Clicks the element `css` finds, as a user would.
+fn click(session: &str, css: &str) {
+    let element = find(session, css);
+    webdriver("POST", &format!("{session}/element/{element}/click"), Some(json!({})));
 }
 
 fn which(program: &str) -> Option<String> {

@@ -142,7 +142,7 @@ fn logger_over_udp_and_tcp_in_both_formats_reaches_the_metrics() {
     let (udp, tcp) = (guard.port("udp"), guard.port("tcp"));
     let host = hostname();
     let short = host.split('.').next().unwrap().to_owned();
-    let series = |name: &str, label: &str, value: &str| format!("{name}{{{label}=\"{value}\"}}");
+    let series = |name: &str, label: &str, value: &str| format!("{name}{{cluster=\"default\",{label}=\"{value}\"}}");
     logger(
         &["--rfc3164", "-d", "-n", "127.0.0.1", "-P", &udp, "-t", "webbridge"],
         "INFO : [DEBUGGING] Stats 7, c:9, d:2",
@@ -292,7 +292,8 @@ fn the_simulators_syslog_gives_the_truths_numbers() {
     let truth = truth();
     for server in truth["servers"].as_array().unwrap() {
         let name = server["name"].as_str().unwrap();
-        let active = guard.metric(&format!("wbguard_webbridge_active_sessions{{webbridge=\"{name}\"}}"));
+        let active =
+            guard.metric(&format!("wbguard_webbridge_active_sessions{{cluster=\"default\",webbridge=\"{name}\"}}"));
         assert_eq!(active, server["webbridge"]["active"].as_f64(), "{name}");
     }
     runtime.block_on(running.stop());
@@ -310,7 +311,10 @@ fn history_survives_sigkill() {
     );
     let host = hostname();
     let short = host.split('.').next().unwrap().to_owned();
-    assert_eq!(guard.metric(&format!("wbguard_webbridge_active_sessions{{webbridge=\"{short}\"}}")), Some(11.0));
+    assert_eq!(
+        guard.metric(&format!("wbguard_webbridge_active_sessions{{cluster=\"default\",webbridge=\"{short}\"}}")),
+        Some(11.0)
+    );
     // Samples reach the disk within a decision round (5 s).
     let deadline = Instant::now() + Duration::from_secs(15);
     while !guard.get("/api/history").contains("\"active\":11") {

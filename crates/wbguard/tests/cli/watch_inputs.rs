@@ -23,7 +23,7 @@ fn stats(host: &str, active: u32) -> String {
 }
 
 fn active(host: &str) -> String {
-    format!("wbguard_webbridge_active_sessions{{webbridge=\"{host}\"}}")
+    format!("wbguard_webbridge_active_sessions{{cluster=\"default\",webbridge=\"{host}\"}}")
 }
 
 #[test]

@@ -164,7 +164,7 @@ fn connections_from_a_source_not_allowed_are_closed_before_the_handshake() {
     );
     writeln!(stdin, "{line}").unwrap();
     stdin.flush().unwrap();
-    guard.wait_for("wbguard_webbridge_active_sessions{webbridge=\"cms1\"}", 42.0);
+    guard.wait_for("wbguard_webbridge_active_sessions{cluster=\"default\",webbridge=\"cms1\"}", 42.0);
     // Every bare connection was closed by the guard, unread: end of stream
     // (or a reset), never a wait for a handshake.
     for mut stream in bare {
@@ -193,7 +193,7 @@ fn a_flood_of_invented_host_names_is_bounded_and_real_lines_get_through() {
         let stamp = chrono::Utc::now().format("%b %e %H:%M:%S");
         format!("<14>{stamp} {host} webbridge: INFO : [DEBUGGING] Stats {active}, c:{}, d:5", active + 5)
     };
-    let real = "wbguard_webbridge_active_sessions{webbridge=\"cmsreal\"}";
+    let real = "wbguard_webbridge_active_sessions{cluster=\"default\",webbridge=\"cmsreal\"}";
     socket.send_to(line("cmsreal", 1).as_bytes(), &to).unwrap();
     guard.wait_for(real, 1.0);
     let mut rng = rand::thread_rng();
