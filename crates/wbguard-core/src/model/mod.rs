@@ -283,10 +283,10 @@ impl Deployment {
     /// Applies every pending sample whose CMA figures are all in; the rest
     /// stay in arrival order.
     fn resolve_pending(&mut self) {
-        if self.pending.iter().all(|p| p.cma().is_none()) {
+        if !self.pending.iter().any(Pending::complete) {
             return;
         }
-        let (complete, waiting) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.cma().is_some());
+        let (complete, waiting) = std::mem::take(&mut self.pending).into_iter().partition(Pending::complete);
         self.pending = waiting;
         for pending in complete {
             let cma = pending.cma().expect("partitioned on it");

@@ -45,16 +45,25 @@ pub(super) struct Pending {
     pub target: Target,
     pub time: DateTime<Utc>,
     pub active: u32,
-    /// The CMA upper bound from each live call bridge, once it reported.
+    /// The CMA upper bound from each live call bridge, once it reported,
+    /// sorted by host name (a report finds its place by a binary search: a
+    /// fleet's every STATS line meets every pending sample of its cluster).
     needed: Vec<(String, Option<u32>)>,
+    /// The places in `needed` still empty.
+    missing: usize,
     /// A needed report came too late or without CMA: no bound.
     pub failed: bool,
 }
 
 impl Pending {
+    /// Every needed report is in, and none failed.
+    pub fn complete(&self) -> bool {
+        !self.failed && self.missing == 0
+    }
+
     /// The cluster's CMA upper bound at the sample's time, once complete.
     pub fn cma(&self) -> Option<u32> {
-        if self.failed {
+        if !self.complete() {
             return None;
         }
         self.needed.iter().try_fold(0u32, |sum, (_, cma)| cma.map(|c| sum.saturating_add(c)))
@@ -94,7 +103,9 @@ impl CallBridges {
                 (cb.host.clone(), now)
             })
             .collect();
-        (!needed.is_empty()).then_some(Pending { target, time, active, needed, failed: false })
+        // In host order, as the map holds them.
+        let missing = needed.iter().filter(|(_, cma)| cma.is_none()).count();
+        (!needed.is_empty()).then_some(Pending { target, time, active, needed, missing, failed: false })
     }
 
     /// Records a STATS report and fills it into the samples waiting for it.
@@ -119,13 +130,16 @@ impl CallBridges {
 
         let continuous = previous.is_some_and(|previous| time - previous <= config.cma_fresh);
         let bound = stats.cma().map(|p| p.current.max(p.peak));
-        for sample in pending.iter_mut().filter(|p| p.time <= time) {
-            for (name, slot) in sample.needed.iter_mut() {
-                if name == host && slot.is_none() {
-                    match bound {
-                        Some(bound) if continuous => *slot = Some(bound),
-                        _ => sample.failed = true,
+        for sample in pending.iter_mut().filter(|p| p.time <= time && p.missing > 0) {
+            let Ok(place) = sample.needed.binary_search_by(|(name, _)| name.as_str().cmp(host)) else { continue };
+            let slot = &mut sample.needed[place].1;
+            if slot.is_none() {
+                match bound {
+                    Some(bound) if continuous => {
+                        *slot = Some(bound);
+                        sample.missing -= 1;
                     }
+                    _ => sample.failed = true,
                 }
             }
         }

@@ -261,16 +261,37 @@ impl History {
     }
 }
 
+/// Batches of samples or estimates written in one transaction, at most.
+const GROUP: usize = 16;
+
 fn write(mut store: Store, commands: Receiver<Command>, batches: &AtomicUsize) {
-    for command in commands {
+    let mut next = None;
+    while let Some(command) = next.take().or_else(|| commands.recv().ok()) {
         let outcome = match command {
-            Command::Samples(samples) => {
-                batches.fetch_sub(1, Ordering::SeqCst);
-                store.record_samples(&samples)
-            }
-            Command::Estimates(estimates) => {
-                batches.fetch_sub(1, Ordering::SeqCst);
-                store.record_estimates(&estimates)
+            Command::Samples(_) | Command::Estimates(_) => {
+                // The batches waiting behind this one go in the same
+                // transaction (one commit, one sync: the writer keeps up with
+                // a replayed log); the first other command ends the group and
+                // is handled next, in its order.
+                let (mut samples, mut estimates, mut taken) = (Vec::new(), Vec::new(), 0);
+                let mut waiting = Some(command);
+                while let Some(command) = waiting.take() {
+                    match command {
+                        Command::Samples(more) => samples.extend(more),
+                        Command::Estimates(more) => estimates.extend(more),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                    taken += 1;
+                    if taken < GROUP {
+                        waiting = commands.try_recv().ok();
+                    }
+                }
+                let written = store.record(&samples, &estimates);
+                batches.fetch_sub(taken, Ordering::SeqCst);
+                written
             }
             Command::Decision { at, webbridge, action, reason, numbers } => {
                 store.record_decision(at, &webbridge, &action, &reason, &numbers)

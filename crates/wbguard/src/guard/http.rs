@@ -309,26 +309,25 @@ struct Range {
     cluster: Option<String>,
 }
 
-/// The hosts `?webbridge=` or `?cluster=` name (none: every host): a web
-/// bridge is its server's host (its Stats and its call bridge's STATS); a
-/// cluster, its web bridges and call bridges as the status knows them.
-fn hosts_asked(
-    range: &Range,
-    snapshot: &super::snapshot::Snapshot,
-) -> Result<Option<Vec<String>>, (StatusCode, String)> {
+/// Whose history `?webbridge=` or `?cluster=` asks for (neither: every
+/// host's): a web bridge is its server's host (its Stats and its call
+/// bridge's STATS); a cluster, its web bridges and call bridges as the
+/// status knows them.
+fn scope_asked(range: &Range, snapshot: &super::snapshot::Snapshot) -> Result<history::Scope, (StatusCode, String)> {
     match (&range.webbridge, &range.cluster) {
-        (None, None) => Ok(None),
+        (None, None) => Ok(history::Scope::Everyone),
         (Some(_), Some(_)) => Err((StatusCode::BAD_REQUEST, "give webbridge or cluster, not both\n".into())),
         // Host names are lower case where records are made.
-        (Some(webbridge), None) => Ok(Some(vec![webbridge.to_ascii_lowercase()])),
+        (Some(webbridge), None) => Ok(history::Scope::Hosts(vec![webbridge.to_ascii_lowercase()])),
         (None, Some(name)) => {
             let Some(cluster) = snapshot.clusters.iter().find(|c| c.name.eq_ignore_ascii_case(name)) else {
                 return Err((StatusCode::NOT_FOUND, format!("no cluster {name:?}\n")));
             };
-            let mut hosts: Vec<String> = cluster.webbridges.iter().chain(&cluster.callbridges).cloned().collect();
-            hosts.sort();
-            hosts.dedup();
-            Ok(Some(hosts))
+            Ok(history::Scope::Cluster {
+                name: cluster.name.clone(),
+                webbridges: cluster.webbridges.clone(),
+                callbridges: cluster.callbridges.clone(),
+            })
         }
     }
 }
@@ -357,11 +356,11 @@ async fn history_handler(State(web): State<Web>, Query(range): Query<Range>) -> 
             return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
         }
     };
-    let hosts = match hosts_asked(&range, &web.shared.snapshot()) {
-        Ok(hosts) => hosts,
+    let scope = match scope_asked(&range, &web.shared.snapshot()) {
+        Ok(scope) => scope,
         Err(refused) => return refused.into_response(),
     };
-    match web.history.read(history::Query { points, hosts, ..history::Query::new(from, to) }).await {
+    match web.history.read(history::Query { points, scope, ..history::Query::new(from, to) }).await {
         Ok(read) => {
             let body = axum::body::Body::new(Answer::of(read));
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -49,25 +49,105 @@ pub struct Query {
     pub to: DateTime<Utc>,
     /// Buckets per series, 1 to [`MAX_POINTS`].
     pub points: usize,
-    /// Only these hosts (a web bridge, or a cluster's servers): their
-    /// samples, estimates, restarts and decisions; none: every host.
-    pub hosts: Option<Vec<String>>,
+    /// Whose history.
+    pub scope: Scope,
 }
 
 impl Query {
     /// The range, with [`DEFAULT_POINTS`] per series, every host.
     pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Query {
-        Query { from, to, points: DEFAULT_POINTS, hosts: None }
+        Query { from, to, points: DEFAULT_POINTS, scope: Scope::Everyone }
     }
 }
 
-/// The hosts a read goes through one by one (each by its own index, so a
-/// web bridge's week costs its own rows, not the fleet's), or `[None]`:
-/// every host in one pass.
-fn each_host(hosts: &Option<Vec<String>>) -> Vec<Option<&str>> {
-    match hosts {
-        None => vec![None],
-        Some(hosts) => hosts.iter().map(|h| Some(h.as_str())).collect(),
+/// Whose history a [`Query`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every host's.
+    Everyone,
+    /// These hosts' (one web bridge: its server's): their samples of both
+    /// kinds, estimates, restarts and decisions.
+    Hosts(Vec<String>),
+    /// A cluster's chart: its web bridges' sessions, its call bridges' CMA
+    /// summed into one series (kind `cluster`, named after the cluster),
+    /// its restarts and decisions; no estimates (a web bridge's own has
+    /// them).
+    Cluster {
+        /// Its name.
+        name: String,
+        /// Its web bridges.
+        webbridges: Vec<String>,
+        /// Its call bridges.
+        callbridges: Vec<String>,
+    },
+}
+
+/// A run of rows a read goes through: one host's of one kind (a range of
+/// the samples table, which is kept in host, kind and time order, or of
+/// the estimates' index by web bridge), or every host's (by the time index).
+#[derive(Debug, Clone, Copy)]
+struct Run<'a> {
+    table: Table,
+    host: Option<&'a str>,
+    kind: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Samples,
+    Estimates,
+}
+
+impl Run<'_> {
+    /// The table and the condition that picks the run's rows (`?3` the
+    /// host, `?4` the kind), to go before the time range.
+    fn rows(&self) -> &'static str {
+        match (self.table, self.host.is_some()) {
+            (Table::Samples, true) => "samples WHERE host = ?3 AND kind = ?4 AND",
+            (Table::Estimates, true) => "estimates WHERE webbridge = ?3 AND ?4 IS NULL AND",
+            (Table::Samples, false) => "samples WHERE ?3 IS NULL AND ?4 IS NULL AND",
+            (Table::Estimates, false) => "estimates WHERE ?3 IS NULL AND ?4 IS NULL AND",
+        }
+    }
+}
+
+impl Scope {
+    /// The runs its rows are in.
+    fn runs(&self) -> Vec<Run<'_>> {
+        fn run<'a>(table: Table, host: &'a str, kind: Option<&'static str>) -> Run<'a> {
+            Run { table, host: Some(host), kind }
+        }
+        match self {
+            Scope::Everyone => vec![
+                Run { table: Table::Samples, host: None, kind: None },
+                Run { table: Table::Estimates, host: None, kind: None },
+            ],
+            Scope::Hosts(hosts) => hosts
+                .iter()
+                .flat_map(|h| {
+                    [
+                        run(Table::Samples, h, Some("webbridge")),
+                        run(Table::Samples, h, Some("callbridge")),
+                        run(Table::Estimates, h, None),
+                    ]
+                })
+                .collect(),
+            Scope::Cluster { webbridges, callbridges, .. } => webbridges
+                .iter()
+                .map(|h| run(Table::Samples, h, Some("webbridge")))
+                .chain(callbridges.iter().map(|h| run(Table::Samples, h, Some("callbridge"))))
+                .collect(),
+        }
+    }
+
+    /// The web bridges whose restarts and decisions it holds, as a JSON
+    /// array (none: every one).
+    fn webbridges(&self) -> Option<String> {
+        match self {
+            Scope::Everyone => None,
+            Scope::Hosts(hosts) => Some(serde_json::Value::from(hosts.clone()).to_string()),
+            Scope::Cluster { webbridges, .. } => Some(serde_json::Value::from(webbridges.clone()).to_string()),
+        }
     }
 }
 
@@ -102,7 +182,8 @@ pub struct Answer {
 pub struct SampleSeries {
     /// The server.
     pub host: String,
-    /// `webbridge` (sessions) or `callbridge` (CMA).
+    /// `webbridge` (sessions), `callbridge` (CMA), or `cluster` (its call
+    /// bridges' CMA summed, see [`Scope::Cluster`]).
     pub kind: &'static str,
     /// Its buckets, oldest first.
     pub points: Vec<SamplePoint>,
@@ -335,14 +416,20 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
     };
     // Buckets span the data in the range, not the range: a range of a
     // century over 90 days of data still gives `points` useful buckets.
-    if let Some((first, last)) = span(connection, from, to, &query.hosts)? {
+    let runs = query.scope.runs();
+    if let Some((first, last)) = span(connection, from, to, &runs)? {
         let width = ((last - first + 1) + points - 1) / points;
-        let (webbridges, callbridges) = samples(connection, first, last, width, &query.hosts)?;
-        let estimates = estimates(connection, first, last, width, &query.hosts)?;
+        let (webbridges, mut callbridges) = samples(connection, first, last, width, &runs)?;
+        let estimates = estimates(connection, first, last, width, &runs)?;
         // The widest: a table whose series were too many widened its buckets.
         answer.bucket_ms = webbridges.width.max(callbridges.width).max(estimates.width);
         answer.series_truncated = webbridges.left_out || callbridges.left_out || estimates.left_out;
-        for (kind, series) in [("webbridge", webbridges), ("callbridge", callbridges)] {
+        if let Scope::Cluster { name, .. } = &query.scope {
+            let total = summed(&callbridges.series);
+            callbridges.series = BTreeMap::from([(name.clone(), total)]);
+        }
+        let callbridge_kind = if matches!(query.scope, Scope::Cluster { .. }) { "cluster" } else { "callbridge" };
+        for (kind, series) in [("webbridge", webbridges), (callbridge_kind, callbridges)] {
             answer.samples.extend(series.series.into_iter().map(|(host, buckets)| SampleSeries {
                 host,
                 kind,
@@ -369,7 +456,7 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
             .collect();
     }
     // Restarts and decisions are few (a decision is stored when it changes).
-    let only = query.hosts.as_ref().map(|hosts| serde_json::Value::from(hosts.clone()).to_string());
+    let only = query.scope.webbridges();
     (answer.restarts, answer.restarts_truncated) = newest(
         connection,
         "SELECT id, webbridge, reason, intent_ms, finished_ms, result, detail FROM restarts \
@@ -401,28 +488,20 @@ pub fn read(connection: &Connection, query: &Query) -> anyhow::Result<Answer> {
     Ok(answer)
 }
 
-/// The first and last time of a sample or an estimate in `from..=to`
-/// (index lookups, not scans).
-fn span(
-    connection: &Connection,
-    from: i64,
-    to: i64,
-    hosts: &Option<Vec<String>>,
-) -> anyhow::Result<Option<(i64, i64)>> {
+/// The first and last time of a sample or an estimate of `runs` in
+/// `from..=to` (two index lookups per run, not scans).
+fn span(connection: &Connection, from: i64, to: i64, runs: &[Run<'_>]) -> anyhow::Result<Option<(i64, i64)>> {
     let mut first = None::<i64>;
     let mut last = None::<i64>;
-    for ((table, column), host) in [("samples", "host"), ("estimates", "webbridge")]
-        .into_iter()
-        .flat_map(|t| each_host(hosts).into_iter().map(move |h| (t, h)))
-    {
-        let only = if host.is_some() { format!("{column} = ?3 AND") } else { "?3 IS NULL AND".to_owned() };
+    for run in runs {
         for (order, bound) in [("ASC", &mut first), ("DESC", &mut last)] {
             let sql = format!(
-                "SELECT time_ms FROM {table} WHERE {only} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms {order} LIMIT 1"
+                "SELECT time_ms FROM {} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms {order} LIMIT 1",
+                run.rows()
             );
             let found: Option<i64> = connection
                 .prepare_cached(&sql)?
-                .query_map(params![from, to, host], |row| row.get(0))?
+                .query_map(params![from, to, run.host, run.kind], |row| row.get(0))?
                 .next()
                 .transpose()?;
             if let Some(found) = found {
@@ -437,23 +516,24 @@ fn span(
     Ok(first.zip(last))
 }
 
-/// Samples in `from..=to`, streamed into web bridge and call bridge series.
+/// Samples of `runs` in `from..=to`, streamed into web bridge and call
+/// bridge series (each run in time order: a series' rows come in order).
 fn samples(
     connection: &Connection,
     from: i64,
     to: i64,
     width: i64,
-    hosts: &Option<Vec<String>>,
+    runs: &[Run<'_>],
 ) -> anyhow::Result<(Downsampler<Sessions>, Downsampler<Sessions>)> {
     let mut webbridges = Downsampler::new(from, width);
     let mut callbridges = Downsampler::new(from, width);
-    for host in each_host(hosts) {
-        let only = if host.is_some() { "host = ?3 AND" } else { "?3 IS NULL AND" };
+    for run in runs.iter().filter(|run| run.table == Table::Samples) {
         let mut statement = connection.prepare_cached(&format!(
-            "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM samples \
-             WHERE {only} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms"
+            "SELECT time_ms, host, kind, active, cma_current, cma_peak FROM {} time_ms >= ?1 AND time_ms <= ?2 \
+             ORDER BY time_ms",
+            run.rows()
         ))?;
-        let mut rows = statement.query(params![from, to, host])?;
+        let mut rows = statement.query(params![from, to, run.host, run.kind])?;
         while let Some(row) = rows.next()? {
             let at: i64 = row.get(0)?;
             let host = row.get_ref(1)?.as_str()?;
@@ -475,22 +555,22 @@ fn samples(
     Ok((webbridges, callbridges))
 }
 
-/// Estimates in `from..=to`, streamed into one series per web bridge.
+/// Estimates of `runs` in `from..=to`, streamed into one series per web bridge.
 fn estimates(
     connection: &Connection,
     from: i64,
     to: i64,
     width: i64,
-    hosts: &Option<Vec<String>>,
+    runs: &[Run<'_>],
 ) -> anyhow::Result<Downsampler<Leak>> {
     let mut series = Downsampler::new(from, width);
-    for host in each_host(hosts) {
-        let only = if host.is_some() { "webbridge = ?3 AND" } else { "?3 IS NULL AND" };
+    for run in runs.iter().filter(|run| run.table == Table::Estimates) {
         let mut statement = connection.prepare_cached(&format!(
             "SELECT time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms \
-             FROM estimates WHERE {only} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms"
+             FROM {} time_ms >= ?1 AND time_ms <= ?2 ORDER BY time_ms",
+            run.rows()
         ))?;
-        let mut rows = statement.query(params![from, to, host])?;
+        let mut rows = statement.query(params![from, to, run.host, run.kind])?;
         while let Some(row) = rows.next()? {
             let leak = Leak {
                 active: row.get(2)?,
@@ -503,6 +583,33 @@ fn estimates(
         }
     }
     Ok(series)
+}
+
+/// Call bridges' buckets summed into one series: at each bucket any of
+/// them has, each one's figure there, or its last before (carried
+/// forward: a call bridge reports every few minutes); the least and most
+/// are the sums of theirs (bounds of the total's), the peaks are left out.
+fn summed(series: &BTreeMap<String, Vec<(i64, i64, Sessions)>>) -> Vec<(i64, i64, Sessions)> {
+    let mut indexes: Vec<i64> = series.values().flatten().map(|(index, _, _)| *index).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    let mut next = vec![0usize; series.len()];
+    let mut total = Vec::with_capacity(indexes.len());
+    for index in indexes {
+        let mut sum = Spread { min: 0, max: 0, last: 0 };
+        let mut at = i64::MIN;
+        for (buckets, next) in series.values().zip(next.iter_mut()) {
+            while buckets.get(*next).is_some_and(|(i, _, _)| *i <= index) {
+                *next += 1;
+            }
+            let Some(&(held, time, bucket)) = next.checked_sub(1).and_then(|i| buckets.get(i)) else { continue };
+            let value = if held == index { bucket.value } else { Spread::of(bucket.value.last) };
+            (sum.min, sum.max, sum.last) = (sum.min + value.min, sum.max + value.max, sum.last + value.last);
+            at = at.max(time);
+        }
+        total.push((index, at, Sessions { value: sum, peak: None }));
+    }
+    total
 }
 
 fn sample_point(kind: &str, at: i64, bucket: Sessions) -> SamplePoint {

@@ -61,9 +61,22 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE cdr_legs ADD COLUMN started_ms INTEGER;",
     // 5: the drain journal (see [`drain`]).
     drain::SCHEMA,
-    // 6: one web bridge's or one cluster's history read by its hosts
-    // (`/api/history?webbridge=` and `?cluster=`), not through the fleet's rows.
-    "CREATE INDEX samples_host ON samples (host, time_ms);
+    // 6: samples kept in host order (a table clustered on host, kind and
+    // time, which is also what makes a sample unique): one web bridge's or
+    // one cluster's history (`/api/history?webbridge=`, `?cluster=`) is read
+    // as a run of its own rows, not picked out of the fleet's; and a sample
+    // is written into two B-trees (the table, the time index), not four.
+    "CREATE TABLE samples_by_host (
+        host TEXT NOT NULL, kind TEXT NOT NULL, time_ms INTEGER NOT NULL,
+        active INTEGER, connections INTEGER, disconnections INTEGER,
+        cma_current INTEGER, cma_peak INTEGER,
+        PRIMARY KEY (host, kind, time_ms)
+     ) STRICT, WITHOUT ROWID;
+     INSERT OR IGNORE INTO samples_by_host
+        SELECT host, kind, time_ms, active, connections, disconnections, cma_current, cma_peak FROM samples;
+     DROP TABLE samples;
+     ALTER TABLE samples_by_host RENAME TO samples;
+     CREATE INDEX samples_time ON samples (time_ms);
      CREATE INDEX estimates_webbridge ON estimates (webbridge, time_ms);",
 ];
 
@@ -137,7 +150,12 @@ impl Store {
         let path = dir.join(FILE);
         let connection = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            // 16 MiB of page cache (SQLite's default is 2): a fleet's samples
+            // go to a few hundred places of the table at once.
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                 PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;",
+            )
             .context("setting up SQLite")?;
         let mut store = Store { connection, path: path.clone() };
         store.migrate().with_context(|| format!("migrating {}", path.display()))?;
@@ -166,8 +184,9 @@ impl Store {
         Ok(())
     }
 
-    /// Stores samples in one transaction.
-    pub fn record_samples(&mut self, samples: &[Sample]) -> anyhow::Result<()> {
+    /// Stores samples and estimates in one transaction (one commit, one
+    /// sync, however many batches the history writer found waiting).
+    pub fn record(&mut self, samples: &[Sample], estimates: &[Estimate]) -> anyhow::Result<()> {
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
@@ -176,15 +195,6 @@ impl Store {
             for s in samples {
                 insert.execute(params![ms(s.time), s.host, s.kind, s.active, s.cma_current, s.cma_peak])?;
             }
-        }
-        transaction.commit()?;
-        Ok(())
-    }
-
-    /// Stores estimates in one transaction.
-    pub fn record_estimates(&mut self, estimates: &[Estimate]) -> anyhow::Result<()> {
-        let transaction = self.connection.transaction()?;
-        {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO estimates (time_ms, webbridge, active, leaked_lower, leaked_upper, droppable_upper, lockout_forecast_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -357,7 +367,7 @@ mod tests {
             cma_current: None,
             cma_peak: None,
         };
-        store.record_samples(&[sample(0, 5), sample(60, 6), sample(120, 7)]).unwrap();
+        store.record(&[sample(0, 5), sample(60, 6), sample(120, 7)], &[]).unwrap();
         store.record_decision(at(60), "cms1", "none", "not needed", &serde_json::json!({"active": 6})).unwrap();
         let points = |store: &Store, from, to| {
             let history = store.history(&history::Query::new(at(from), at(to))).unwrap();
@@ -395,18 +405,18 @@ mod tests {
             lockout_forecast: None,
         };
         for host in ["cms1", "cms2", "cms10"] {
-            store.record_samples(&[sample(0, host, 5), sample(10, host, 6)]).unwrap();
-            store.record_estimates(&[estimate(10, host)]).unwrap();
+            store.record(&[sample(0, host, 5), sample(10, host, 6)], &[]).unwrap();
+            store.record(&[], &[estimate(10, host)]).unwrap();
             store.record_decision(at(10), host, "none", "not needed", &serde_json::json!({})).unwrap();
             let id = store.restart_intent(host, "leak", at(11)).unwrap();
             store.restart_outcome(id, "restarted", None, at(12)).unwrap();
         }
         // cms10 alone is later, so the span of cms1 and cms2 ends before it.
-        store.record_samples(&[sample(500, "cms10", 7)]).unwrap();
-        let read = |hosts: Option<Vec<&str>>| {
-            let hosts = hosts.map(|h| h.into_iter().map(String::from).collect());
-            store.history(&history::Query { hosts, ..history::Query::new(at(0), at(1000)) }).unwrap()
+        store.record(&[sample(500, "cms10", 7)], &[]).unwrap();
+        let read = |scope: history::Scope| {
+            store.history(&history::Query { scope, ..history::Query::new(at(0), at(1000)) }).unwrap()
         };
+        let hosts = |names: &[&str]| history::Scope::Hosts(names.iter().map(|h| h.to_string()).collect());
         let names = |answer: &history::Answer| {
             let mut all: Vec<String> = answer.samples.iter().map(|s| s.host.clone()).collect();
             all.extend(answer.estimates.iter().map(|e| e.webbridge.clone()));
@@ -416,23 +426,91 @@ mod tests {
             all.dedup();
             all
         };
-        let everyone = read(None);
+        let everyone = read(history::Scope::Everyone);
         assert_eq!(names(&everyone), ["cms1", "cms10", "cms2"]);
-        let two = read(Some(vec!["cms1", "cms2"]));
+        let two = read(hosts(&["cms1", "cms2"]));
         assert_eq!(names(&two), ["cms1", "cms2"]);
         assert_eq!((two.restarts.len(), two.decisions.len()), (2, 2));
         assert!(two.bucket_ms < everyone.bucket_ms, "the span is theirs: {} vs {}", two.bucket_ms, everyone.bucket_ms);
-        assert!(names(&read(Some(vec!["nobody"]))).is_empty());
+        assert!(names(&read(hosts(&["nobody"]))).is_empty());
         // By the index, not a scan of every host's rows.
         let plan: String = store
             .connection
             .query_row(
-                "EXPLAIN QUERY PLAN SELECT time_ms FROM samples WHERE host = 'cms1' AND time_ms >= 0 ORDER BY time_ms",
+                "EXPLAIN QUERY PLAN SELECT time_ms FROM samples WHERE host = 'cms1' AND kind = 'webbridge' \
+                 AND time_ms >= 0 ORDER BY time_ms",
                 [],
                 |r| r.get(3),
             )
             .unwrap();
-        assert!(plan.contains("samples_host"), "{plan}");
+        assert!(plan.contains("PRIMARY KEY") && !plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn a_clusters_chart_sums_its_call_bridges_cma_carrying_each_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let cma = |minute, host: &str, current| Sample {
+            time: at(minute),
+            host: host.into(),
+            kind: "callbridge",
+            active: None,
+            cma_current: Some(current),
+            cma_peak: Some(current + 1),
+        };
+        let sessions = |minute, host: &str| Sample { kind: "webbridge", active: Some(20), ..cma(minute, host, 0) };
+        store
+            .record(
+                &[cma(0, "cms1", 3), cma(5, "cms2", 4), cma(10, "cms1", 5), sessions(0, "cms1"), sessions(10, "cms9")],
+                &[],
+            )
+            .unwrap();
+        let scope = history::Scope::Cluster {
+            name: "eu".into(),
+            webbridges: vec!["cms1".into()],
+            callbridges: vec!["cms1".into(), "cms2".into()],
+        };
+        let chart = store.history(&history::Query { scope, points: 11, ..history::Query::new(at(0), at(20)) }).unwrap();
+        let series: Vec<(&str, &str)> = chart.samples.iter().map(|s| (s.host.as_str(), s.kind)).collect();
+        assert_eq!(series, [("cms1", "webbridge"), ("eu", "cluster")]);
+        let total: Vec<Option<i64>> = chart.samples[1].points.iter().map(|p| p.cma_current).collect();
+        // cms1's 3 with nothing from cms2 yet; then cms2's 4 on cms1's 3; then 5 + 4.
+        assert_eq!(total, [Some(3), Some(7), Some(9)]);
+        assert!(chart.estimates.is_empty());
+    }
+
+    #[test]
+    fn samples_of_a_schema_5_database_survive_the_move_to_host_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = Connection::open(dir.path().join(FILE)).unwrap();
+            for migration in &MIGRATIONS[..5] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "PRAGMA user_version = 5;
+                     INSERT INTO samples (time_ms, host, kind, active) VALUES (1000, 'cms2', 'webbridge', 7);
+                     INSERT INTO samples (time_ms, host, kind, cma_current, cma_peak) VALUES (2000, 'cms1', 'callbridge', 3, 4);",
+                )
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let rows: Vec<(String, String, i64, Option<i64>, Option<i64>)> = store
+            .connection
+            .prepare("SELECT host, kind, time_ms, active, cma_peak FROM samples")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("cms1".into(), "callbridge".into(), 2000, None, Some(4)),
+                ("cms2".into(), "webbridge".into(), 1000, Some(7), None)
+            ]
+        );
     }
 
     #[test]
