@@ -46,18 +46,19 @@ def timed(url, requests):
 def measure(base, requests, days):
     status = json.loads(get(base + "/api/status")[1])
     now = datetime.datetime.fromisoformat(status["now"].replace("Z", "+00:00"))
-    week = f"points=600&from={(now - datetime.timedelta(days=days)).isoformat().replace('+00:00', 'Z')}" \
+    week = f"from={(now - datetime.timedelta(days=days)).isoformat().replace('+00:00', 'Z')}" \
         f"&to={(now + datetime.timedelta(minutes=1)).isoformat().replace('+00:00', 'Z')}"
     first = status["clusters"][0]
     webbridge = first["webbridges"][0]
     # The history writer may still be storing the week: wait until the
     # newest sample of the first web bridge is its newest Stats.
-    newest = max(w["last_seen"] for w in status["webbridges"] if w["webbridge"] == webbridge)
+    parse = lambda text: datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    newest = max(parse(w["last_seen"]) for w in status["webbridges"] if w["webbridge"] == webbridge)
     began = time.time()
     while True:
-        history = json.loads(get(f"{base}/api/history?{week}&webbridge={webbridge}")[1])
-        points = [p["time"] for s in history["samples"] if s["kind"] == "webbridge" for p in s["points"]]
-        if points and max(points) >= newest[:19]:
+        history = json.loads(get(f"{base}/api/history?points=600&{week}&webbridge={webbridge}")[1])
+        points = [parse(p["time"]) for s in history["samples"] if s["kind"] == "webbridge" for p in s["points"]]
+        if points and max(points) >= newest:
             break
         if time.time() - began > 300:
             print("history_behind=1")
@@ -66,10 +67,11 @@ def measure(base, requests, days):
     print(f"history_lag_seconds={time.time() - began:.1f}")
     print(f"webbridges={len(status['webbridges'])}")
     print(f"clusters={len(status['clusters'])}")
+    # As the page asks: 600 points for a web bridge, 200 for a cluster's lines.
     for name, url in [
         ("status", base + "/api/status"),
-        ("webbridge_chart", f"{base}/api/history?{week}&webbridge={webbridge}"),
-        ("cluster_chart", f"{base}/api/history?{week}&cluster={first['name']}"),
+        ("webbridge_chart", f"{base}/api/history?points=600&{week}&webbridge={webbridge}"),
+        ("cluster_chart", f"{base}/api/history?points=200&{week}&cluster={first['name']}"),
     ]:
         median, worst, size = timed(url, requests)
         print(f"{name}_ms={median:.1f} {name}_max_ms={worst:.1f} {name}_bytes={size}")
@@ -128,12 +130,12 @@ def report(days, rows):
         runs.append(dict(field.split("=", 1) for field in row.split()))
     print("# Fleet scale: one guard, many clusters\n")
     print(f"{datetime.date.today()}, {os.cpu_count()} CPUs, {platform.platform()}.")
-    print(f"Each size: `cms-sim gen-log --servers N --days {days}` (dated the last {days} days, one line in 20 a")
-    print("Stats/STATS/audit record, the rest CMS noise), the servers in clusters of 10, through one `wbguard watch`")
+    print(f"Each size: `cms-sim gen-log --servers N --days {days} --lines-per-record 1` (dated the last {days} days:")
+    print("the Stats/STATS/audit records a syslog server would forward), the servers in clusters of 10, through one `wbguard watch`")
     print("(observe mode, its history on). By file: `--follow` of the whole log; by TCP: the log sent over one")
     print("connection (bench/send.py). Ingest: until `wbguard_syslog_messages_total` accounts for every line.")
-    print("Then, with the week in the history: `/api/status` and a week's chart (600 points, as the page asks)")
-    print("of one web bridge and of one cluster, median (max) of 20 requests; the page's first render in headless")
+    print("Then, with the week in the history: `/api/status` and a week's chart, as the page asks, of one web")
+    print("bridge (600 points) and of one cluster (200 points a line), median (max) of 20 requests; the page's first render in headless")
     print("Chromium (from navigation to the table, the summary and the default chart drawn). Peak RSS over the")
     print("whole run. The database: the guard's SQLite file after the run, per web bridge, scaled to 90 days.\n")
     print("| servers | clusters | by | lines | ingest | lines/s | history behind | /api/status | web bridge chart |"
@@ -148,7 +150,7 @@ def report(days, rows):
               f" {r['status_ms']} ms ({r['status_max_ms']}), {int(r['status_bytes']) / 1000:.0f} KB |"
               f" {r['webbridge_chart_ms']} ms ({r['webbridge_chart_max_ms']}), {int(r['webbridge_chart_bytes']) / 1000:.0f} KB |"
               f" {r['cluster_chart_ms']} ms ({r['cluster_chart_max_ms']}), {int(r['cluster_chart_bytes']) / 1000:.0f} KB |"
-              f" {page} | {int(r['peak_rss_kib']) / 1024:.0f} MiB | {r['dropped_batches'] or 0} |"
+              f" {page} | {int(r['peak_rss_kib']) * 1024 / 1e6:.0f} MB | {r['dropped_batches'] or 0} |"
               f" {per_wb_90 / 1e6:.1f} MB |")
     at = [r for r in runs if r["servers"] == "250"]
     if at:

@@ -17,6 +17,9 @@
 #   bench/fleet.sh                      # 25, 250 and 1000 servers
 #   SIZES=250 bench/fleet.sh            # one size
 #   KEEP=1 bench/fleet.sh               # keep the work folder (logs, databases)
+#   LINES_PER_RECORD=20 SIZES=250 bench/fleet.sh   # with CMS's noise (60 M lines)
+#   LOGS=/tmp/weeks bench/fleet.sh      # use week-N.log there if present (the
+#                                       # same gen-log command, made earlier)
 #
 # Needs chromium and chromium-driver (Debian), python3.
 set -euo pipefail
@@ -73,8 +76,14 @@ guard_run() {
 rows=()
 for servers in $SIZES; do
     log="$work/week-$servers.log"
-    target/release/cms-sim gen-log --servers "$servers" --days "$DAYS" --start "$start" --header wire \
-        --seed 15 -o "$log"
+    if [ -n "${LOGS:-}" ] && [ -s "$LOGS/week-$servers.log" ]; then
+        # A week generated earlier (it ends when it was made: the newest
+        # records are that old, nothing else changes).
+        cp "$LOGS/week-$servers.log" "$log"
+    else
+        target/release/cms-sim gen-log --servers "$servers" --days "$DAYS" --start "$start" --header wire \
+            --lines-per-record "${LINES_PER_RECORD:-1}" --seed 15 -o "$log"
+    fi
     config="$work/fleet-$servers.toml"
     python3 bench/fleet.py config "$servers" > "$config"
     for how in file tcp; do

@@ -28,6 +28,11 @@ pub struct CallBridgeState {
     pub last_time: DateTime<Utc>,
     /// The latest STATS record.
     pub last: CallBridgeStats,
+    /// Its number, in the order call bridges were first heard: what a
+    /// pending sample names it by (no name copied per sample, no text
+    /// compared per report).
+    #[serde(skip)]
+    id: u32,
 }
 
 /// What a pending sample's bound applies to once it is paired.
@@ -45,10 +50,10 @@ pub(super) struct Pending {
     pub target: Target,
     pub time: DateTime<Utc>,
     pub active: u32,
-    /// The CMA upper bound from each live call bridge, once it reported,
-    /// sorted by host name (a report finds its place by a binary search: a
-    /// fleet's every STATS line meets every pending sample of its cluster).
-    needed: Vec<(String, Option<u32>)>,
+    /// The CMA upper bound from each live call bridge (by its id), once it
+    /// reported, sorted by id: a report finds its place by a binary search
+    /// (a fleet's every STATS line meets every pending sample of its cluster).
+    needed: Vec<(u32, Option<u32>)>,
     /// The places in `needed` still empty.
     missing: usize,
     /// A needed report came too late or without CMA: no bound.
@@ -77,6 +82,22 @@ pub(super) struct CallBridges {
 }
 
 impl CallBridges {
+    /// The state of `host`, first heard at `time` if new.
+    fn state(&mut self, host: &str, time: DateTime<Utc>) -> &mut CallBridgeState {
+        if !self.by_host.contains_key(host) {
+            let id = self.by_host.len() as u32;
+            let state = CallBridgeState {
+                host: host.to_owned(),
+                samples: 0,
+                last_time: time,
+                last: CallBridgeStats::default(),
+                id,
+            };
+            self.by_host.insert(host.to_owned(), state);
+        }
+        self.by_host.get_mut(host).expect("inserted above")
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &CallBridgeState> {
         self.by_host.values()
     }
@@ -95,15 +116,15 @@ impl CallBridges {
         active: u32,
         config: &ModelConfig,
     ) -> Option<Pending> {
-        let needed: Vec<_> = self
+        let mut needed: Vec<_> = self
             .live(time, config)
             .map(|cb| {
                 // A report at the very same instant already covers `time`.
                 let now = (cb.last_time == time).then(|| cb.last.cma().map(|p| p.current.max(p.peak))).flatten();
-                (cb.host.clone(), now)
+                (cb.id, now)
             })
             .collect();
-        // In host order, as the map holds them.
+        needed.sort_unstable_by_key(|(id, _)| *id);
         let missing = needed.iter().filter(|(_, cma)| cma.is_none()).count();
         (!needed.is_empty()).then_some(Pending { target, time, active, needed, missing, failed: false })
     }
@@ -118,12 +139,8 @@ impl CallBridges {
         config: &ModelConfig,
     ) {
         let previous = self.by_host.get(host).map(|cb| cb.last_time);
-        let state = self.by_host.entry(host.to_owned()).or_insert_with(|| CallBridgeState {
-            host: host.to_owned(),
-            samples: 0,
-            last_time: time,
-            last: CallBridgeStats::default(),
-        });
+        let state = self.state(host, time);
+        let id = state.id;
         state.samples += 1;
         state.last_time = state.last_time.max(time);
         state.last = stats.clone();
@@ -131,7 +148,7 @@ impl CallBridges {
         let continuous = previous.is_some_and(|previous| time - previous <= config.cma_fresh);
         let bound = stats.cma().map(|p| p.current.max(p.peak));
         for sample in pending.iter_mut().filter(|p| p.time <= time && p.missing > 0) {
-            let Ok(place) = sample.needed.binary_search_by(|(name, _)| name.as_str().cmp(host)) else { continue };
+            let Ok(place) = sample.needed.binary_search_by_key(&id, |(id, _)| *id) else { continue };
             let slot = &mut sample.needed[place].1;
             if slot.is_none() {
                 match bound {

@@ -25,7 +25,7 @@ use crate::store::{Estimate, Sample, Store};
 
 /// Batches of samples or estimates queued for the writer, at most: a flood
 /// of samples (a replayed log) must not grow memory.
-const BATCHES: usize = 64;
+const BATCHES: usize = 24;
 /// Journal entries (decisions, restarts, alerts) queued, at most, besides.
 const JOURNAL: usize = 256;
 
@@ -262,7 +262,7 @@ impl History {
 }
 
 /// Batches of samples or estimates written in one transaction, at most.
-const GROUP: usize = 16;
+const GROUP: usize = 8;
 
 fn write(mut store: Store, commands: Receiver<Command>, batches: &AtomicUsize) {
     let mut next = None;

@@ -162,7 +162,15 @@ impl Sources {
                 }
             }
         }
-        let servers = by_address.into_iter().map(|(ip, hosts)| (ip, hosts.into())).collect();
+        // Each address's hosts in order: a record's host is looked up among
+        // them by a binary search (a fleet may sit behind one address).
+        let servers = by_address
+            .into_iter()
+            .map(|(ip, mut hosts)| {
+                hosts.sort();
+                (ip, hosts.into())
+            })
+            .collect();
         let relays = config.guard.relays.iter().map(|&ip| canonical(ip)).collect();
         Ok(Sources { open: false, servers, relays })
     }
