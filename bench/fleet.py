@@ -5,11 +5,14 @@
   fleet.py measure URL REQUESTS DAYS   /api/status and a week's charts, timed
   fleet.py page URL                 the page's first render in headless Chromium
   fleet.py report DAYS ROW...       the results as Markdown
+  fleet.py replicate LOG SERVERS COPIES   LOG's lines, each followed by its copies
+                                    with the hosts renumbered (cms1 -> cms{SERVERS+1}, ...)
 """
 import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -137,7 +140,11 @@ def report(days, rows):
     print("Then, with the week in the history: `/api/status` and a week's chart, as the page asks, of one web")
     print("bridge (600 points) and of one cluster (200 points a line), median (max) of 20 requests; the page's first render in headless")
     print("Chromium (from navigation to the table, the summary and the default chart drawn). Peak RSS over the")
-    print("whole run. The database: the guard's SQLite file after the run, per web bridge, scaled to 90 days.\n")
+    print("whole run. The database: the guard's SQLite file after the run, per web bridge, scaled to 90 days.")
+    if any(int(r["servers"]) > 250 for r in runs):
+        print("Sizes above 250 servers: copies of the 250-server week, each with its own host names (simulating")
+        print("1,000 servers takes over an hour on this machine).")
+    print()
     print("| servers | clusters | by | lines | ingest | lines/s | history behind | /api/status | web bridge chart |"
           " cluster chart | page | peak RSS | history dropped | database per web bridge, 90 days |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -188,6 +195,21 @@ def report(days, rows):
                   f" {ratio('peak_rss_kib'):.1f}x |")
 
 
+def replicate(path, servers, copies):
+    # Each line and its copies in a row: the merged log stays in time order.
+    host = re.compile(rb" cms(\d+) ")
+    out = sys.stdout.buffer
+    with open(path, "rb") as f:
+        for line in f:
+            out.write(line)
+            match = host.search(line)
+            if not match:
+                continue
+            n = int(match.group(1))
+            for k in range(1, copies):
+                out.write(line[:match.start()] + b" cms%d " % (n + k * servers) + line[match.end():])
+
+
 def main():
     command = sys.argv[1]
     if command == "config":
@@ -196,6 +218,8 @@ def main():
         measure(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     elif command == "page":
         page(sys.argv[2])
+    elif command == "replicate":
+        replicate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif command == "report":
         report(sys.argv[2], sys.argv[3:])
     else:

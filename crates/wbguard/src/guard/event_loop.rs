@@ -230,6 +230,11 @@ impl Guard {
                 batch = messages.recv() => {
                     let Some(batch) = batch else { break };
                     task.ingest(&batch);
+                    // Samples go to the history writer in bounded batches; a
+                    // writer behind is waited for (bounded), not outrun.
+                    if task.samples.len() >= SAMPLES_PER_WRITE {
+                        task.history.samples_or_wait(std::mem::take(&mut task.samples)).await;
+                    }
                     // Keep the status current without rebuilding it per message.
                     if task.dirty && messages.is_empty() && task.published.elapsed() >= PUBLISH_EVERY {
                         task.publish();
@@ -360,10 +365,6 @@ impl Task {
         counts.add(MessageResult::Malformed, malformed);
         counts.add(MessageResult::Rejected, rejected);
         counts.add(MessageResult::Future, future);
-        // Samples go to the history writer in bounded batches.
-        if self.samples.len() >= SAMPLES_PER_WRITE {
-            self.history.samples(std::mem::take(&mut self.samples));
-        }
     }
 
     /// Whether `record` is dated in the future (and so ignored); the first

@@ -3,16 +3,16 @@
 //! on their own read-only connections (WAL: a reader never blocks the
 //! writer), a few at a time.
 //!
-//! Nothing here waits for the writer: commands go through one bounded
-//! queue without ever blocking the guard task (and so the ingest). Batches
-//! of samples and estimates take at most [`BATCHES`] places and are dropped
-//! and counted past that (the model has them already); the journal
+//! Commands go through one bounded queue. Batches of samples and estimates
+//! take at most [`BATCHES`] places; the ingest waits up to [`ROOM_WAIT`]
+//! for one (a replayed log slows to the writer's pace instead of losing
+//! history), then drops the batch, counted (the model has it already);
+//! everything else never waits for the writer. The journal
 //! (decisions, restarts, alerts) has [`JOURNAL`] places of its own, and past
 //! those (a disk that stopped answering) an entry is dropped, counted and
 //! logged, and a restart whose intent cannot be queued is not made.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +26,8 @@ use crate::store::{Estimate, Sample, Store};
 /// Batches of samples or estimates queued for the writer, at most: a flood
 /// of samples (a replayed log) must not grow memory.
 const BATCHES: usize = 24;
+/// How long the guard waits for a place for a batch of samples, at most.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Journal entries (decisions, restarts, alerts) queued, at most, besides.
 const JOURNAL: usize = 256;
 
@@ -45,15 +47,45 @@ struct DrainEntry {
 }
 
 enum Command {
-    Samples(Vec<Sample>),
-    Estimates(Vec<Estimate>),
-    Decision { at: DateTime<Utc>, webbridge: String, action: String, reason: String, numbers: serde_json::Value },
+    /// Samples, with the place in the queue they hold until written.
+    Samples(Vec<Sample>, OwnedSemaphorePermit),
+    Estimates(Vec<Estimate>, OwnedSemaphorePermit),
+    Decision {
+        at: DateTime<Utc>,
+        webbridge: String,
+        action: String,
+        reason: String,
+        numbers: serde_json::Value,
+    },
     Prune(DateTime<Utc>, Option<DateTime<Utc>>),
-    Intent { webbridge: String, reason: String, at: DateTime<Utc>, reply: oneshot::Sender<anyhow::Result<i64>> },
-    Outcome { id: i64, result: String, detail: Option<String>, at: DateTime<Utc> },
-    Alert { at: DateTime<Utc>, webbridge: Option<String>, kind: String, message: String },
-    DrainStarted { drain: DrainEntry, reply: oneshot::Sender<anyhow::Result<i64>> },
-    DrainEnded { id: i64, result: String, detail: String, at: DateTime<Utc> },
+    Intent {
+        webbridge: String,
+        reason: String,
+        at: DateTime<Utc>,
+        reply: oneshot::Sender<anyhow::Result<i64>>,
+    },
+    Outcome {
+        id: i64,
+        result: String,
+        detail: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Alert {
+        at: DateTime<Utc>,
+        webbridge: Option<String>,
+        kind: String,
+        message: String,
+    },
+    DrainStarted {
+        drain: DrainEntry,
+        reply: oneshot::Sender<anyhow::Result<i64>>,
+    },
+    DrainEnded {
+        id: i64,
+        result: String,
+        detail: String,
+        at: DateTime<Utc>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -61,8 +93,9 @@ enum Command {
 #[derive(Clone)]
 pub struct History {
     queue: SyncSender<Command>,
-    /// Batches of samples or estimates in the queue.
-    batches: Arc<AtomicUsize>,
+    /// Places for batches of samples or estimates in the queue (one
+    /// permit each, given back once written).
+    batches: Arc<Semaphore>,
     /// Batches of samples or estimates, or journal entries, dropped because
     /// the writer was behind (`wbguard_history_dropped_batches_total`).
     dropped: Counter,
@@ -117,9 +150,8 @@ impl History {
         store.prune(Utc::now() - retention, None)?;
         let last_restarts = store.last_restarts()?;
         let readers = (0..READS).map(|_| store.reader()).collect::<anyhow::Result<Vec<_>>>()?;
-        let batches = Arc::new(AtomicUsize::new(0));
-        let written = batches.clone();
-        std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands, &written))?;
+        let batches = Arc::new(Semaphore::new(BATCHES));
+        std::thread::Builder::new().name("wbguard-history".into()).spawn(move || write(store, commands))?;
         let readers = Arc::new(Mutex::new(readers));
         Ok((History { queue, batches, dropped, readers, reads: Arc::new(Semaphore::new(READS)) }, last_restarts))
     }
@@ -127,27 +159,34 @@ impl History {
     /// Queues samples; drops them (counted) when the writer is behind.
     pub fn samples(&self, samples: Vec<Sample>) {
         if !samples.is_empty() {
-            self.queue_or_drop(Command::Samples(samples));
+            let place = self.batches.clone().try_acquire_owned().ok();
+            self.queue_or_drop(place.map(|place| Command::Samples(samples, place)));
+        }
+    }
+
+    /// Queues samples, waiting up to [`ROOM_WAIT`] for a place when the
+    /// writer is behind (a log replayed faster than SQLite stores it: the
+    /// guard slows, its stream inputs with it, rather than lose history),
+    /// then drops them, counted (a disk that stopped answering).
+    pub async fn samples_or_wait(&self, samples: Vec<Sample>) {
+        if !samples.is_empty() {
+            let place = tokio::time::timeout(ROOM_WAIT, self.batches.clone().acquire_owned()).await;
+            self.queue_or_drop(place.ok().and_then(Result::ok).map(|place| Command::Samples(samples, place)));
         }
     }
 
     /// Queues estimates, dropped and counted like samples.
     pub fn estimates(&self, estimates: Vec<Estimate>) {
         if !estimates.is_empty() {
-            self.queue_or_drop(Command::Estimates(estimates));
+            let place = self.batches.clone().try_acquire_owned().ok();
+            self.queue_or_drop(place.map(|place| Command::Estimates(estimates, place)));
         }
     }
 
-    /// What the model already holds may be lost when the writer is behind:
-    /// counted, never waited for.
-    fn queue_or_drop(&self, command: Command) {
-        if self.batches.fetch_add(1, Ordering::SeqCst) >= BATCHES {
-            self.batches.fetch_sub(1, Ordering::SeqCst);
-            self.dropped.inc();
-            return;
-        }
-        if self.queue.try_send(command).is_err() {
-            self.batches.fetch_sub(1, Ordering::SeqCst);
+    /// What the model already holds may be lost when the writer is behind
+    /// (no place: `None`): counted.
+    fn queue_or_drop(&self, command: Option<Command>) {
+        if command.is_none_or(|command| self.queue.try_send(command).is_err()) {
             self.dropped.inc();
         }
     }
@@ -264,34 +303,38 @@ impl History {
 /// Batches of samples or estimates written in one transaction, at most.
 const GROUP: usize = 8;
 
-fn write(mut store: Store, commands: Receiver<Command>, batches: &AtomicUsize) {
+fn write(mut store: Store, commands: Receiver<Command>) {
     let mut next = None;
     while let Some(command) = next.take().or_else(|| commands.recv().ok()) {
         let outcome = match command {
-            Command::Samples(_) | Command::Estimates(_) => {
+            Command::Samples(..) | Command::Estimates(..) => {
                 // The batches waiting behind this one go in the same
                 // transaction (one commit, one sync: the writer keeps up with
                 // a replayed log); the first other command ends the group and
                 // is handled next, in its order.
-                let (mut samples, mut estimates, mut taken) = (Vec::new(), Vec::new(), 0);
+                let (mut samples, mut estimates, mut places) = (Vec::new(), Vec::new(), Vec::new());
                 let mut waiting = Some(command);
                 while let Some(command) = waiting.take() {
                     match command {
-                        Command::Samples(more) => samples.extend(more),
-                        Command::Estimates(more) => estimates.extend(more),
+                        Command::Samples(more, place) => {
+                            samples.extend(more);
+                            places.push(place);
+                        }
+                        Command::Estimates(more, place) => {
+                            estimates.extend(more);
+                            places.push(place);
+                        }
                         other => {
                             next = Some(other);
                             break;
                         }
                     }
-                    taken += 1;
-                    if taken < GROUP {
+                    if places.len() < GROUP {
                         waiting = commands.try_recv().ok();
                     }
                 }
-                let written = store.record(&samples, &estimates);
-                batches.fetch_sub(taken, Ordering::SeqCst);
-                written
+                // The places are given back once written (dropped here).
+                store.record(&samples, &estimates)
             }
             Command::Decision { at, webbridge, action, reason, numbers } => {
                 store.record_decision(at, &webbridge, &action, &reason, &numbers)

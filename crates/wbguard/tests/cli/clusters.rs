@@ -131,7 +131,18 @@ fn a_clusters_calls_bound_only_its_own_web_bridges() {
         assert!(Instant::now() < deadline, "history: {:?}", hosts(""));
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(hosts("&cluster=eu"), ["cms1", "cms2"]);
+    // A cluster's chart: its web bridges' sessions and its call bridges' CMA summed.
+    let chart: Value = serde_json::from_str(&guard.get(&format!("{ALL}&cluster=eu"))).unwrap();
+    let series: Vec<(&str, &str)> = chart["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["host"].as_str().unwrap(), s["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(series, [("cms1", "webbridge"), ("cms2", "webbridge"), ("eu", "cluster")], "{chart}");
+    let us: Value = serde_json::from_str(&guard.get(&format!("{ALL}&cluster=us"))).unwrap();
+    let total = us["samples"].as_array().unwrap().iter().find(|s| s["kind"] == "cluster").unwrap();
+    assert_eq!(total["points"].as_array().unwrap().last().unwrap()["cma_current"], 30, "{us}");
     assert_eq!(hosts("&webbridge=CMS3"), ["cms3"]);
     let refused = |query: &str| super::http(guard.http, "GET", &format!("{ALL}{query}"), None);
     assert_eq!(refused("&cluster=eu&webbridge=cms1").0, 400);
