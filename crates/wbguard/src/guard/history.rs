@@ -27,7 +27,7 @@ use crate::store::{Estimate, Sample, Store};
 /// of samples (a replayed log) must not grow memory.
 const BATCHES: usize = 24;
 /// How long the guard waits for a place for a batch of samples, at most.
-const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Journal entries (decisions, restarts, alerts) queued, at most, besides.
 const JOURNAL: usize = 256;
 
