@@ -281,6 +281,22 @@ mod tests {
         assert_eq!(glibc_floor("no versions here"), None);
     }
 
+    /// The README's "Get it" names the files `dist` makes of this version.
+    #[test]
+    fn the_readme_names_what_dist_builds() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let readme = fs::read_to_string(root.join("README.md")).unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        for name in [
+            format!("sudo dpkg -i wbguard_{version}_amd64.deb"),
+            format!("tar -xzf {}.tar.gz", archive_name(version)),
+            format!("wbguard-{version}-x86_64-windows.exe"),
+            "cargo run --release -p wbguard -- demo --duration 2m".to_owned(),
+        ] {
+            assert!(readme.contains(&name), "README.md does not say `{name}`");
+        }
+    }
+
     #[test]
     fn the_build_id_is_read_from_readelf() {
         let readelf = "Displaying notes found in: .note.gnu.build-id\n  Owner Data size Description\n  \
