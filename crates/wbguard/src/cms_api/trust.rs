@@ -430,6 +430,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs openssl: cargo xtask ci runs it"]
     fn a_certificate_is_described_without_panicking_on_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
@@ -441,7 +442,7 @@ mod tests {
             .arg(&cert)
             .stderr(std::process::Stdio::null())
             .status()
-            .expect("openssl");
+            .expect("openssl (apt-get install openssl)");
         assert!(made.success());
         use rustls::pki_types::pem::PemObject;
         let der = CertificateDer::from_pem_file(&cert).unwrap();

@@ -25,10 +25,6 @@ use serde_json::Value;
 use super::s;
 use super::watch::Guard;
 
-fn haproxy_installed() -> bool {
-    Command::new("haproxy").arg("-v").output().is_ok_and(|o| o.status.success())
-}
-
 /// A real HAProxy in front of the simulator's web bridge pages: a
 /// frontend on a free loopback port, round robin over the pages, and its
 /// runtime API on a unix socket at `level admin`.
@@ -61,7 +57,7 @@ impl Haproxy {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
+            .expect("haproxy (apt-get install haproxy)");
         let haproxy = Haproxy { child, frontend, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !(haproxy.socket.exists() && std::net::TcpStream::connect(frontend).is_ok()) {
@@ -233,11 +229,8 @@ fn alerts(dir: &Path, kind: &str) -> Vec<String> {
 const DRAINED_CMS1: &str = r#"wbguard_webbridge_drained{cluster="default",webbridge="cms1"}"#;
 
 #[test]
+#[ignore = "needs haproxy: cargo xtask ci runs it"]
 fn a_web_bridge_behind_haproxy_is_drained_restarted_without_a_drop_and_made_ready_again() {
-    if !haproxy_installed() {
-        eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let cdr_port = super::free_port();
     let socket = dir.path().join("haproxy-admin.sock");

@@ -385,19 +385,25 @@ fn faults_time_out_and_a_command_that_may_have_run_is_not_resent() {
 }
 
 #[test]
+#[ignore = "needs ssh-agent and ssh-add (openssh-client): cargo xtask ci runs it"]
 fn agent_password_file_and_the_lock() {
     let lab = Lab::start(2, |_| {});
     // The ssh-agent holds the key for cms1; a password file serves cms2.
     let socket = lab.path("agent.sock");
-    let agent = Command::new("ssh-agent").arg("-a").arg(&socket).output().unwrap();
-    assert!(agent.status.success());
+    let agent =
+        Command::new("ssh-agent").arg("-a").arg(&socket).output().expect("ssh-agent (apt-get install openssh-client)");
+    assert!(agent.status.success(), "ssh-agent: {}", String::from_utf8_lossy(&agent.stderr));
     let pid = String::from_utf8_lossy(&agent.stdout)
         .split("SSH_AGENT_PID=")
         .nth(1)
         .and_then(|r| r.split(';').next())
         .unwrap()
         .to_owned();
-    let added = Command::new("ssh-add").arg(lab.path("id_ed25519")).env("SSH_AUTH_SOCK", &socket).output().unwrap();
+    let added = Command::new("ssh-add")
+        .arg(lab.path("id_ed25519"))
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .expect("ssh-add (apt-get install openssh-client)");
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let password_file = lab.path("mmp-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
@@ -443,6 +449,7 @@ fn agent_password_file_and_the_lock() {
 }
 
 #[test]
+#[ignore = "needs script (util-linux): cargo xtask ci runs it"]
 fn progress_is_live_on_a_terminal() {
     let lab = Lab::start(3, |_| {});
     let config = lab.config("host_key_policy = \"accept-new\"", |_| String::new());
@@ -453,7 +460,7 @@ fn progress_is_live_on_a_terminal() {
         .env("TEST_MMP_PW", PASSWORD)
         .env("TERM", "xterm")
         .output()
-        .unwrap();
+        .expect("script (util-linux)");
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
     // The block of three lines is redrawn in place: cursor up, clear line.
@@ -463,6 +470,7 @@ fn progress_is_live_on_a_terminal() {
 }
 
 #[test]
+#[ignore = "needs ssh-keygen (openssh-client): cargo xtask ci runs it"]
 fn a_wrong_password_is_tried_once_and_a_key_passphrase_comes_from_the_environment() {
     let lab = Lab::start(2, |_| {});
     let protected = lab.path("id_protected");
@@ -470,8 +478,8 @@ fn a_wrong_password_is_tried_once_and_a_key_passphrase_comes_from_the_environmen
         .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
         .arg(&protected)
         .status()
-        .unwrap();
-    assert!(made.success());
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(made.success(), "ssh-keygen failed");
     // The simulator accepts the lab key only: authorise this one too by
     // using it for cms2 alongside a password fallback.
     let config = lab.config("host_key_policy = \"accept-new\"", |i| match i {

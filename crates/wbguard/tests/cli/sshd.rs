@@ -22,11 +22,24 @@ fn mmp_user() {
             .args(["-M", "-s", "/bin/sh", USER])
             .status()
             .expect("useradd (run the tests as root)");
-        assert!(made.success() || Command::new("id").arg(USER).status().unwrap().success());
+        let there = made.success() || Command::new("id").arg(USER).status().unwrap().success();
+        assert!(there, "useradd failed: run the tests as root");
     }
-    let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().expect("chpasswd");
+    let mut chpasswd =
+        Command::new("chpasswd").stdin(Stdio::piped()).spawn().expect("chpasswd (run the tests as root)");
     std::io::Write::write_all(chpasswd.stdin.as_mut().unwrap(), format!("{USER}:{PASSWORD}\n").as_bytes()).unwrap();
-    assert!(chpasswd.wait().unwrap().success());
+    assert!(chpasswd.wait().unwrap().success(), "chpasswd failed: run the tests as root");
+}
+
+/// A new ed25519 key pair without passphrase at `path` (and `path.pub`),
+/// made by OpenSSH's own ssh-keygen.
+fn ssh_keygen(path: &Path) {
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(made.success(), "ssh-keygen failed");
 }
 
 struct Sshd {
@@ -49,7 +62,7 @@ impl Sshd {
         if new_key {
             let _ = std::fs::remove_file(&host_key);
             let _ = std::fs::remove_file(dir.join("host_key.pub"));
-            super::keygen(&host_key);
+            ssh_keygen(&host_key);
         }
         let script = dir.join("mmp.sh");
         std::fs::write(
@@ -100,7 +113,11 @@ impl Sshd {
     }
 
     fn fingerprint(&self) -> String {
-        let out = Command::new("ssh-keygen").arg("-lf").arg(self.dir.join("host_key.pub")).output().unwrap();
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(self.dir.join("host_key.pub"))
+            .output()
+            .expect("ssh-keygen (apt-get install openssh-client)");
         String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_owned()
     }
 }
@@ -113,13 +130,14 @@ impl Drop for Sshd {
 }
 
 #[test]
+#[ignore = "needs sshd, ssh-keygen and root: cargo xtask ci runs it"]
 fn against_openssh_sshd_password_key_host_keys_and_a_host_down() {
     mmp_user();
     let dir = tempfile::tempdir().unwrap();
     // sshd must read the key files as root and run the script as the user.
     Command::new("chmod").arg("0755").arg(dir.path()).status().unwrap();
     let key = dir.path().join("id_ed25519");
-    super::keygen(&key);
+    ssh_keygen(&key);
     let authorized = dir.path().join("id_ed25519.pub");
     Command::new("chmod").arg("0644").arg(&authorized).status().unwrap();
     let with_password = Sshd::start(dir.path(), "a", &authorized);

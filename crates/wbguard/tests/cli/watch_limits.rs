@@ -113,7 +113,7 @@ pub fn tls_sender(to: SocketAddr) -> (std::process::Child, std::process::ChildSt
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("openssl s_client");
+        .expect("openssl (apt-get install openssl)");
     let stdin = client.stdin.take().unwrap();
     (client, stdin)
 }
@@ -126,8 +126,8 @@ pub fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
         .args(["-subj", "/CN=localhost", "-keyout", s(&key), "-out", s(&cert)])
         .stderr(Stdio::null())
         .status()
-        .expect("openssl");
-    assert!(made.success());
+        .expect("openssl (apt-get install openssl)");
+    assert!(made.success(), "openssl req failed");
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     (cert, key)
 }
@@ -137,6 +137,7 @@ pub fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
 /// used to hold a place for 10 s), counted as rejected, and the allowed
 /// server's syslog over TLS arrives meanwhile.
 #[test]
+#[ignore = "needs openssl: cargo xtask ci runs it"]
 fn connections_from_a_source_not_allowed_are_closed_before_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());

@@ -294,6 +294,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(debug_assertions, ignore = "slow unoptimized (over 15 minutes): cargo xtask ci runs it in release")]
     fn an_office_month_six_ways() {
         let outcomes = office_month();
         assert_eq!(outcomes.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), STRATEGIES);
@@ -317,6 +318,7 @@ mod tests {
     /// office month wbguard locks nobody out and drops nothing (its nights
     /// are harmless, so no lockout restart is needed).
     #[test]
+    #[cfg_attr(debug_assertions, ignore = "slow unoptimized (over 15 minutes): cargo xtask ci runs it in release")]
     fn over_an_office_month_wbguard_locks_nobody_out_and_drops_nothing() {
         for wbguard in &office_month()[3..] {
             assert_eq!((wbguard.refused_joins, wbguard.dropped_calls), (0, 0), "{wbguard:?}");
