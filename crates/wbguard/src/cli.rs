@@ -16,16 +16,28 @@ use crate::config::guard_settings::Clock;
 /// session leak (CSCvt73723).
 #[derive(Debug, Parser)]
 #[command(name = "wbguard", version, about, max_term_width = 100)]
+#[cfg_attr(windows, command(after_help = WINDOWS_BUILD))]
 pub struct Cli {
     /// The configuration file, before or after the command [default:
     /// $WBGUARD_CONFIG, ~/.config/wbguard/config.toml,
     /// /etc/wbguard/config.toml; `watch` runs without one].
     #[arg(long, value_name = "FILE", global = true)]
+    #[cfg_attr(windows, arg(help = WINDOWS_CONFIG))]
     pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// What the Windows build leaves out, under `--help`.
+#[cfg(windows)]
+const WINDOWS_BUILD: &str = "This Windows build has analyze, restart, trust, config and status. The guard (watch) \
+     and the demo are not in it: they need Unix (signals, inodes); run them on Linux.";
+
+/// `--config` on Windows, where the folders differ (see `dirs`).
+#[cfg(windows)]
+const WINDOWS_CONFIG: &str = "The configuration file, before or after the command [default: %WBGUARD_CONFIG%, \
+     %APPDATA%\\wbguard\\config.toml, %ProgramData%\\wbguard\\config.toml]";
 
 /// `--mode`: observe or enforce.
 fn mode(text: &str) -> Result<Mode, String> {
@@ -83,13 +95,14 @@ pub enum Command {
     Config(ConfigCommand),
     /// The guard: receive the servers' syslog, track every web bridge,
     /// decide and report (observe mode) or act (enforce mode).
+    #[cfg(unix)]
     Watch(WatchArgs),
     /// Ask a running guard what it knows.
     Status(StatusArgs),
     /// See it work: a simulated leaking deployment, the guard in enforce
     /// mode, the status page, and a month of four strategies compared
     /// (left out of builds without the cargo feature "demo").
-    #[cfg(feature = "demo")]
+    #[cfg(all(unix, feature = "demo"))]
     Demo(DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

@@ -13,8 +13,14 @@
 //! without reading its secret, for `wbguard config check`, a dry run and a
 //! guard about to act: a [`Problem::Unusable`] source fails whenever it is
 //! used, a [`Problem::Absent`] one may be there by then.
+//!
+//! A secret file must be readable by its owner alone. On Unix that is its
+//! mode (600 or stricter). On Windows, which has no modes, it is the
+//! file's ACL (the [`os`] module, the one place that differs): every
+//! account granted any access must be the file's owner, the user running
+//! wbguard, SYSTEM or Administrators (Windows' root, as OpenSSH for
+//! Windows allows for a private key); and the file must not be a link.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,7 +39,8 @@ pub enum AuthSource {
         /// Variable name.
         variable: String,
     },
-    /// The password is in this file (mode 600 or stricter).
+    /// The password is in this file (readable only by its owner: mode 600
+    /// or stricter; on Windows, by its ACL).
     PasswordFile {
         /// Path.
         path: PathBuf,
@@ -47,7 +54,7 @@ pub enum AuthSource {
         /// Variable holding the passphrase.
         passphrase_env: Option<String>,
     },
-    /// The ssh-agent.
+    /// The ssh-agent (on Windows, OpenSSH's agent service: a named pipe).
     Agent,
 }
 
@@ -58,7 +65,7 @@ pub enum Location {
     Inline(String),
     /// In this environment variable.
     Env(String),
-    /// In this file, mode 600 or stricter.
+    /// In this file, readable only by its owner (as a password file).
     File(PathBuf),
 }
 
@@ -101,7 +108,7 @@ fn variable_problem(variable: &str, what: Option<&str>) -> Option<Problem> {
 }
 
 /// A secret file that is missing, not a regular file, or readable by
-/// group or others.
+/// group or others (on Windows: by another account, per its ACL).
 pub fn file_problem(path: &Path) -> Option<Problem> {
     match std::fs::metadata(path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -215,7 +222,7 @@ pub enum Secret {
     Password(String),
     /// A decrypted private key.
     Key(Arc<PrivateKey>),
-    /// The ssh-agent at `SSH_AUTH_SOCK`.
+    /// The ssh-agent at `SSH_AUTH_SOCK` (on Windows, [`agent_pipe`]).
     Agent,
 }
 
@@ -255,7 +262,7 @@ impl AuthSource {
             AuthSource::KeyFile { path, passphrase_env } => file_problem(path).or_else(|| {
                 passphrase_env.as_deref().and_then(|variable| variable_problem(variable, Some("the key's passphrase")))
             }),
-            AuthSource::Agent => variable_problem("SSH_AUTH_SOCK", Some("the ssh-agent's socket")),
+            AuthSource::Agent => os::agent_problem(),
         }
     }
 
@@ -265,18 +272,10 @@ impl AuthSource {
     }
 }
 
-/// Refuses a secret file that group or others may read.
+/// Refuses a secret file that group or others may read (on Windows:
+/// that its ACL lets another account read, or a link).
 pub fn check_private(path: &Path) -> anyhow::Result<()> {
-    let mode = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    Ok(())
+    os::check_private(path)
 }
 
 /// Fetches the secret of one source.
@@ -295,7 +294,7 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
             }
             Ok(Secret::Password(password))
         }
-        AuthSource::PasswordPrompt => Ok(Secret::Password(prompt("MMP password: ")?)),
+        AuthSource::PasswordPrompt => Ok(Secret::Password(os::prompt("MMP password: ")?)),
         AuthSource::KeyFile { path, passphrase_env } => {
             let passphrase = match passphrase_env {
                 Some(variable) => Some(std::env::var(variable).with_context(|| format!("${variable} is not set"))?),
@@ -311,38 +310,232 @@ pub fn fetch(source: &AuthSource) -> anyhow::Result<Secret> {
             Ok(Secret::Key(Arc::new(key)))
         }
         AuthSource::Agent => {
-            if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-                bail!("no ssh-agent: SSH_AUTH_SOCK is not set");
-            }
+            os::agent_reachable()?;
             Ok(Secret::Agent)
         }
     }
 }
 
-/// Reads a line from the terminal without echo (`stty -echo`).
-fn prompt(question: &str) -> anyhow::Result<String> {
-    use std::io::{BufRead, Write};
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .context("no terminal to ask for the password on")?;
-    let stty =
-        |arg: &str| std::process::Command::new("stty").arg(arg).stdin(tty.try_clone().expect("tty clones")).status();
-    let mut out = tty.try_clone()?;
-    write!(out, "{question}")?;
-    out.flush()?;
-    let _ = stty("-echo");
-    let mut line = String::new();
-    let read = std::io::BufReader::new(tty.try_clone()?).read_line(&mut line);
-    let _ = stty("echo");
-    writeln!(out)?;
-    read?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+/// The named pipe of the ssh-agent on Windows: `SSH_AUTH_SOCK` if set,
+/// else Windows' own OpenSSH agent service.
+#[cfg(windows)]
+pub fn agent_pipe() -> std::ffi::OsString {
+    std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty()).unwrap_or_else(|| r"\\.\pipe\openssh-ssh-agent".into())
 }
 
-#[cfg(test)]
+/// Unix: file modes, the agent's socket, the terminal.
+#[cfg(unix)]
+mod os {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use anyhow::{bail, Context};
+
+    use super::{variable_problem, Problem};
+
+    /// Refuses a secret file that group or others may read.
+    pub fn check_private(path: &Path) -> anyhow::Result<()> {
+        let mode = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The agent is reached through `SSH_AUTH_SOCK`.
+    pub fn agent_problem() -> Option<Problem> {
+        variable_problem("SSH_AUTH_SOCK", Some("the ssh-agent's socket"))
+    }
+
+    /// Whether there is an agent to try: `SSH_AUTH_SOCK` says where.
+    pub fn agent_reachable() -> anyhow::Result<()> {
+        if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+            bail!("no ssh-agent: SSH_AUTH_SOCK is not set");
+        }
+        Ok(())
+    }
+
+    /// Reads a line from the terminal without echo (`stty -echo`).
+    pub fn prompt(question: &str) -> anyhow::Result<String> {
+        use std::io::{BufRead, Write};
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .context("no terminal to ask for the password on")?;
+        let stty = |arg: &str| {
+            std::process::Command::new("stty").arg(arg).stdin(tty.try_clone().expect("tty clones")).status()
+        };
+        let mut out = tty.try_clone()?;
+        write!(out, "{question}")?;
+        out.flush()?;
+        let _ = stty("-echo");
+        let mut line = String::new();
+        let read = std::io::BufReader::new(tty.try_clone()?).read_line(&mut line);
+        let _ = stty("echo");
+        writeln!(out)?;
+        read?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    }
+}
+
+/// Windows: the file's ACL (read by PowerShell's `Get-Acl`, as the crate
+/// forbids unsafe code and so calls no Win32 function itself), the
+/// agent's named pipe, the console.
+#[cfg(windows)]
+mod os {
+    use std::path::Path;
+
+    use anyhow::{bail, Context};
+
+    use super::{acl, Problem};
+
+    /// Prints the owner, the user running it, and each access rule of the
+    /// file named by `WBGUARD_SECRET_FILE` (never on the command line, so
+    /// no quoting can go wrong), every account as a SID; [`acl::parse`]
+    /// reads it.
+    const GET_ACL: &str = concat!(
+        "$ErrorActionPreference = 'Stop'; ",
+        // UTF-8 without a byte order mark; a process without a console
+        // cannot set it, and then gets its code page (names only).
+        "try { [Console]::OutputEncoding = New-Object Text.UTF8Encoding $false } catch {}; ",
+        "$sid = [Security.Principal.SecurityIdentifier]; ",
+        "$acl = Get-Acl -LiteralPath $env:WBGUARD_SECRET_FILE; ",
+        "'owner ' + $acl.GetOwner($sid).Value; ",
+        "'user ' + [Security.Principal.WindowsIdentity]::GetCurrent().User.Value; ",
+        "foreach ($rule in $acl.GetAccessRules($true, $true, $sid)) { ",
+        "$name = ''; ",
+        "try { $name = $rule.IdentityReference.Translate([Security.Principal.NTAccount]).Value } catch {}; ",
+        "'rule ' + $rule.AccessControlType + ' ' + [int]$rule.PropagationFlags + ' ' + ",
+        "$rule.IdentityReference.Value + ' ' + $name }",
+    );
+
+    /// Refuses a secret file that is a link, or whose ACL lets an account
+    /// other than its owner, the user, SYSTEM or Administrators read it.
+    pub fn check_private(path: &Path) -> anyhow::Result<()> {
+        let meta = std::fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            bail!("{} is a symbolic link or junction; name the file itself", path.display());
+        }
+        let root = std::env::var_os("SystemRoot").unwrap_or_else(|| r"C:\Windows".into());
+        let powershell = Path::new(&root).join(r"System32\WindowsPowerShell\v1.0\powershell.exe");
+        let output = std::process::Command::new(&powershell)
+            .args(["-NoProfile", "-NonInteractive", "-Command", GET_ACL])
+            .env("WBGUARD_SECRET_FILE", path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("cannot check who may read {}: {}", path.display(), powershell.display()))?;
+        if !output.status.success() {
+            bail!(
+                "cannot check who may read {} (Get-Acl: {})",
+                path.display(),
+                crate::text::printable(String::from_utf8_lossy(&output.stderr).trim())
+            );
+        }
+        let acl = acl::parse(&String::from_utf8_lossy(&output.stdout))
+            .with_context(|| format!("cannot check who may read {}", path.display()))?;
+        let others = acl.others();
+        if !others.is_empty() {
+            bail!(
+                "{} may be read by {} besides its owner; run: icacls \"{}\" /inheritance:r /grant:r \"%USERNAME%:F\"",
+                path.display(),
+                crate::text::printable(&others.join(", ")),
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The agent is a named pipe, there by default: nothing to check
+    /// without connecting to it.
+    pub fn agent_problem() -> Option<Problem> {
+        None
+    }
+
+    /// The pipe is tried when the agent is used (see `agent_problem`).
+    pub fn agent_reachable() -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Reads a line from the console without echo.
+    pub fn prompt(question: &str) -> anyhow::Result<String> {
+        rpassword::prompt_password(question).context("no console to ask for the password on")
+    }
+}
+
+/// Who a Windows file's ACL lets in, as `Get-Acl` prints it (see
+/// `os::GET_ACL`). Plain text handling, so it is tested on every system.
+#[cfg(any(windows, test))]
+mod acl {
+    use anyhow::bail;
+
+    /// SYSTEM (`S-1-5-18`) and Administrators (`S-1-5-32-544`): Windows'
+    /// root, who can take any file anyway.
+    const ALWAYS: [&str; 2] = ["S-1-5-18", "S-1-5-32-544"];
+    /// `PropagationFlags.InheritOnly`: a rule for what the folder's
+    /// children inherit, not for the file itself.
+    const INHERIT_ONLY: u32 = 2;
+
+    /// The owner, the user running wbguard, and the accounts granted access.
+    #[derive(Debug, Default)]
+    pub struct Acl {
+        owner: String,
+        user: String,
+        /// SID and name (empty if it cannot be named) of each account an
+        /// `Allow` rule that applies to the file grants anything to.
+        allowed: Vec<(String, String)>,
+    }
+
+    /// Reads `owner SID`, `user SID` and `rule TYPE FLAGS SID NAME` lines.
+    pub fn parse(text: &str) -> anyhow::Result<Acl> {
+        let mut acl = Acl::default();
+        let text = text.trim_start_matches('\u{feff}');
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let mut words = line.splitn(5, ' ');
+            match (words.next(), words.next()) {
+                (Some("owner"), Some(sid)) => acl.owner = sid.to_owned(),
+                (Some("user"), Some(sid)) => acl.user = sid.to_owned(),
+                (Some("rule"), Some(kind)) => {
+                    let (Some(flags), Some(sid)) = (words.next(), words.next()) else { bail!("unexpected: {line}") };
+                    let Ok(flags) = flags.parse::<u32>() else { bail!("unexpected: {line}") };
+                    if kind == "Allow" && flags & INHERIT_ONLY == 0 {
+                        acl.allowed.push((sid.to_owned(), words.next().unwrap_or("").trim().to_owned()));
+                    }
+                }
+                _ => bail!("unexpected: {line}"),
+            }
+        }
+        if !acl.owner.starts_with("S-") || !acl.user.starts_with("S-") {
+            bail!("Get-Acl named no owner or user");
+        }
+        Ok(acl)
+    }
+
+    impl Acl {
+        /// The accounts besides the owner, the user, SYSTEM and
+        /// Administrators that may read the file: by name, else by SID.
+        pub fn others(&self) -> Vec<String> {
+            let mut others: Vec<String> = self
+                .allowed
+                .iter()
+                .filter(|(sid, _)| *sid != self.owner && *sid != self.user && !ALWAYS.contains(&sid.as_str()))
+                .map(|(sid, name)| if name.is_empty() { sid.clone() } else { name.clone() })
+                .collect();
+            others.dedup();
+            others
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -401,5 +594,29 @@ mod tests {
     fn a_missing_variable_is_named() {
         let error = fetch(&AuthSource::PasswordEnv { variable: "WBGUARD_TEST_SURELY_UNSET".into() }).unwrap_err();
         assert!(error.to_string().contains("$WBGUARD_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn a_windows_acl_lets_in_only_the_owner_the_user_system_and_administrators() {
+        let me = "S-1-5-21-1-2-3-1001";
+        let private = format!(
+            "owner {me}\nuser {me}\nrule Allow 0 S-1-5-18 NT AUTHORITY\\SYSTEM\n\
+             rule Allow 0 S-1-5-32-544 BUILTIN\\Administrators\nrule Allow 0 {me} HOST\\me\n\
+             rule Deny 0 S-1-1-0 Everyone\nrule Allow 2 S-1-5-32-545 BUILTIN\\Users\n"
+        );
+        assert!(acl::parse(&private).unwrap().others().is_empty());
+        // An elevated administrator's file is owned by Administrators.
+        let elevated = format!("owner S-1-5-32-544\nuser {me}\nrule Allow 0 {me} HOST\\me\n");
+        assert!(acl::parse(&elevated).unwrap().others().is_empty());
+        let shared = format!(
+            "owner {me}\nuser {me}\nrule Allow 0 S-1-5-32-545 BUILTIN\\Users\n\
+             rule Allow 0 S-1-5-11 NT AUTHORITY\\Authenticated Users\nrule Allow 0 S-1-5-21-9-9-9-1002 \n"
+        );
+        assert_eq!(
+            acl::parse(&shared).unwrap().others(),
+            ["BUILTIN\\Users", "NT AUTHORITY\\Authenticated Users", "S-1-5-21-9-9-9-1002"]
+        );
+        assert!(acl::parse("user S-1-5-18\n").is_err());
+        assert!(acl::parse(&format!("owner {me}\nuser {me}\nsomething else\n")).is_err());
     }
 }

@@ -16,7 +16,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tokio::sync::watch;
 use super::codec::{Framer, Framing};
 use super::metrics::MessageResult;
 use super::{Batch, Intake, Origin};
+use crate::files;
 
 /// How often the file is looked at when nothing new came.
 const POLL: Duration = Duration::from_millis(250);
@@ -37,7 +37,8 @@ const ROUND_BYTES: u64 = 256 * 1024;
 /// An open file and how far it was read.
 struct Open {
     file: std::fs::File,
-    inode: u64,
+    /// Which file it is (device and inode, on Unix).
+    identity: files::Identity,
     read: u64,
     /// A read failed and was logged: once per file, not every round.
     failed: bool,
@@ -50,7 +51,7 @@ fn open(path: &std::path::Path) -> std::io::Result<Open> {
     if meta.is_dir() {
         return Err(std::io::Error::other("it is a directory"));
     }
-    Ok(Open { file, inode: meta.ino(), read: 0, failed: false })
+    Ok(Open { identity: files::Identity::of(&file, &meta)?, file, read: 0, failed: false })
 }
 
 /// The blocking side of a followed file: the open file, the codec and
@@ -104,17 +105,17 @@ impl Reader {
             self.framer.frame(batch, &self.oversize);
             return true;
         }
-        match std::fs::metadata(path) {
+        match files::stat(path) {
             // Rotated: the old file was read to its end (its last line may
             // lack its newline); the new one is read from its start.
-            Ok(meta) if meta.ino() != file.inode => {
+            Ok((identity, _)) if identity != file.identity => {
                 tracing::info!("{} was rotated: reading the new file", path.display());
                 self.framer.finish(batch, &self.oversize);
                 self.current = open(path).ok();
                 true
             }
             // Truncated in place (copytruncate): from the start again.
-            Ok(meta) if meta.len() < file.read => {
+            Ok((_, meta)) if meta.len() < file.read => {
                 tracing::info!("{} was truncated: reading it from the start", path.display());
                 let _ = file.file.seek(SeekFrom::Start(0));
                 file.read = 0;

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::FileExt;
 
 use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
 
@@ -82,7 +81,7 @@ struct ReadAt<'a> {
 
 impl Read for ReadAt<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let read = self.file.read_at(buffer, self.offset)?;
+        let read = crate::files::read_at(self.file, buffer, self.offset)?;
         self.offset += read as u64;
         Ok(read)
     }

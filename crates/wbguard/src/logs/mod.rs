@@ -26,7 +26,6 @@ mod lines;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
@@ -36,6 +35,7 @@ use chrono::{DateTime, Utc};
 use wbguard_core::log::{LineCounts, ParseContext, Record, Scanner};
 use wbguard_core::model::{Deployment, ModelConfig};
 
+use crate::files;
 use dedup::Dedup;
 use lines::{Ended, Sink, Tools, BATCH};
 
@@ -81,7 +81,7 @@ pub enum Source {
     Stdin,
     /// Bytes already in memory (the built-in example), last written at
     /// `reference`. Only the simulator makes them.
-    #[cfg_attr(not(feature = "demo"), allow(dead_code))]
+    #[cfg_attr(not(all(unix, feature = "demo")), allow(dead_code))]
     Memory { name: String, bytes: std::sync::Arc<Vec<u8>>, reference: DateTime<Utc> },
 }
 
@@ -486,14 +486,15 @@ fn context(settings: &ScanSettings, reference: DateTime<Utc>) -> ParseContext {
 struct Opened {
     path: PathBuf,
     file: Arc<File>,
-    /// Device and inode: who the name pointed to.
-    identity: (u64, u64),
+    /// Who the name pointed to (device and inode, on Unix).
+    identity: files::Identity,
     size: u64,
 }
 
 impl Opened {
-    fn new(path: &Path, file: Arc<File>, metadata: &std::fs::Metadata) -> Self {
-        Opened { path: path.to_owned(), file, identity: (metadata.dev(), metadata.ino()), size: metadata.len() }
+    fn new(path: &Path, file: Arc<File>, metadata: &std::fs::Metadata) -> io::Result<Self> {
+        let identity = files::Identity::of(&file, metadata)?;
+        Ok(Opened { path: path.to_owned(), file, identity, size: metadata.len() })
     }
 
     /// How the file changed while it was read, in words, if it did.
@@ -502,8 +503,8 @@ impl Opened {
         if ended_early || now < self.size {
             return Some(format!("shrank from {} to {now} bytes", self.size));
         }
-        match std::fs::metadata(&self.path) {
-            Ok(metadata) if (metadata.dev(), metadata.ino()) == self.identity => None,
+        match files::stat(&self.path) {
+            Ok((identity, _)) if identity == self.identity => None,
             Ok(_) => Some("was replaced (rotated?)".to_owned()),
             Err(_) => Some("was removed".to_owned()),
         }
@@ -541,14 +542,16 @@ fn plan(source: &Source, range_size: u64) -> Result<Plan, String> {
     }
     if is_gzip(&mut file).map_err(|e| format!("cannot read {name}: {}", describe(&e)))? {
         let watch = file.try_clone().map_err(|e| format!("cannot read {name}: {}", describe(&e)))?;
-        let opened = Opened::new(path, Arc::new(watch), &metadata);
+        let opened = Opened::new(path, Arc::new(watch), &metadata)
+            .map_err(|e| format!("cannot read {name}: {}", describe(&e)))?;
         return Ok(Plan::Stream(Stream::File(file, reference), Some(opened)));
     }
     let size = metadata.len();
     let count = size.div_ceil(range_size.max(1)).max(1);
     let step = size.div_ceil(count).max(1);
     let bounds = (0..count).map(|i| (i * step, ((i + 1) * step).min(size))).collect();
-    let opened = Opened::new(path, Arc::new(file), &metadata);
+    let opened =
+        Opened::new(path, Arc::new(file), &metadata).map_err(|e| format!("cannot read {name}: {}", describe(&e)))?;
     Ok(Plan::Ranges { opened, bounds, reference })
 }
 

@@ -379,8 +379,22 @@ pub async fn connect(server: &Server, config: &Config) -> Result<Session, MmpErr
     Ok(Session { handle, name: server.name.clone(), channel: server.channel, command_timeout: config.timeouts.command })
 }
 
+/// The ssh-agent at `SSH_AUTH_SOCK`, a unix socket.
+#[cfg(unix)]
+async fn connect_agent() -> Option<russh::keys::agent::client::AgentClient<tokio::net::UnixStream>> {
+    russh::keys::agent::client::AgentClient::connect_env().await.ok()
+}
+
+/// On Windows the agent is a named pipe: Windows' own OpenSSH agent
+/// service, or the one `SSH_AUTH_SOCK` names ([`crate::secret::agent_pipe`]).
+#[cfg(windows)]
+async fn connect_agent(
+) -> Option<russh::keys::agent::client::AgentClient<tokio::net::windows::named_pipe::NamedPipeClient>> {
+    russh::keys::agent::client::AgentClient::connect_named_pipe(crate::secret::agent_pipe()).await.ok()
+}
+
 async fn authenticate_with_agent(handle: &mut client::Handle<HostKeyCheck>, user: &str) -> Result<bool, russh::Error> {
-    let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await else { return Ok(false) };
+    let Some(mut agent) = connect_agent().await else { return Ok(false) };
     let identities = agent.request_identities().await.unwrap_or_default();
     for identity in identities {
         let key = identity.public_key().into_owned();

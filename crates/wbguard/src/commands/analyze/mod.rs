@@ -9,7 +9,7 @@
 //! input that shrank or was replaced while it was read gives a warning and
 //! exit code 1.
 
-#[cfg(feature = "demo")]
+#[cfg(all(unix, feature = "demo"))]
 mod example;
 mod plot;
 mod report;
@@ -134,14 +134,20 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The built-in example, when the simulator is built in.
-#[cfg(feature = "demo")]
+#[cfg(all(unix, feature = "demo"))]
 fn example() -> anyhow::Result<(Vec<Source>, Option<String>)> {
     let (source, note) = example::generate()?;
     Ok((vec![source], Some(note)))
 }
 
 /// Without the simulator there is no example to analyse.
-#[cfg(not(feature = "demo"))]
+#[cfg(all(unix, not(feature = "demo")))]
 fn example() -> anyhow::Result<(Vec<Source>, Option<String>)> {
     bail!("--example needs the simulator, which this build leaves out (cargo feature \"demo\")")
+}
+
+/// The simulator is Unix-only, so the Windows build has no example.
+#[cfg(not(unix))]
+fn example() -> anyhow::Result<(Vec<Source>, Option<String>)> {
+    bail!("--example needs the simulator, which the Windows build leaves out")
 }
