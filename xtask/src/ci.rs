@@ -30,7 +30,7 @@ const PACKAGES: [(&str, &str); 14] = [
     ("curl", "CDRs posted over HTTPS"),
     ("haproxy", "a load balancer to drain web bridges in"),
     ("systemd", "systemd-analyze verify, on the packaged unit"),
-    ("mingw-w64", "the linker of the Windows build"),
+    ("gcc-mingw-w64-x86-64", "mingw-w64: the linker of the Windows build"),
     ("python3-pip", "pip, for paramiko (Cisco's own restart script)"),
 ];
 
@@ -47,6 +47,8 @@ const BENCHMARKS: [&str; 3] = [
 
 /// Runs every step; the first that fails stops it.
 pub fn ci(ws: &Workspace) -> Result<(), String> {
+    let began = std::time::Instant::now();
+    let step = |name: &str| eprintln!("\n== {name} (at {} s)", began.elapsed().as_secs());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let root = &ws.root;
     step("tools");
@@ -82,7 +84,9 @@ pub fn ci(ws: &Workspace) -> Result<(), String> {
     for name in BENCHMARKS {
         args.extend(["--skip", name]);
     }
-    sh::run(root, &cargo, &args)
+    sh::run(root, &cargo, &args)?;
+    eprintln!("\n== all passed in {} s", began.elapsed().as_secs());
+    Ok(())
 }
 
 /// Installs [`PACKAGES`] and paramiko when root; names them otherwise.
@@ -108,9 +112,4 @@ fn install(ws: &Workspace) -> Result<(), String> {
         forced.push("--break-system-packages");
         sh::run(&ws.root, "python3", &forced)
     })
-}
-
-/// A header in the log.
-fn step(name: &str) {
-    eprintln!("\n== {name}");
 }
