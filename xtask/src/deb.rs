@@ -246,8 +246,13 @@ fn collect_files(tree: &Path, dir: &Path, files: &mut Vec<String>) -> Result<(),
 fn build(staged: &Staged, tree: &Path, deb: &Path) -> Result<(), String> {
     let epoch = format!("@{}", staged.epoch);
     sh::run(tree, "find", &[".", "-exec", "touch", "--no-dereference", "--date", &epoch, "{}", "+"])?;
-    std::env::set_var("SOURCE_DATE_EPOCH", staged.epoch.to_string());
-    sh::run(tree, "dpkg-deb", &["--root-owner-group", "-Zxz", "--build", ".", sh::arg(deb)?])
+    let epoch = staged.epoch.to_string();
+    sh::run_with(
+        tree,
+        &[("SOURCE_DATE_EPOCH", &epoch)],
+        "dpkg-deb",
+        &["--root-owner-group", "-Zxz", "--build", ".", sh::arg(deb)?],
+    )
 }
 
 /// A text file of the workspace.

@@ -7,9 +7,16 @@ use std::process::{Command, Stdio};
 
 /// Runs `program args...` in `dir`, its output going to ours.
 pub fn run(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
+    run_with(dir, &[], program, args)
+}
+
+/// Like [`run`], with `env` added to its environment (and not to ours:
+/// cargo rebuilds what a build script saw change in its environment).
+pub fn run_with(dir: &Path, env: &[(&str, &str)], program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("+ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .status()
         .map_err(|error| format!("{program}: cannot run it ({error}); is it installed?"))?;

@@ -2,7 +2,8 @@
 //! stays the same across runs (clients that pinned it keep trusting it),
 //! and replaced on request to test how clients react to a changed key.
 //! Ed25519 normally; RSA for the legacy profile, whose clients know no
-//! better.
+//! better. Also the client's side: a key pair for the MMP user, as
+//! `ssh-keygen` writes it, so that tests need no OpenSSH to make one.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -55,6 +56,22 @@ pub fn load_or_create(dir: &Path, kind: KeyKind, rotate: bool) -> anyhow::Result
     let text = key.to_openssh(LineEnding::LF).context("encoding the host key")?;
     super::write_replacing(&path, text.as_bytes(), 0o600)?;
     Ok(key)
+}
+
+/// A new Ed25519 key pair without passphrase, as `ssh-keygen -t ed25519
+/// -N '' -C COMMENT -f PATH` writes it: the private key at `path` (mode
+/// 0600) and the public one at `path.pub`, both in OpenSSH's formats.
+pub fn client_key_pair(path: &Path, comment: &str) -> anyhow::Result<()> {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let private = key.to_openssh(LineEnding::LF).context("encoding the key")?;
+    super::write_replacing(path, private.as_bytes(), 0o600)?;
+    let public = key.public_key().to_openssh().context("encoding the public key")?;
+    let mut public_path = path.as_os_str().to_owned();
+    public_path.push(".pub");
+    super::write_replacing(Path::new(&public_path), format!("{public} {comment}\n").as_bytes(), 0o644)?;
+    Ok(())
 }
 
 #[cfg(test)]

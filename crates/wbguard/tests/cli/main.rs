@@ -88,18 +88,8 @@ pub fn control(control: std::net::SocketAddr, json: &str) {
 }
 
 /// A new ed25519 key pair without passphrase at `path` (mode 600) and
-/// `path.pub`, in OpenSSH's formats, as `ssh-keygen -t ed25519 -N ''`
-/// writes them; made here, so that a test which only needs a key does not
-/// need OpenSSH (the tests against OpenSSH itself use its ssh-keygen).
+/// `path.pub`, as `ssh-keygen -t ed25519 -N ''` writes them: made by the
+/// simulator, so that a test which only needs a key needs no OpenSSH.
 pub fn keygen(path: &Path) {
-    use russh::keys::ssh_key::private::Ed25519Keypair;
-    use russh::keys::ssh_key::{LineEnding, PrivateKey};
-    use std::os::unix::fs::OpenOptionsExt;
-    let key = PrivateKey::from(Ed25519Keypair::from_seed(&rand::random()));
-    let private = key.to_openssh(LineEnding::LF).unwrap();
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
-    file.write_all(private.as_bytes()).unwrap();
-    let mut public = path.as_os_str().to_owned();
-    public.push(".pub");
-    std::fs::write(public, format!("{} wbguard-test\n", key.public_key().to_openssh().unwrap())).unwrap();
+    cms_sim::live::hostkey::client_key_pair(path, "wbguard-test").unwrap();
 }
