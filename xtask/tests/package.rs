@@ -206,3 +206,28 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+#[ignore = "needs cargo xtask dist --windows's .exe and mingw-w64's objdump: cargo xtask ci runs it"]
+fn the_windows_restart_job_needs_only_what_windows_has() {
+    let exe = artifact("wbguard-", "-x86_64-windows.exe");
+    let bytes = std::fs::read(&exe).unwrap();
+    assert_eq!(&bytes[..2], b"MZ", "{} is not a Windows program", exe.display());
+    // What --help says on Windows: the guard and the demo are left out.
+    let help = b"This Windows build has analyze, restart, trust, config and status.";
+    assert!(bytes.windows(help.len()).any(|window| window == help), "the Windows --help text is not in it");
+    let headers = ok("x86_64-w64-mingw32-objdump", &["-p", exe.to_str().unwrap()]);
+    let dlls: Vec<String> =
+        headers.lines().filter_map(|line| line.trim().strip_prefix("DLL Name: ")).map(str::to_lowercase).collect();
+    assert!(dlls.contains(&"kernel32.dll".to_owned()), "{dlls:?}");
+    // No MinGW runtime (libgcc_s_seh-1.dll, libwinpthread-1.dll) to ship
+    // beside it: only what Windows 10 and later have.
+    for dll in &dlls {
+        let system = ["kernel32.dll", "ntdll.dll", "msvcrt.dll", "advapi32.dll", "bcrypt.dll", "bcryptprimitives.dll"]
+            .contains(&dll.as_str())
+            || ["ws2_32.dll", "oleaut32.dll", "ole32.dll", "userenv.dll", "user32.dll", "secur32.dll", "crypt32.dll"]
+                .contains(&dll.as_str())
+            || dll.starts_with("api-ms-win-");
+        assert!(system, "{} needs {dll}, which Windows does not have", exe.display());
+    }
+}
