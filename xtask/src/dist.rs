@@ -124,13 +124,14 @@ fn archives(ws: &Workspace, staged: &Staged, stage: &Path, out: &Path) -> Result
     mkdir(&top)?;
     copy(&staged.binary, &top.join("wbguard"), 0o755)?;
     copy(&ws.root.join("README.md"), &top.join("README.md"), 0o644)?;
-    copy_dir(&ws.root.join("docs"), &top.join("docs"), |_| true)?;
-    copy_dir(&ws.root.join("deploy"), &top.join("deploy"), |name| name != "debian")?;
+    copy_dir(&ws.root.join("docs"), &top.join("docs"))?;
+    // Files only: deploy/debian holds the package's scripts, not the archive's.
+    copy_dir(&ws.root.join("deploy"), &top.join("deploy"))?;
     mkdir(&top.join("man"))?;
     for page in &staged.man {
         copy(page, &top.join("man").join(page.file_name().unwrap_or_default()), 0o644)?;
     }
-    copy_dir(&staged.completions, &top.join("completions"), |_| true)?;
+    copy_dir(&staged.completions, &top.join("completions"))?;
     tar_gz(staged.epoch, &stage.join("archive"), &name, &out.join(format!("{name}.tar.gz")))?;
 
     let debug_top = stage.join("debug").join(&name);
@@ -249,11 +250,11 @@ pub fn copy(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
     chmod(to, mode)
 }
 
-/// Copies the files of `from` (not its subfolders) whose names `keep`
-/// accepts, mode 644 (755 where the source is executable).
-fn copy_dir(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<(), String> {
+/// Copies the files of `from` (not its subfolders), mode 644 (755 where
+/// the source is executable).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    for name in listing(from)?.into_iter().filter(|name| keep(name)) {
+    for name in listing(from)? {
         let source = from.join(&name);
         let meta = fs::metadata(&source).map_err(|error| format!("{}: {error}", source.display()))?;
         if meta.is_file() {
