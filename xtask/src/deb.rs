@@ -24,16 +24,20 @@ use crate::{sh, Workspace};
 const HAND_INSTALLED: &str = "/usr/local/bin/wbguard";
 /// Where the package puts the binary.
 const PACKAGED: &str = "/usr/bin/wbguard";
+/// The one conffile: the configuration, kept when the package is removed.
+const CONFFILE: &str = "etc/wbguard/config.toml";
 
 /// Builds both packages into `out`.
 pub fn packages(ws: &Workspace, staged: &Staged, stage: &Path, out: &Path) -> Result<(), String> {
     let tree = stage.join("deb");
     main_tree(ws, staged, &tree)?;
+    dirs_755(&tree)?;
+    chmod(&tree.join("etc/wbguard"), 0o750)?;
     let size = installed_size(&tree)?;
     let control = control(ws, staged, size)?;
     let debian = tree.join("DEBIAN");
     write(&debian.join("control"), control.as_bytes())?;
-    write(&debian.join("conffiles"), b"/etc/wbguard/config.toml\n")?;
+    write(&debian.join("conffiles"), format!("/{CONFFILE}\n").as_bytes())?;
     for script in ["postinst", "prerm", "postrm"] {
         copy(&ws.root.join("deploy/debian").join(script), &debian.join(script), 0o755)?;
     }
@@ -43,6 +47,7 @@ pub fn packages(ws: &Workspace, staged: &Staged, stage: &Path, out: &Path) -> Re
     let tree = stage.join("dbgsym");
     let (prefix, rest) = staged.build_id.split_at(2.min(staged.build_id.len()));
     copy(&staged.debug, &tree.join(format!("usr/lib/debug/.build-id/{prefix}/{rest}.debug")), 0o644)?;
+    dirs_755(&tree)?;
     let size = installed_size(&tree)?;
     write(&tree.join("DEBIAN/control"), dbgsym_control(staged, size).as_bytes())?;
     md5sums(&tree)?;
@@ -68,11 +73,10 @@ fn main_tree(ws: &Workspace, staged: &Staged, tree: &Path) -> Result<(), String>
     if !unit.contains(&format!("ExecStart={HAND_INSTALLED} ")) {
         return Err(format!("deploy/wbguard.service: no `ExecStart={HAND_INSTALLED} ...` to point at {PACKAGED}"));
     }
-    write(&tree.join("lib/systemd/system/wbguard.service"), unit.replace(HAND_INSTALLED, PACKAGED).as_bytes())?;
-
-    let etc = tree.join("etc/wbguard");
-    copy(&ws.root.join("deploy/config.example.toml"), &etc.join("config.toml"), 0o640)?;
-    chmod(&etc, 0o750)?;
+    // /usr/lib, not /lib: the same place on a merged /usr (Debian 12,
+    // Ubuntu 22.04) and where Debian 13 wants it.
+    write(&tree.join("usr/lib/systemd/system/wbguard.service"), unit.replace(HAND_INSTALLED, PACKAGED).as_bytes())?;
+    copy(&ws.root.join("deploy/config.example.toml"), &tree.join(CONFFILE), 0o640)?;
 
     let doc = tree.join("usr/share/doc/wbguard");
     copy(&ws.root.join("README.md"), &doc.join("README.md"), 0o644)?;
@@ -80,7 +84,10 @@ fn main_tree(ws: &Workspace, staged: &Staged, tree: &Path) -> Result<(), String>
         copy(&ws.root.join("docs").join(&name), &doc.join("docs").join(&name), 0o644)?;
     }
     write(&doc.join("copyright"), copyright(ws)?.as_bytes())?;
-    write(&doc.join("changelog.gz"), &gzip(changelog(staged)?.as_bytes())?)?;
+    let changelog_path = doc.join("changelog");
+    write(&changelog_path, changelog(staged)?.as_bytes())?;
+    write(&doc.join("changelog.gz"), &sh::output("gzip", &["-9nc", sh::arg(&changelog_path)?])?)?;
+    fs::remove_file(&changelog_path).map_err(|error| format!("{}: {error}", changelog_path.display()))?;
     let share = tree.join("usr/share/wbguard");
     for name in ["grafana-dashboard.json", "prometheus-alerts.yml", "config.example.toml"] {
         copy(&ws.root.join("deploy").join(name), &share.join(name), 0o644)?;
@@ -148,25 +155,6 @@ fn changelog(staged: &Staged) -> Result<String, String> {
     ))
 }
 
-/// `bytes` gzip'd as Debian wants: best, no name or time in the header.
-fn gzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("gzip")
-        .arg("-9nc")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("gzip: cannot run it ({error})"))?;
-    // Small enough for the pipe: written whole before the output is read.
-    child.stdin.take().map(|mut stdin| stdin.write_all(bytes)).transpose().map_err(|error| error.to_string())?;
-    let out = child.wait_with_output().map_err(|error| format!("gzip: {error}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(format!("gzip failed ({})", out.status))
-    }
-}
-
 /// Debian's machine-readable copyright file.
 fn copyright(ws: &Workspace) -> Result<String, String> {
     let license = workspace_key(ws, "license")?;
@@ -204,18 +192,20 @@ fn workspace_key(ws: &Workspace, key: &str) -> Result<String, String> {
         .ok_or_else(|| format!("Cargo.toml: no `{key}` under [workspace.package]"))
 }
 
-/// `DEBIAN/md5sums`, as `dh_md5sums` writes it (for `debsums`).
+/// `DEBIAN/md5sums`, as `dh_md5sums` writes it (for `debsums`): not the
+/// conffile, which dpkg keeps its own sum of and the operator edits.
 fn md5sums(tree: &Path) -> Result<(), String> {
     let mut files = Vec::new();
     collect_files(tree, tree, &mut files)?;
-    files.retain(|file| !file.starts_with("DEBIAN/"));
+    files.retain(|file| !file.starts_with("DEBIAN/") && file != CONFFILE);
     files.sort();
     let mut args = vec!["--"];
     args.extend(files.iter().map(String::as_str));
     write(&tree.join("DEBIAN/md5sums"), &sh::output_in(tree, "md5sum", &args)?)
 }
 
-/// Installed-Size: the files' sizes in KiB, as dpkg-gencontrol counts them.
+/// Installed-Size: the files' sizes in KiB, each rounded up (dpkg-gencontrol
+/// also counts 1 KiB per folder; an estimate either way).
 fn installed_size(tree: &Path) -> Result<u64, String> {
     let mut files = Vec::new();
     collect_files(tree, tree, &mut files)?;
@@ -225,6 +215,11 @@ fn installed_size(tree: &Path) -> Result<u64, String> {
         kib += len.div_ceil(1024);
     }
     Ok(kib)
+}
+
+/// Every folder under `tree` mode 755, whatever the umask made them.
+fn dirs_755(tree: &Path) -> Result<(), String> {
+    sh::run(tree, "find", &[".", "-type", "d", "-exec", "chmod", "755", "{}", "+"])
 }
 
 /// The files under `dir`, as paths relative to `tree`.

@@ -132,6 +132,7 @@ fn archives(ws: &Workspace, staged: &Staged, stage: &Path, out: &Path) -> Result
         copy(page, &top.join("man").join(page.file_name().unwrap_or_default()), 0o644)?;
     }
     copy_dir(&staged.completions, &top.join("completions"))?;
+    sh::run(stage, "find", &["archive", "-type", "d", "-exec", "chmod", "755", "{}", "+"])?;
     tar_gz(staged.epoch, &stage.join("archive"), &name, &out.join(format!("{name}.tar.gz")))?;
 
     let debug_top = stage.join("debug").join(&name);
@@ -227,7 +228,8 @@ pub fn listing(dir: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// Creates `dir` and its parents, mode 755.
+/// Creates `dir` and its parents (mode 755 less the umask: the packers
+/// set every folder to 755 before packing).
 pub fn mkdir(dir: &Path) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|error| format!("{}: cannot create it: {error}", dir.display()))
 }

@@ -76,13 +76,18 @@ fn the_package_installs_verifies_removes_and_purges() {
     let dbgsym = artifact("wbguard-dbgsym_", "_amd64.deb");
     let version = deb.file_name().unwrap().to_string_lossy().split('_').nth(1).unwrap().to_owned();
     assert_eq!(ok("id", &["-u"]).trim(), "0", "the package test installs a package: run it as root");
-    assert!(
-        !run("dpkg", &["-s", "wbguard"]).status.success(),
-        "wbguard is installed on this machine: the package test would remove it and its history"
-    );
+    for installed in ["/etc/wbguard", "/var/lib/wbguard", "/usr/bin/wbguard", "/usr/local/bin/wbguard"] {
+        assert!(
+            !exists(installed),
+            "{installed} exists: this test would purge that wbguard's configuration and history"
+        );
+    }
+    assert!(!run("dpkg", &["-s", "wbguard"]).status.success(), "the wbguard package is installed (dpkg -P it first)");
+    let _purge = Purge;
 
-    // Install.
+    // Install, and again (dpkg's upgrade path: configure with a version).
     ok("dpkg", &["-i", deb.to_str().unwrap(), dbgsym.to_str().unwrap()]);
+    ok("dpkg", &["-i", deb.to_str().unwrap()]);
     assert_eq!(ok("wbguard", &["--version"]).trim(), format!("wbguard {version}"));
     assert_eq!(ok("sh", &["-c", "command -v wbguard"]).trim(), "/usr/bin/wbguard");
     let user = ok("getent", &["passwd", "wbguard"]);
@@ -95,10 +100,10 @@ fn the_package_installs_verifies_removes_and_purges() {
     // The example is valid, and readable by the user the service runs as.
     ok("wbguard", &["config", "check", "--config", "/etc/wbguard/config.toml"]);
     ok("runuser", &["-u", "wbguard", "--", "wbguard", "config", "check", "--config", "/etc/wbguard/config.toml"]);
-    let unit = std::fs::read_to_string("/lib/systemd/system/wbguard.service").unwrap();
+    let unit = std::fs::read_to_string("/usr/lib/systemd/system/wbguard.service").unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/wbguard watch --config /etc/wbguard/config.toml"), "{unit}");
     assert!(!unit.contains("/usr/local/bin"), "{unit}");
-    ok("systemd-analyze", &["verify", "/lib/systemd/system/wbguard.service"]);
+    ok("systemd-analyze", &["verify", "/usr/lib/systemd/system/wbguard.service"]);
     // Installed, not started: nothing enables it before it is configured.
     assert!(!exists("/etc/systemd/system/multi-user.target.wants/wbguard.service"));
     assert!(ok("zcat", &["/usr/share/man/man1/wbguard-restart.1.gz"]).contains(".TH wbguard-restart 1"));
@@ -131,7 +136,7 @@ fn the_package_installs_verifies_removes_and_purges() {
 
     // Remove: the program goes, the configuration and the history stay.
     ok("dpkg", &["-r", "wbguard"]);
-    for gone in ["/usr/bin/wbguard", "/lib/systemd/system/wbguard.service", "/usr/share/man/man1/wbguard.1.gz"] {
+    for gone in ["/usr/bin/wbguard", "/usr/lib/systemd/system/wbguard.service", "/usr/share/man/man1/wbguard.1.gz"] {
         assert!(!exists(gone), "{gone} is left after dpkg -r");
     }
     assert_eq!(std::fs::read_to_string("/etc/wbguard/config.toml").unwrap(), config);
@@ -151,6 +156,27 @@ fn the_package_installs_verifies_removes_and_purges() {
     }
     assert!(!run("dpkg", &["-s", "wbguard"]).status.success());
     assert!(run("getent", &["passwd", "wbguard"]).status.success(), "the system user is kept, as Debian does");
+
+    // A configuration the operator deleted stays deleted, and does not
+    // stop the package from being configured.
+    ok("dpkg", &["-i", deb.to_str().unwrap()]);
+    std::fs::remove_file("/etc/wbguard/config.toml").unwrap();
+    ok("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert!(!exists("/etc/wbguard/config.toml"));
+    ok("dpkg", &["-P", "wbguard"]);
+    assert!(!exists("/etc/wbguard") && !exists("/var/lib/wbguard"));
+}
+
+/// Purges what the package test installed if it fails half way, so that
+/// no test configuration is left and the next run is not refused.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = run("dpkg", &["-P", "wbguard-dbgsym", "wbguard"]);
+        }
+    }
 }
 
 #[test]
