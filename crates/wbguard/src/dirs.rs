@@ -119,10 +119,8 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(unix)]
     fn unix_places_are_as_before() {
-        if cfg!(windows) {
-            return;
-        }
         let dirs = Dirs { home: Some("/home/u".into()), ..Dirs::default() };
         assert_eq!(
             dirs.config_search_path(),
