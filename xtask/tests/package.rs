@@ -163,6 +163,13 @@ fn the_package_installs_verifies_removes_and_purges() {
     std::fs::remove_file("/etc/wbguard/config.toml").unwrap();
     ok("dpkg", &["-i", deb.to_str().unwrap()]);
     assert!(!exists("/etc/wbguard/config.toml"));
+    // One the operator made a link keeps what it points to as it was.
+    let elsewhere = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linked-config.toml");
+    std::fs::write(&elsewhere, b"# the operator's\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, "/etc/wbguard/config.toml").unwrap();
+    ok("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert_eq!(owned(elsewhere.to_str().unwrap()), (0o644, "root".into(), "root".into()));
+    std::fs::remove_file(&elsewhere).unwrap();
     ok("dpkg", &["-P", "wbguard"]);
     assert!(!exists("/etc/wbguard") && !exists("/var/lib/wbguard"));
 }
